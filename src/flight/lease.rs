@@ -1,0 +1,183 @@
+//! Leases: who holds a key, and the store that remembers it.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+/// Names one holding of a key.
+///
+/// The `generation` counts holdings of the same key while its entry lives (the
+/// first holder is 1, whoever takes over an expired lease gets 2, ...). The
+/// `token` is unique across the whole store and never reused, so a holder whose
+/// lease expired can never release or renew whatever holds the key after it,
+/// even when the key was freed and taken again in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseId {
+    generation: u64,
+    token: u64,
+}
+
+impl LeaseId {
+    /// Builds a lease id; for [`LeaseStore`] implementations.
+    pub fn new(generation: u64, token: u64) -> Self {
+        Self { generation, token }
+    }
+
+    /// How many times this key was held in a row, this holding included.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The store-wide unique fencing token of this holding.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+}
+
+/// What a store knows of the current holder of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    lease: LeaseId,
+    since: Instant,
+    expires_at: Instant,
+}
+
+impl Holder {
+    /// Describes a holding; for [`LeaseStore`] implementations.
+    pub fn new(lease: LeaseId, since: Instant, expires_at: Instant) -> Self {
+        Self {
+            lease,
+            since,
+            expires_at,
+        }
+    }
+
+    /// The holding this describes.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
+    }
+
+    /// The holding's generation, see [`LeaseId::generation`].
+    pub fn generation(&self) -> u64 {
+        self.lease.generation
+    }
+
+    /// When the holder acquired the key.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// When the lease ends unless it is renewed or released first.
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    /// How long the holder has held the key.
+    pub fn running_for(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+/// Where a [`Flights`](super::Flights) table keeps its leases.
+///
+/// The default is the in-process [`MemoryStore`](super::MemoryStore). A store
+/// shared between processes (Redis, a database) implements this trait and is
+/// passed to [`Flights::with_store`](super::Flights::with_store); nothing in
+/// the HTTP layer changes.
+///
+/// Every method that may need a round trip returns a [`StoreFuture`], which an
+/// in-process store makes [`ready`](StoreFuture::ready) at no cost.
+///
+/// # Contract
+///
+/// - `acquire` succeeds when the key is free or its lease has expired, and
+///   gives every success a `token` never given before.
+/// - `release` and `renew` act only when the stored holding has the same
+///   `token`; anything else is a stale holder and is ignored.
+/// - An expired holding is never reported as held.
+pub trait LeaseStore<K>: Send + Sync + 'static {
+    /// Takes the key for `ttl`, or reports who holds it.
+    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>>;
+
+    /// Extends a holding to `ttl` from now; `false` when `lease` is no longer
+    /// the current holding (expired, released, or taken over).
+    fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool>;
+
+    /// Frees the key if `lease` still holds it.
+    ///
+    /// Called from `Drop`, so it must not block: a remote store sends the
+    /// release from a spawned task.
+    fn release(&self, key: &K, lease: LeaseId);
+
+    /// The current, unexpired holder of the key.
+    fn holder(&self, key: &K) -> StoreFuture<Option<Holder>>;
+}
+
+/// The answer of a [`LeaseStore`]: ready at once, or boxed for a store that
+/// has to wait.
+pub struct StoreFuture<T> {
+    repr: Repr<T>,
+}
+
+enum Repr<T> {
+    Ready(Option<T>),
+    Pending(Pin<Box<dyn Future<Output = T> + Send>>),
+}
+
+impl<T> StoreFuture<T> {
+    /// An answer known now; allocates nothing.
+    pub fn ready(value: T) -> Self {
+        Self {
+            repr: Repr::Ready(Some(value)),
+        }
+    }
+
+    /// An answer that takes a round trip.
+    pub fn pending(future: impl Future<Output = T> + Send + 'static) -> Self {
+        Self {
+            repr: Repr::Pending(Box::pin(future)),
+        }
+    }
+
+    /// Takes the answer if it is already known, so callers can skip a state.
+    pub(crate) fn take_ready(&mut self) -> Option<T> {
+        match &mut self.repr {
+            Repr::Ready(value) => value.take(),
+            Repr::Pending(_) => None,
+        }
+    }
+}
+
+impl<T> Unpin for StoreFuture<T> {}
+
+impl<T> Future for StoreFuture<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match &mut self.get_mut().repr {
+            Repr::Ready(value) => Poll::Ready(
+                value
+                    .take()
+                    .expect("StoreFuture polled after it completed"),
+            ),
+            Repr::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for StoreFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.repr {
+            Repr::Ready(Some(_)) => "ready",
+            Repr::Ready(None) => "done",
+            Repr::Pending(_) => "pending",
+        };
+        f.debug_tuple("StoreFuture").field(&state).finish()
+    }
+}

@@ -1,0 +1,189 @@
+//! The in-process lease store.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    hash::Hash,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::{
+    lease::{Holder, LeaseId, LeaseStore, StoreFuture},
+    lock,
+};
+
+/// Leases kept in this process, in a mutex-guarded map.
+///
+/// Expiry is lazy: an expired holding is treated as free by every call and
+/// replaced by the next `acquire`; its entry goes when its holder drops or
+/// somebody takes the key, so a hung holder costs one entry, no timer.
+pub struct MemoryStore<K> {
+    entries: Mutex<HashMap<K, Holder>>,
+    next_token: AtomicU64,
+}
+
+impl<K> MemoryStore<K> {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+        }
+    }
+
+    /// How many keys have an entry, expired or not.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    /// Whether no key has an entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K> Default for MemoryStore<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K> fmt::Debug for MemoryStore<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+impl<K> LeaseStore<K> for MemoryStore<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>> {
+        let now = Instant::now();
+        let mut entries = lock(&self.entries);
+        let generation = match entries.get(key) {
+            Some(holder) if holder.expires_at() > now => {
+                return StoreFuture::ready(Err(holder.clone()))
+            }
+            Some(expired) => expired.generation() + 1,
+            None => 1,
+        };
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let lease = LeaseId::new(generation, token);
+        entries.insert(key.clone(), Holder::new(lease, now, now + ttl));
+        StoreFuture::ready(Ok(lease))
+    }
+
+    fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool> {
+        let now = Instant::now();
+        let mut entries = lock(&self.entries);
+        let renewed = match entries.get_mut(key) {
+            Some(holder) if holder.lease() == lease && holder.expires_at() > now => {
+                *holder = Holder::new(lease, holder.since(), now + ttl);
+                true
+            }
+            _ => false,
+        };
+        StoreFuture::ready(renewed)
+    }
+
+    fn release(&self, key: &K, lease: LeaseId) {
+        let mut entries = lock(&self.entries);
+        if entries.get(key).is_some_and(|holder| holder.lease() == lease) {
+            entries.remove(key);
+        }
+    }
+
+    fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
+        let now = Instant::now();
+        let entries = lock(&self.entries);
+        let holder = entries
+            .get(key)
+            .filter(|holder| holder.expires_at() > now)
+            .cloned();
+        StoreFuture::ready(holder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    async fn acquire(store: &MemoryStore<&'static str>, key: &'static str) -> Result<LeaseId, Holder> {
+        store.acquire(&key, TTL).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_key_reports_its_holder() {
+        let store = MemoryStore::new();
+        let lease = acquire(&store, "k").await.unwrap();
+        let holder = acquire(&store, "k").await.unwrap_err();
+        assert_eq!(holder.lease(), lease);
+        assert_eq!(lease.generation(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_is_exact_to_the_millisecond() {
+        let store = MemoryStore::new();
+        acquire(&store, "k").await.unwrap();
+
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        assert!(store.holder(&"k").await.is_some());
+        assert!(acquire(&store, "k").await.is_err());
+
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(store.holder(&"k").await.is_none());
+        let taken_over = acquire(&store, "k").await.unwrap();
+        assert_eq!(taken_over.generation(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_holder_cannot_release_or_renew_the_new_one() {
+        let store = MemoryStore::new();
+        let old = acquire(&store, "k").await.unwrap();
+        tokio::time::advance(TTL + Duration::from_millis(1)).await;
+        let new = acquire(&store, "k").await.unwrap();
+
+        assert!(!store.renew(&"k", old, TTL).await);
+        store.release(&"k", old);
+        assert_eq!(store.holder(&"k").await.map(|h| h.lease()), Some(new));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_never_reused_after_the_key_is_freed() {
+        let store = MemoryStore::new();
+        let first = acquire(&store, "k").await.unwrap();
+        store.release(&"k", first);
+        let second = acquire(&store, "k").await.unwrap();
+        assert_eq!(second.generation(), first.generation());
+        assert_ne!(second, first);
+
+        // The first holder's late release must not free the second holding.
+        store.release(&"k", first);
+        assert!(store.holder(&"k").await.is_some());
+        store.release(&"k", second);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renew_extends_only_a_live_lease() {
+        let store = MemoryStore::new();
+        let lease = acquire(&store, "k").await.unwrap();
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        assert!(store.renew(&"k", lease, TTL).await);
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        assert!(store.holder(&"k").await.is_some());
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(!store.renew(&"k", lease, TTL).await);
+    }
+}

@@ -1,0 +1,95 @@
+//! Counters of what the table did, readable as a snapshot.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// A snapshot of a [`Flights`](super::Flights) table's counters.
+///
+/// Counters only grow; `in_flight` and `leases_held` are gauges of the
+/// moment the snapshot was taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlightStats {
+    /// Callers that ran the work: lease holders and flight leaders.
+    pub leaders: u64,
+    /// Callers that waited for a leader's outcome instead of running the work.
+    pub followers: u64,
+    /// Callers turned away because the key was held.
+    pub rejected: u64,
+    /// Waiters that gave up after their maximum wait, and flights aborted at
+    /// the end of their lease.
+    pub timed_out: u64,
+    /// Flights whose work panicked.
+    pub panicked: u64,
+    /// Followers that ran their own request because the leader's outcome
+    /// could not be shared with them.
+    pub fell_back: u64,
+    /// Callers turned away because a bound (waiters per key, concurrent
+    /// flights) was reached.
+    pub overloaded: u64,
+    /// Shared flights running now.
+    pub in_flight: usize,
+    /// Lease guards alive now.
+    pub leases_held: usize,
+}
+
+/// The live counters behind [`FlightStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    leaders: AtomicU64,
+    followers: AtomicU64,
+    rejected: AtomicU64,
+    timed_out: AtomicU64,
+    panicked: AtomicU64,
+    fell_back: AtomicU64,
+    overloaded: AtomicU64,
+    leases_held: AtomicUsize,
+}
+
+/// One thing worth counting.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Led,
+    Followed,
+    Rejected,
+    TimedOut,
+    Panicked,
+    FellBack,
+    Overloaded,
+}
+
+impl Stats {
+    pub(crate) fn record(&self, event: Event) {
+        let counter = match event {
+            Event::Led => &self.leaders,
+            Event::Followed => &self.followers,
+            Event::Rejected => &self.rejected,
+            Event::TimedOut => &self.timed_out,
+            Event::Panicked => &self.panicked,
+            Event::FellBack => &self.fell_back,
+            Event::Overloaded => &self.overloaded,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn lease_taken(&self) {
+        self.leases_held.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn lease_dropped(&self) {
+        self.leases_held.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, in_flight: usize) -> FlightStats {
+        FlightStats {
+            leaders: self.leaders.load(Relaxed),
+            followers: self.followers.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
+            panicked: self.panicked.load(Relaxed),
+            fell_back: self.fell_back.load(Relaxed),
+            overloaded: self.overloaded.load(Relaxed),
+            in_flight,
+            leases_held: self.leases_held.load(Relaxed),
+        }
+    }
+}

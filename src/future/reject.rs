@@ -1,0 +1,181 @@
+//! The response future of reject mode.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::{
+    body::ResponseBody,
+    flight::{Acquire, LeaseGuard},
+    mode::Reject,
+    rejection::{AlreadyRunning, Conflict},
+    role::{mark, FlightRole},
+};
+
+pin_project! {
+    /// Response future of [`SingleFlight`](crate::SingleFlight) in reject mode.
+    pub struct ResponseFuture<S: Service<Request<ReqB>>, ReqB, K: 'static> {
+        #[pin]
+        state: State<S, ReqB, K>,
+        expose_role: bool,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S: Service<Request<ReqB>>, ReqB, K: 'static> {
+        // Only with a lease store that answers later.
+        Acquiring {
+            acquire: Acquire<K>,
+            waiting: Option<Waiting<S, ReqB>>,
+        },
+        Running {
+            #[pin]
+            future: S::Future,
+            guard: Option<LeaseGuard<K>>,
+        },
+        Rejected {
+            response: Option<Response<Bytes>>,
+        },
+        Done,
+    }
+}
+
+/// What the request needs once the store has answered.
+struct Waiting<S, ReqB> {
+    service: S,
+    request: Request<ReqB>,
+    conflict: Conflict,
+    retry_after: Duration,
+}
+
+impl<S: Service<Request<ReqB>>, ReqB, K: 'static> ResponseFuture<S, ReqB, K> {
+    pub(crate) fn bypass(future: S::Future, expose_role: bool) -> Self {
+        Self::new(State::Running { future, guard: None }, expose_role)
+    }
+
+    pub(crate) fn running(future: S::Future, guard: LeaseGuard<K>, expose_role: bool) -> Self {
+        let guard = Some(guard);
+        Self::new(State::Running { future, guard }, expose_role)
+    }
+
+    pub(crate) fn rejected(response: Response<Bytes>, expose_role: bool) -> Self {
+        let response = Some(response);
+        Self::new(State::Rejected { response }, expose_role)
+    }
+
+    pub(crate) fn acquiring(
+        acquire: Acquire<K>,
+        service: S,
+        request: Request<ReqB>,
+        mode: &Reject<K>,
+        expose_role: bool,
+    ) -> Self {
+        let waiting = Some(Waiting {
+            service,
+            request,
+            conflict: mode.conflict.clone(),
+            retry_after: mode.retry_after,
+        });
+        Self::new(State::Acquiring { acquire, waiting }, expose_role)
+    }
+
+    fn new(state: State<S, ReqB, K>, expose_role: bool) -> Self {
+        Self { state, expose_role }
+    }
+}
+
+impl<S, ReqB, ResB, K> Future for ResponseFuture<S, ReqB, K>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+    K: Send + Sync + 'static,
+{
+    type Output = Result<Response<ResponseBody<ResB>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Acquiring { acquire, waiting } => {
+                    let answer = ready!(Pin::new(acquire).poll(cx));
+                    let Some(Waiting {
+                        mut service,
+                        request,
+                        conflict,
+                        retry_after,
+                    }) = waiting.take()
+                    else {
+                        unreachable!("the store answers once");
+                    };
+                    let next = match answer {
+                        Ok(guard) => State::Running {
+                            future: service.call(request),
+                            guard: Some(guard),
+                        },
+                        Err(holder) => State::Rejected {
+                            response: Some(conflict.respond(&AlreadyRunning::new(&holder, retry_after))),
+                        },
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Running { future, guard } => {
+                    let result = ready!(future.poll(cx));
+                    // On an error the guard drops here and frees the key.
+                    let guard = guard.take();
+                    this.state.set(State::Done);
+                    let role = if guard.is_some() {
+                        FlightRole::Leader
+                    } else {
+                        FlightRole::Bypass
+                    };
+                    let expose_role = *this.expose_role;
+                    return Poll::Ready(result.map(|response| {
+                        let mut response = response.map(|body| match guard {
+                            // The lease lasts until the body has been sent.
+                            Some(guard) => ResponseBody::holding(body, guard),
+                            None => ResponseBody::inner(body),
+                        });
+                        mark(&mut response, role, expose_role);
+                        response
+                    }));
+                }
+                StateProj::Rejected { response } => {
+                    let Some(response) = response.take() else {
+                        unreachable!("a rejection is answered once");
+                    };
+                    this.state.set(State::Done);
+                    let mut response = response.map(|body| ResponseBody::owned(body, None));
+                    mark(&mut response, FlightRole::Rejected, *this.expose_role);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+impl<S: Service<Request<ReqB>>, ReqB, K: 'static> fmt::Debug for ResponseFuture<S, ReqB, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Acquiring { .. } => "Acquiring",
+            State::Running { guard: Some(_), .. } => "Running",
+            State::Running { guard: None, .. } => "Bypass",
+            State::Rejected { .. } => "Rejected",
+            State::Done => "Done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

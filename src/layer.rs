@@ -1,0 +1,347 @@
+//! `SingleFlightLayer`: the middleware and its settings.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderName, Method, Response};
+use tower_layer::Layer;
+
+use crate::{
+    flight::{FlightStats, Flights},
+    key::{self, KeyExtractor, MethodPathQuery, RequestKey},
+    mode::{Reject, Share},
+    rejection::{AlreadyRunning, Conflict},
+    service::{Config, SingleFlight},
+};
+
+/// Stops duplicate work: rejects or coalesces identical in-flight requests.
+///
+/// Two modes, chosen by the constructor:
+///
+/// - [`reject`](Self::reject), for trigger and resume endpoints: the first
+///   request for a key runs; duplicates get `409 Conflict` at once.
+/// - [`share`](Self::share), for costly reads: the first request for a key
+///   runs once; every identical request that arrives meanwhile receives a
+///   copy of its response.
+///
+/// Requests are "identical" when their keys are equal: method, path and
+/// query by default, or whatever [`key`](Self::key) extracts.
+///
+/// Cloning this layer is cheap and does not create a new table: every route
+/// it is applied to shares one set of flights. Errors of the inner service
+/// are passed through unchanged; the layer's own answers (`409`, `503`,
+/// `504`, `500`) are ordinary responses, so axum needs no
+/// `HandleErrorLayer`.
+///
+/// Every response carries its [`FlightRole`](crate::FlightRole) in its
+/// extensions; [`expose_role`](Self::expose_role) also puts it in a header.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SingleFlightLayer<M, X = MethodPathQuery> {
+    mode: M,
+    key: X,
+    expose_role: bool,
+}
+
+impl SingleFlightLayer<Reject<RequestKey>> {
+    /// Reject mode: one request per key runs, duplicates get `409`.
+    ///
+    /// The lease of the running request lasts until its response body has
+    /// been sent or dropped, or until [`lease_ttl`](Self::lease_ttl)
+    /// (default 5 minutes) frees the key of a request that hangs.
+    ///
+    /// A duplicate gets `409 Conflict`, `Content-Type: application/json`,
+    /// `Retry-After`, and the body
+    /// `{"status":"already_running","message":"...","running_for_ms":N}`.
+    ///
+    /// ```
+    /// use axum::{routing::post, Router};
+    /// use tower_singleflight::SingleFlightLayer;
+    ///
+    /// let app: Router = Router::new()
+    ///     .route("/jobs/{name}", post(|| async { "done" }))
+    ///     .layer(SingleFlightLayer::reject());
+    /// ```
+    ///
+    /// # Concurrent calls on the same key
+    ///
+    /// Exactly one runs; the others are answered at once without reaching
+    /// the inner service. When the first finishes, the next request runs.
+    ///
+    /// # Cancellation
+    ///
+    /// The lease is a drop guard held by the response future and then by
+    /// the response body: a client that disconnects, an error or a panic
+    /// frees the key.
+    ///
+    /// # Timeouts
+    ///
+    /// At the end of the lease TTL the key is free for the next request; the
+    /// old request, if it ever ends, cannot release the new holder's lease.
+    pub fn reject() -> Self {
+        Self {
+            mode: Reject::new(),
+            key: key::method_path_query(),
+            expose_role: false,
+        }
+    }
+}
+
+impl SingleFlightLayer<Share<RequestKey>> {
+    /// Share mode: one request per key runs, identical requests get a copy of
+    /// its response.
+    ///
+    /// Coalesces `GET` and `HEAD` (never with each other), keeping callers
+    /// with different `Authorization` or `Cookie` headers apart.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_singleflight::SingleFlightLayer;
+    ///
+    /// let app: Router = Router::new()
+    ///     .route("/report", get(|| async { "an expensive report" }))
+    ///     .layer(SingleFlightLayer::share());
+    /// ```
+    ///
+    /// # Concurrent calls on the same key
+    ///
+    /// The first request is the leader: the inner service is called for it
+    /// in a spawned task, and its response is read into memory (up to
+    /// [`max_body`](Self::max_body), 8 MiB by default). Every waiter, the
+    /// leader included, receives a copy: same status, headers and body.
+    ///
+    /// A response that cannot be shared is not: `Set-Cookie`,
+    /// `Cache-Control: no-store`, `private` (unless the key is per identity
+    /// and the caller is not anonymous), `Vary: *`, a `Vary` header naming
+    /// request headers on which a follower differs from the leader, a body
+    /// over the cap, or an error. The leader gets its own response, streamed;
+    /// each waiting follower then runs its own request, all at once.
+    ///
+    /// # Cancellation
+    ///
+    /// The leader's client disconnecting does not cancel the work: it runs in
+    /// its own task, and its followers still get the response. A follower
+    /// that leaves disturbs nobody. With
+    /// [`abort_when_unused`](Self::abort_when_unused) the work stops once
+    /// every waiter has left.
+    ///
+    /// # Panics
+    ///
+    /// A panic in the inner service (in `call` or in its future) gives every
+    /// current waiter `500` with a JSON body that does not contain the panic
+    /// message, and frees the key: the next request runs afresh.
+    ///
+    /// # Timeouts
+    ///
+    /// Each waiter gives up after [`max_wait`](Self::max_wait) with `504`;
+    /// the flight goes on for the others. The work is aborted at the end of
+    /// its [`lease`](Self::lease) (5 minutes by default): its waiters get
+    /// `504` and the key is free.
+    pub fn share() -> Self {
+        Self {
+            mode: Share::new(),
+            key: key::method_path_query(),
+            expose_role: false,
+        }
+    }
+}
+
+impl<M, X> SingleFlightLayer<M, X> {
+    /// Adds the `x-singleflight-role` header (`leader`, `follower`,
+    /// `rejected`, `bypass`, `fallback`) to every response.
+    pub fn expose_role(mut self) -> Self {
+        self.expose_role = true;
+        self
+    }
+}
+
+impl<K, X> SingleFlightLayer<Reject<K>, X>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Takes keys from requests with `key` instead of method, path and query.
+    ///
+    /// A request for which `key` returns `None` passes through untouched.
+    /// This starts a new, empty table for the new key type.
+    pub fn key<Y: KeyExtractor>(self, key: Y) -> SingleFlightLayer<Reject<Y::Key>, Y> {
+        SingleFlightLayer {
+            mode: self.mode.rekey(),
+            key,
+            expose_role: self.expose_role,
+        }
+    }
+
+    /// How long a request may hold its key before the key is freed anyway.
+    /// Default: 5 minutes.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.mode.lease_ttl = ttl;
+        self
+    }
+
+    /// The `Retry-After` of a `409`. Default: 1 second.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.mode.retry_after = after;
+        self
+    }
+
+    /// Answers duplicates with RFC 9457 `application/problem+json`.
+    pub fn problem_json(mut self) -> Self {
+        self.mode.conflict = Conflict::ProblemJson;
+        self
+    }
+
+    /// Answers duplicates with your own response. `Retry-After` is added
+    /// unless your response sets it.
+    ///
+    /// ```
+    /// use http::{Response, StatusCode};
+    /// use tower_singleflight::{AlreadyRunning, SingleFlightLayer};
+    ///
+    /// let layer = SingleFlightLayer::reject().on_conflict(|busy: &AlreadyRunning| {
+    ///     let mut response = Response::new(format!("busy for {:?}", busy.running_for()));
+    ///     *response.status_mut() = StatusCode::CONFLICT;
+    ///     response
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn on_conflict<F, B>(mut self, respond: F) -> Self
+    where
+        F: Fn(&AlreadyRunning) -> Response<B> + Send + Sync + 'static,
+        B: Into<Bytes>,
+    {
+        self.mode.conflict =
+            Conflict::Custom(Arc::new(move |busy| respond(busy).map(Into::into)));
+        self
+    }
+
+    /// Uses `flights` as the table, to share it with your own code (to ask
+    /// who holds a key, or take leases outside the layer).
+    pub fn flights(mut self, flights: Flights<K>) -> Self {
+        self.mode.flights = flights;
+        self
+    }
+
+    /// The layer's table.
+    pub fn table(&self) -> &Flights<K> {
+        &self.mode.flights
+    }
+
+    /// A snapshot of the layer's counters.
+    pub fn stats(&self) -> FlightStats {
+        self.mode.flights.stats()
+    }
+}
+
+impl<K, X> SingleFlightLayer<Share<K>, X>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Takes keys from requests with `key` instead of method, path and query.
+    ///
+    /// A request for which `key` returns `None` passes through untouched.
+    /// Callers stay apart by identity and `HEAD` stays apart from `GET`
+    /// whatever the key. This starts a new, empty table for the new key type.
+    pub fn key<Y: KeyExtractor>(self, key: Y) -> SingleFlightLayer<Share<Y::Key>, Y> {
+        SingleFlightLayer {
+            mode: self.mode.rekey(),
+            key,
+            expose_role: self.expose_role,
+        }
+    }
+
+    /// The largest response body that is shared. A larger one goes to the
+    /// leader alone, streamed, and followers run their own requests.
+    /// Default: 8 MiB.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.mode.max_body = bytes;
+        self
+    }
+
+    /// How long any one request waits for the shared response before it is
+    /// answered `504`. The flight goes on for the others. Default: no limit
+    /// but the flight's lease.
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.mode.max_wait = Some(wait);
+        self
+    }
+
+    /// How long the shared work may run before it is aborted and its waiters
+    /// get `504`. Default: 5 minutes.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.mode.options = self.mode.options.clone().lease(lease);
+        self
+    }
+
+    /// How many requests may wait on one key, the leader included; past it,
+    /// `503` with `Retry-After`. Default: 10,000.
+    pub fn max_waiters(mut self, max: usize) -> Self {
+        self.mode.options = self.mode.options.clone().max_waiters(max);
+        self
+    }
+
+    /// How many keys may be in flight at once; past it, `503` with
+    /// `Retry-After`. Default: 10,000.
+    pub fn max_flights(mut self, max: usize) -> Self {
+        self.mode.options = self.mode.options.clone().max_flights(max);
+        self
+    }
+
+    /// Aborts the work once every waiting request has gone. Default: off, the
+    /// work runs to completion.
+    pub fn abort_when_unused(mut self, abort: bool) -> Self {
+        self.mode.options = self.mode.options.clone().abort_when_unused(abort);
+        self
+    }
+
+    /// The methods that are coalesced; others pass through. Default: `GET`,
+    /// `HEAD`.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.mode.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Another request header that identifies the caller, besides
+    /// `Authorization` and `Cookie` (an API key header, say).
+    pub fn identity_header(mut self, name: HeaderName) -> Self {
+        let identity = self.mode.identity.take().unwrap_or_default();
+        self.mode.identity = Some(identity.with(name));
+        self
+    }
+
+    /// Shares responses between callers whatever their `Authorization` and
+    /// `Cookie` headers. Only for responses that are the same for everyone.
+    pub fn share_across_identities(mut self) -> Self {
+        self.mode.identity = None;
+        self
+    }
+
+    /// The `Retry-After` of a `503`. Default: 1 second.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.mode.retry_after = after;
+        self
+    }
+
+    /// A snapshot of the layer's counters.
+    pub fn stats(&self) -> FlightStats {
+        self.mode.flights.stats()
+    }
+}
+
+impl<S, M, X> Layer<S> for SingleFlightLayer<M, X>
+where
+    M: Clone,
+    X: Clone,
+{
+    type Service = SingleFlight<S, M, X>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SingleFlight::new(
+            inner,
+            Config {
+                mode: self.mode.clone(),
+                key: self.key.clone(),
+                expose_role: self.expose_role,
+            },
+        )
+    }
+}

@@ -1,0 +1,147 @@
+//! The configuration of each mode of the layer.
+
+use std::{fmt, time::Duration};
+
+use http::Method;
+
+use crate::{
+    flight::{CallOptions, Flights},
+    key::{IdentityHeaders, ShareKey},
+    rejection::Conflict,
+    shared::SharedOutcome,
+};
+
+/// Reject mode: the first request for a key runs, duplicates get `409`.
+///
+/// Built by [`SingleFlightLayer::reject`](crate::SingleFlightLayer::reject);
+/// see there for its settings.
+pub struct Reject<K> {
+    pub(crate) flights: Flights<K>,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) retry_after: Duration,
+    pub(crate) conflict: Conflict,
+}
+
+impl<K> Reject<K>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new() -> Self {
+        Self {
+            flights: Flights::new(),
+            lease_ttl: Duration::from_secs(5 * 60),
+            retry_after: Duration::from_secs(1),
+            conflict: Conflict::default(),
+        }
+    }
+
+    /// The same settings over a fresh table for another key type.
+    pub(crate) fn rekey<L>(self) -> Reject<L>
+    where
+        L: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        Reject {
+            flights: Flights::new(),
+            lease_ttl: self.lease_ttl,
+            retry_after: self.retry_after,
+            conflict: self.conflict,
+        }
+    }
+}
+
+impl<K> Clone for Reject<K> {
+    fn clone(&self) -> Self {
+        Self {
+            flights: self.flights.clone(),
+            lease_ttl: self.lease_ttl,
+            retry_after: self.retry_after,
+            conflict: self.conflict.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for Reject<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reject")
+            .field("lease_ttl", &self.lease_ttl)
+            .field("retry_after", &self.retry_after)
+            .field("conflict", &self.conflict)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Share mode: the first request for a key runs, identical requests that
+/// arrive meanwhile receive a copy of its response.
+///
+/// Built by [`SingleFlightLayer::share`](crate::SingleFlightLayer::share); see
+/// there for its settings.
+pub struct Share<K> {
+    pub(crate) flights: Flights<ShareKey<K>, SharedOutcome>,
+    pub(crate) options: CallOptions,
+    pub(crate) max_body: usize,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) methods: Vec<Method>,
+    /// `None` when responses are shared across identities.
+    pub(crate) identity: Option<IdentityHeaders>,
+    pub(crate) retry_after: Duration,
+}
+
+impl<K> Share<K>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new() -> Self {
+        Self {
+            flights: Flights::new(),
+            options: CallOptions::default(),
+            max_body: 8 * 1024 * 1024,
+            max_wait: None,
+            methods: vec![Method::GET, Method::HEAD],
+            identity: Some(IdentityHeaders::default()),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// The same settings over a fresh table for another key type.
+    pub(crate) fn rekey<L>(self) -> Share<L>
+    where
+        L: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        Share {
+            flights: Flights::new(),
+            options: self.options,
+            max_body: self.max_body,
+            max_wait: self.max_wait,
+            methods: self.methods,
+            identity: self.identity,
+            retry_after: self.retry_after,
+        }
+    }
+}
+
+impl<K> Clone for Share<K> {
+    fn clone(&self) -> Self {
+        Self {
+            flights: self.flights.clone(),
+            options: self.options.clone(),
+            max_body: self.max_body,
+            max_wait: self.max_wait,
+            methods: self.methods.clone(),
+            identity: self.identity.clone(),
+            retry_after: self.retry_after,
+        }
+    }
+}
+
+impl<K> fmt::Debug for Share<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Share")
+            .field("options", &self.options)
+            .field("max_body", &self.max_body)
+            .field("max_wait", &self.max_wait)
+            .field("methods", &self.methods)
+            .field("per_identity", &self.identity.is_some())
+            .field("retry_after", &self.retry_after)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,236 @@
+//! The responses the layer answers with itself: 409, 503, 504, 500.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::flight::Holder;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
+/// The key is held: the work this request would start is already running.
+///
+/// Answered as `409 Conflict` with `Retry-After` and, by default, the body
+/// `{"status":"already_running","message":"...","running_for_ms":N}`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AlreadyRunning {
+    running_for: Duration,
+    generation: u64,
+    retry_after: Duration,
+}
+
+impl AlreadyRunning {
+    pub(crate) fn new(holder: &Holder, retry_after: Duration) -> Self {
+        Self {
+            running_for: holder.running_for(),
+            generation: holder.generation(),
+            retry_after,
+        }
+    }
+
+    /// How long the running work has held the key.
+    pub fn running_for(&self) -> Duration {
+        self.running_for
+    }
+
+    /// The generation of the holder's lease.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// How long the client is asked to wait before retrying.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// `409 Conflict`.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::CONFLICT
+    }
+
+    /// The human-readable message of the body.
+    pub fn body_text(&self) -> String {
+        self.to_string()
+    }
+
+    /// The default JSON body.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "status": "already_running",
+            "message": self.body_text(),
+            "running_for_ms": millis(self.running_for),
+        })
+    }
+
+    /// The RFC 9457 problem details body.
+    pub fn to_problem_json(&self) -> Value {
+        json!({
+            "type": "about:blank",
+            "title": "Conflict",
+            "status": 409,
+            "detail": self.body_text(),
+            "code": "already_running",
+            "running_for_ms": millis(self.running_for),
+        })
+    }
+}
+
+impl fmt::Display for AlreadyRunning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("this work is already running; retry later")
+    }
+}
+
+impl std::error::Error for AlreadyRunning {}
+
+type CustomConflict = dyn Fn(&AlreadyRunning) -> Response<Bytes> + Send + Sync;
+
+/// How a layer in reject mode answers a duplicate.
+#[derive(Clone, Default)]
+pub(crate) enum Conflict {
+    #[default]
+    Json,
+    ProblemJson,
+    Custom(Arc<CustomConflict>),
+}
+
+impl Conflict {
+    pub(crate) fn respond(&self, rejection: &AlreadyRunning) -> Response<Bytes> {
+        let mut response = match self {
+            Self::Json => json_response(rejection.status(), &rejection.to_json(), JSON),
+            Self::ProblemJson => {
+                json_response(rejection.status(), &rejection.to_problem_json(), PROBLEM_JSON)
+            }
+            Self::Custom(respond) => respond(rejection),
+        };
+        response
+            .headers_mut()
+            .entry(header::RETRY_AFTER)
+            .or_insert_with(|| retry_after(rejection.retry_after));
+        response
+    }
+}
+
+impl fmt::Debug for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Json => "Json",
+            Self::ProblemJson => "ProblemJson",
+            Self::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// `503`: a bound was reached.
+pub(crate) fn overloaded(retry: Duration) -> Response<Bytes> {
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"status": "overloaded", "message": "too many requests are waiting for this response; retry later"}),
+        JSON,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after(retry));
+    response
+}
+
+/// `504`: this waiter waited longer than its maximum, or the work outlived
+/// its lease.
+pub(crate) fn timed_out() -> Response<Bytes> {
+    json_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        &json!({"status": "timeout", "message": "the response took too long"}),
+        JSON,
+    )
+}
+
+/// `500`: the work failed. Never carries the panic's message.
+pub(crate) fn failed() -> Response<Bytes> {
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &json!({"status": "error", "message": "the request failed"}),
+        JSON,
+    )
+}
+
+fn json_response(status: StatusCode, body: &Value, content_type: HeaderValue) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    response
+}
+
+/// Whole seconds, rounded up, at least one: `Retry-After: 0` invites a storm.
+fn retry_after(after: Duration) -> HeaderValue {
+    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flight::LeaseId;
+
+    fn rejection() -> AlreadyRunning {
+        let since = tokio::time::Instant::now();
+        let holder = Holder::new(LeaseId::new(3, 9), since, since + Duration::from_secs(60));
+        AlreadyRunning::new(&holder, Duration::from_millis(1500))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_default_conflict_is_json_with_retry_after() {
+        let rejection = rejection();
+        tokio::time::advance(Duration::from_millis(1234)).await;
+        let rejection = AlreadyRunning {
+            running_for: Duration::from_millis(1234),
+            ..rejection
+        };
+        let response = Conflict::Json.respond(&rejection);
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["status"], "already_running");
+        assert_eq!(body["running_for_ms"], 1234);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn problem_json_follows_rfc_9457() {
+        let response = Conflict::ProblemJson.respond(&rejection());
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["status"], 409);
+        assert_eq!(body["title"], "Conflict");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_custom_conflict_keeps_its_own_retry_after() {
+        let custom = Conflict::Custom(Arc::new(|_: &AlreadyRunning| {
+            Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header(header::RETRY_AFTER, "30")
+                .body(Bytes::from_static(b"busy"))
+                .unwrap()
+        }));
+        let response = custom.respond(&rejection());
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after(Duration::ZERO), "1");
+        assert_eq!(retry_after(Duration::from_millis(1001)), "2");
+        assert_eq!(retry_after(Duration::from_secs(5)), "5");
+    }
+}

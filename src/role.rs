@@ -1,0 +1,69 @@
+//! The role a request played, attached to every response.
+
+use std::fmt;
+
+use http::{HeaderName, HeaderValue};
+
+/// The header that carries the [`FlightRole`] when
+/// [`expose_role`](crate::SingleFlightLayer::expose_role) is on.
+pub const ROLE_HEADER: HeaderName = HeaderName::from_static("x-singleflight-role");
+
+/// What a request did in the single-flight layer.
+///
+/// Every response that passed through [`SingleFlightLayer`](crate::SingleFlightLayer)
+/// carries one in its extensions:
+///
+/// ```
+/// use tower_singleflight::FlightRole;
+/// # let response = http::Response::new(());
+/// match response.extensions().get::<FlightRole>() {
+///     Some(FlightRole::Follower) => { /* served a copy of another request's response */ }
+///     _ => {}
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FlightRole {
+    /// Ran the inner service; in share mode its response was shared.
+    Leader,
+    /// Waited and received a copy of the leader's response.
+    Follower,
+    /// Turned away: the key was held (`409`) or a bound was reached (`503`).
+    Rejected,
+    /// Not coalesced: no key, or a method the layer does not coalesce.
+    Bypass,
+    /// Waited, but the leader's response could not be shared with it, so it
+    /// ran its own request.
+    Fallback,
+}
+
+impl FlightRole {
+    /// The role as it appears in the role header: `leader`, `follower`, ...
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Leader => "leader",
+            Self::Follower => "follower",
+            Self::Rejected => "rejected",
+            Self::Bypass => "bypass",
+            Self::Fallback => "fallback",
+        }
+    }
+
+    pub(crate) fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+}
+
+impl fmt::Display for FlightRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Marks a response with its role: always in extensions, in a header if asked.
+pub(crate) fn mark<B>(response: &mut http::Response<B>, role: FlightRole, expose: bool) {
+    if expose {
+        response.headers_mut().insert(ROLE_HEADER, role.header_value());
+    }
+    response.extensions_mut().insert(role);
+}

@@ -1,0 +1,165 @@
+//! `SingleFlight`: the service the layer wraps around yours.
+
+use std::{
+    fmt, mem,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::{
+    body::ResponseBody,
+    future::{reject, share},
+    key::{KeyExtractor, ShareKey},
+    mode::{Reject, Share},
+    rejection::AlreadyRunning,
+};
+
+/// Middleware that rejects or coalesces identical in-flight requests.
+///
+/// Built by [`SingleFlightLayer`](crate::SingleFlightLayer); see there.
+pub struct SingleFlight<S, M, X> {
+    inner: S,
+    config: Arc<Config<M, X>>,
+}
+
+/// What every clone of one layer's service shares.
+pub(crate) struct Config<M, X> {
+    pub(crate) mode: M,
+    pub(crate) key: X,
+    pub(crate) expose_role: bool,
+}
+
+impl<S, M, X> SingleFlight<S, M, X> {
+    pub(crate) fn new(inner: S, config: Config<M, X>) -> Self {
+        Self {
+            inner,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// Takes the service `poll_ready` made ready, leaving a clone in its place.
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    mem::replace(inner, clone)
+}
+
+impl<S: Clone, M, X> Clone for SingleFlight<S, M, X> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug, M: fmt::Debug, X> fmt::Debug for SingleFlight<S, M, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleFlight")
+            .field("inner", &self.inner)
+            .field("mode", &self.config.mode)
+            .field("key", &std::any::type_name::<X>())
+            .finish()
+    }
+}
+
+/// Splits off the head to extract the key, without cloning anything.
+fn key_of<X: KeyExtractor, B>(key: &X, request: Request<B>) -> (Option<X::Key>, Request<B>) {
+    let (parts, body) = request.into_parts();
+    let key = key.extract(&parts);
+    (key, Request::from_parts(parts, body))
+}
+
+impl<S, X, ReqB, ResB> Service<Request<ReqB>> for SingleFlight<S, Reject<X::Key>, X>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    X: KeyExtractor,
+    ResB: Body,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = reject::ResponseFuture<S, ReqB, X::Key>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let expose_role = self.config.expose_role;
+        let (key, request) = key_of(&self.config.key, request);
+        let Some(key) = key else {
+            return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
+        };
+        let mode = &self.config.mode;
+        match mode.flights.try_acquire(key, mode.lease_ttl).now_or_later() {
+            Ok(Ok(guard)) => {
+                reject::ResponseFuture::running(self.inner.call(request), guard, expose_role)
+            }
+            Ok(Err(holder)) => {
+                let busy = AlreadyRunning::new(&holder, mode.retry_after);
+                reject::ResponseFuture::rejected(mode.conflict.respond(&busy), expose_role)
+            }
+            Err(pending) => reject::ResponseFuture::acquiring(
+                pending,
+                take_ready(&mut self.inner),
+                request,
+                mode,
+                expose_role,
+            ),
+        }
+    }
+}
+
+impl<S, X, ReqB, ResB> Service<Request<ReqB>> for SingleFlight<S, Share<X::Key>, X>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    X: KeyExtractor,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: Send,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = share::ResponseFuture<S, ReqB, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let config = &*self.config;
+        let mode = &config.mode;
+        if !mode.methods.contains(request.method()) {
+            return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role);
+        }
+        let (parts, body) = request.into_parts();
+        let Some(key) = config.key.extract(&parts) else {
+            let request = Request::from_parts(parts, body);
+            return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role);
+        };
+        let key = ShareKey {
+            key,
+            head: parts.method == http::Method::HEAD,
+            identity: mode.identity.as_ref().map(|identity| identity.of(&parts)),
+        };
+        // `private` responses may be shared only among one known caller.
+        let private_ok = key
+            .identity
+            .as_ref()
+            .is_some_and(|identity| !identity.is_anonymous());
+        let request = Request::from_parts(parts, body);
+        share::ResponseFuture::start(take_ready(&mut self.inner), request, key, mode, private_ok, config.expose_role)
+    }
+}
