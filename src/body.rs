@@ -176,9 +176,7 @@ impl<B: Body> fmt::Debug for ResponseBody<B> {
             Kind::Resumed { .. } => "Resumed",
             Kind::Failed { .. } => "Failed",
         };
-        f.debug_struct("ResponseBody")
-            .field("kind", &kind)
-            .finish()
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }
 }
 
@@ -225,7 +223,10 @@ mod tests {
         assert!(body.frame().await.unwrap().is_ok());
         assert!(!released.load(Ordering::SeqCst));
         assert!(body.frame().await.is_none());
-        assert!(released.load(Ordering::SeqCst), "released at the end, not at drop");
+        assert!(
+            released.load(Ordering::SeqCst),
+            "released at the end, not at drop"
+        );
     }
 
     #[tokio::test]
@@ -234,7 +235,10 @@ mod tests {
         let body: ResponseBody<StreamBody<futures_util::stream::Empty<Chunk>>> =
             ResponseBody::failed(Bytes::from_static(b"part"), "reset");
         let mut body = std::pin::pin!(body);
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "part");
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "part"
+        );
         assert_eq!(body.frame().await.unwrap().unwrap_err(), "reset");
         assert!(body.frame().await.is_none());
     }

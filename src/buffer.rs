@@ -14,8 +14,14 @@ pub(crate) enum Collected<B: Body> {
         trailers: Option<HeaderMap>,
     },
     /// Longer than the cap: what was read, and the body to read the rest from.
-    TooLarge { prefix: Bytes, rest: Pin<Box<B>> },
-    Failed { prefix: Bytes, error: B::Error },
+    TooLarge {
+        prefix: Bytes,
+        rest: Pin<Box<B>>,
+    },
+    Failed {
+        prefix: Bytes,
+        error: B::Error,
+    },
 }
 
 /// Reads `body` whole if it is at most `cap` bytes long.
@@ -102,7 +108,11 @@ mod tests {
     use http_body_util::{Full, StreamBody};
     use std::convert::Infallible;
 
-    fn chunked(chunks: &[&'static str]) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>> {
+    type Chunked = StreamBody<
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
+    >;
+
+    fn chunked(chunks: &[&'static str]) -> Chunked {
         let frames: Vec<_> = chunks
             .iter()
             .map(|chunk| Ok(Frame::data(Bytes::from_static(chunk.as_bytes()))))

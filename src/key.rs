@@ -54,7 +54,7 @@ pub fn header(name: HeaderName) -> HeaderKey {
     HeaderKey { name }
 }
 
-/// The key extractor of [`method_path_query`].
+/// The key extractor of [`method_path_query()`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MethodPathQuery;
 
@@ -73,7 +73,9 @@ impl RequestKey {
 
     /// The path and query, as the request sent them.
     pub fn path_and_query(&self) -> &str {
-        self.path_and_query.as_ref().map_or("/", PathAndQuery::as_str)
+        self.path_and_query
+            .as_ref()
+            .map_or("/", PathAndQuery::as_str)
     }
 }
 
@@ -94,7 +96,7 @@ impl KeyExtractor for MethodPathQuery {
     }
 }
 
-/// The key extractor of [`path`].
+/// The key extractor of [`path()`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PathOnly;
 
@@ -106,7 +108,7 @@ impl KeyExtractor for PathOnly {
     }
 }
 
-/// The key extractor of [`header`].
+/// The key extractor of [`header()`].
 #[derive(Debug, Clone)]
 pub struct HeaderKey {
     name: HeaderName,
@@ -198,7 +200,9 @@ mod tests {
     #[test]
     fn the_default_key_tells_methods_paths_and_queries_apart() {
         let key = |method: &str, uri: &str| {
-            MethodPathQuery.extract(&parts(Request::builder().method(method).uri(uri).body(()).unwrap()))
+            MethodPathQuery.extract(&parts(
+                Request::builder().method(method).uri(uri).body(()).unwrap(),
+            ))
         };
         assert_eq!(key("GET", "/a?x=1"), key("GET", "http://host/a?x=1"));
         assert_ne!(key("GET", "/a?x=1"), key("GET", "/a?x=2"));
@@ -210,7 +214,9 @@ mod tests {
     fn identity_tags_values_with_their_header() {
         let identity = IdentityHeaders::default();
         let of = |name: HeaderName| {
-            identity.of(&parts(Request::builder().header(name, "secret").body(()).unwrap()))
+            identity.of(&parts(
+                Request::builder().header(name, "secret").body(()).unwrap(),
+            ))
         };
         assert_ne!(of(header::AUTHORIZATION), of(header::COOKIE));
         assert!(identity.of(&parts(Request::new(()))).is_anonymous());
@@ -221,6 +227,9 @@ mod tests {
         let extractor = header(HeaderName::from_static("x-job"));
         assert_eq!(extractor.extract(&parts(Request::new(()))), None);
         let with = parts(Request::builder().header("x-job", "7").body(()).unwrap());
-        assert_eq!(extractor.extract(&with), Some(HeaderValue::from_static("7")));
+        assert_eq!(
+            extractor.extract(&with),
+            Some(HeaderValue::from_static("7"))
+        );
     }
 }

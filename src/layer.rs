@@ -209,8 +209,7 @@ where
         F: Fn(&AlreadyRunning) -> Response<B> + Send + Sync + 'static,
         B: Into<Bytes>,
     {
-        self.mode.conflict =
-            Conflict::Custom(Arc::new(move |busy| respond(busy).map(Into::into)));
+        self.mode.conflict = Conflict::Custom(Arc::new(move |busy| respond(busy).map(Into::into)));
         self
     }
 

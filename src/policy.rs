@@ -100,7 +100,10 @@ mod tests {
         pairs
             .iter()
             .map(|(name, value)| {
-                (HeaderName::from_static(name), HeaderValue::from_static(value))
+                (
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
             })
             .collect()
     }
@@ -135,6 +138,9 @@ mod tests {
         let vary = Vary::new(&response, &leader);
         assert!(vary.matches(&leader));
         assert!(!vary.matches(&headers(&[("accept-encoding", "gzip")])));
-        assert!(!vary.matches(&headers(&[("accept-encoding", "br"), ("accept-language", "fr")])));
+        assert!(!vary.matches(&headers(&[
+            ("accept-encoding", "br"),
+            ("accept-language", "fr")
+        ])));
     }
 }

@@ -102,9 +102,11 @@ impl Conflict {
     pub(crate) fn respond(&self, rejection: &AlreadyRunning) -> Response<Bytes> {
         let mut response = match self {
             Self::Json => json_response(rejection.status(), &rejection.to_json(), JSON),
-            Self::ProblemJson => {
-                json_response(rejection.status(), &rejection.to_problem_json(), PROBLEM_JSON)
-            }
+            Self::ProblemJson => json_response(
+                rejection.status(),
+                &rejection.to_problem_json(),
+                PROBLEM_JSON,
+            ),
             Self::Custom(respond) => respond(rejection),
         };
         response
@@ -207,7 +209,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn problem_json_follows_rfc_9457() {
         let response = Conflict::ProblemJson.respond(&rejection());
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
         let body: Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["status"], 409);
         assert_eq!(body["title"], "Conflict");

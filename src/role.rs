@@ -63,7 +63,9 @@ impl fmt::Display for FlightRole {
 /// Marks a response with its role: always in extensions, in a header if asked.
 pub(crate) fn mark<B>(response: &mut http::Response<B>, role: FlightRole, expose: bool) {
     if expose {
-        response.headers_mut().insert(ROLE_HEADER, role.header_value());
+        response
+            .headers_mut()
+            .insert(ROLE_HEADER, role.header_value());
     }
     response.extensions_mut().insert(role);
 }

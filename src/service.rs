@@ -160,6 +160,13 @@ where
             .as_ref()
             .is_some_and(|identity| !identity.is_anonymous());
         let request = Request::from_parts(parts, body);
-        share::ResponseFuture::start(take_ready(&mut self.inner), request, key, mode, private_ok, config.expose_role)
+        share::ResponseFuture::start(
+            take_ready(&mut self.inner),
+            request,
+            key,
+            mode,
+            private_ok,
+            config.expose_role,
+        )
     }
 }

@@ -10,6 +10,8 @@ use crate::{
 };
 
 /// What a leader's work publishes to every waiter.
+// Made once per flight and read through one `Arc`: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum SharedOutcome {
     Response(BufferedResponse),

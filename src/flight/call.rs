@@ -301,11 +301,17 @@ where
         match &outcome {
             Err(FlightError::Panicked) => {
                 self.stats.record(Event::Panicked);
-                tracing::warn!(generation, "single-flight work panicked; its waiters get an error");
+                tracing::warn!(
+                    generation,
+                    "single-flight work panicked; its waiters get an error"
+                );
             }
             Err(FlightError::TimedOut) => {
                 self.stats.record(Event::TimedOut);
-                tracing::warn!(generation, "single-flight work outlived its lease and was aborted");
+                tracing::warn!(
+                    generation,
+                    "single-flight work outlived its lease and was aborted"
+                );
             }
             _ => tracing::trace!(generation, "single-flight work finished"),
         }
@@ -317,7 +323,10 @@ where
 
     fn set_abort(&self, key: &K, generation: u64, abort: AbortHandle) {
         let mut map = lock(&self.map);
-        if let Some(call) = map.get_mut(key).filter(|call| call.generation == generation) {
+        if let Some(call) = map
+            .get_mut(key)
+            .filter(|call| call.generation == generation)
+        {
             call.abort = Some(abort);
         }
     }

@@ -119,6 +119,25 @@ pub trait LeaseStore<K>: Send + Sync + 'static {
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>>;
 }
 
+/// A shared store is a store: keep an `Arc` to look at it while a table uses it.
+impl<K, S: LeaseStore<K>> LeaseStore<K> for std::sync::Arc<S> {
+    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>> {
+        (**self).acquire(key, ttl)
+    }
+
+    fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool> {
+        (**self).renew(key, lease, ttl)
+    }
+
+    fn release(&self, key: &K, lease: LeaseId) {
+        (**self).release(key, lease);
+    }
+
+    fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
+        (**self).holder(key)
+    }
+}
+
 /// The answer of a [`LeaseStore`]: ready at once, or boxed for a store that
 /// has to wait.
 pub struct StoreFuture<T> {
@@ -161,11 +180,9 @@ impl<T> Future for StoreFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         match &mut self.get_mut().repr {
-            Repr::Ready(value) => Poll::Ready(
-                value
-                    .take()
-                    .expect("StoreFuture polled after it completed"),
-            ),
+            Repr::Ready(value) => {
+                Poll::Ready(value.take().expect("StoreFuture polled after it completed"))
+            }
             Repr::Pending(future) => future.as_mut().poll(cx),
         }
     }

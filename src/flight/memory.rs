@@ -97,7 +97,10 @@ where
 
     fn release(&self, key: &K, lease: LeaseId) {
         let mut entries = lock(&self.entries);
-        if entries.get(key).is_some_and(|holder| holder.lease() == lease) {
+        if entries
+            .get(key)
+            .is_some_and(|holder| holder.lease() == lease)
+        {
             entries.remove(key);
         }
     }
@@ -119,7 +122,10 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(10);
 
-    async fn acquire(store: &MemoryStore<&'static str>, key: &'static str) -> Result<LeaseId, Holder> {
+    async fn acquire(
+        store: &MemoryStore<&'static str>,
+        key: &'static str,
+    ) -> Result<LeaseId, Holder> {
         store.acquire(&key, TTL).await
     }
 

@@ -9,6 +9,8 @@ mod guard;
 mod lease;
 mod memory;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::{
     fmt,
@@ -179,12 +181,7 @@ where
     /// assert_eq!(RUNS.load(Ordering::SeqCst), 1);
     /// # }
     /// ```
-    pub async fn join_or_lead<F, Fut>(
-        &self,
-        key: K,
-        options: &CallOptions,
-        work: F,
-    ) -> Outcome<T>
+    pub async fn join_or_lead<F, Fut>(&self, key: K, options: &CallOptions, work: F) -> Outcome<T>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,

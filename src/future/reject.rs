@@ -61,7 +61,13 @@ struct Waiting<S, ReqB> {
 
 impl<S: Service<Request<ReqB>>, ReqB, K: 'static> ResponseFuture<S, ReqB, K> {
     pub(crate) fn bypass(future: S::Future, expose_role: bool) -> Self {
-        Self::new(State::Running { future, guard: None }, expose_role)
+        Self::new(
+            State::Running {
+                future,
+                guard: None,
+            },
+            expose_role,
+        )
     }
 
     pub(crate) fn running(future: S::Future, guard: LeaseGuard<K>, expose_role: bool) -> Self {
@@ -124,7 +130,9 @@ where
                             guard: Some(guard),
                         },
                         Err(holder) => State::Rejected {
-                            response: Some(conflict.respond(&AlreadyRunning::new(&holder, retry_after))),
+                            response: Some(
+                                conflict.respond(&AlreadyRunning::new(&holder, retry_after)),
+                            ),
                         },
                     };
                     this.state.set(next);

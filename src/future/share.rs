@@ -270,7 +270,10 @@ where
                     role,
                 }
             } else {
-                fall_back(own, "the response varies on a header this request differs in")
+                fall_back(
+                    own,
+                    "the response varies on a header this request differs in",
+                )
             }
         }
         (SharedOutcome::Unshareable(reason), Some(_)) => {
@@ -284,7 +287,10 @@ where
     }
 }
 
-fn fall_back<S, ReqB, ResB>(own: &mut Option<Own<S, ReqB>>, why: &'static str) -> State<S, ReqB, ResB>
+fn fall_back<S, ReqB, ResB>(
+    own: &mut Option<Own<S, ReqB>>,
+    why: &'static str,
+) -> State<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>>,
     ResB: Body,
@@ -293,7 +299,10 @@ where
     State::Fallback { own: own.take() }
 }
 
-fn respond<S, ReqB, ResB>(response: Response<bytes::Bytes>, role: FlightRole) -> State<S, ReqB, ResB>
+fn respond<S, ReqB, ResB>(
+    response: Response<bytes::Bytes>,
+    role: FlightRole,
+) -> State<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>>,
     ResB: Body,

@@ -1,0 +1,265 @@
+//! The table's guarantees, exercised without HTTP.
+
+use std::{
+    future::pending,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::{sync::Notify, task::JoinSet};
+
+use super::*;
+
+const TTL: Duration = Duration::from_secs(30);
+
+/// Yields until `condition` holds; fails loudly instead of hanging.
+async fn until(condition: impl Fn() -> bool) {
+    for _ in 0..100_000 {
+        if condition() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("condition never became true");
+}
+
+/// Sets its flag when dropped: shows that work was cancelled.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_share_one_run() {
+    let flights: Flights<&str, usize> = Flights::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut callers = JoinSet::new();
+    for _ in 0..100 {
+        let (flights, runs) = (flights.clone(), runs.clone());
+        callers.spawn(async move {
+            flights
+                .join_or_lead("k", &CallOptions::default(), || async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    runs.fetch_add(1, SeqCst) + 1
+                })
+                .await
+        });
+    }
+    let outcomes = callers.join_all().await;
+    assert_eq!(runs.load(SeqCst), 1);
+    assert!(outcomes.iter().all(|outcome| outcome.as_deref() == Ok(&1)));
+    let stats = flights.stats();
+    assert_eq!(
+        (stats.leaders, stats.followers, stats.in_flight),
+        (1, 99, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_reaches_every_waiter_and_frees_the_key() {
+    let flights: Flights<&str, u8> = Flights::new();
+    let options = CallOptions::default();
+    let started = Arc::new(Notify::new());
+    let Ok(Joined::Leader(leader)) = flights.join("k", &options) else {
+        panic!("first caller leads");
+    };
+    let leader = leader.run({
+        let started = started.clone();
+        async move {
+            started.notified().await;
+            panic!("boom");
+        }
+    });
+    let Ok(Joined::Follower(follower)) = flights.join("k", &options) else {
+        panic!("second caller follows");
+    };
+    started.notify_one();
+    assert_eq!(leader.await, Err(FlightError::Panicked));
+    assert_eq!(follower.await, Err(FlightError::Panicked));
+    assert_eq!(flights.stats().panicked, 1);
+    assert_eq!(flights.in_flight(), 0);
+
+    let next = flights.join_or_lead("k", &options, || async { 7 }).await;
+    assert_eq!(next.as_deref(), Ok(&7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_past_its_lease_is_aborted_and_the_key_freed() {
+    let flights: Flights<&str, ()> = Flights::new();
+    let options = CallOptions::default().lease(Duration::from_secs(1));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(cancelled.clone());
+    let outcome = flights
+        .join_or_lead("k", &options, || async move {
+            let _flag = flag;
+            pending::<()>().await;
+        })
+        .await;
+    assert_eq!(outcome, Err(FlightError::TimedOut));
+    assert!(cancelled.load(SeqCst), "the work was dropped");
+    assert_eq!(flights.in_flight(), 0);
+    assert_eq!(flights.stats().timed_out, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_work_outlives_its_callers_by_default() {
+    let flights: Flights<&str, ()> = Flights::new();
+    let finished = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Notify::new());
+    let Ok(Joined::Leader(leader)) = flights.join("k", &CallOptions::default()) else {
+        panic!("first caller leads");
+    };
+    let waiter = leader.run({
+        let (finished, gate) = (finished.clone(), gate.clone());
+        async move {
+            gate.notified().await;
+            finished.store(true, SeqCst);
+        }
+    });
+    drop(waiter);
+    gate.notify_one();
+    until(|| finished.load(SeqCst)).await;
+    until(|| flights.in_flight() == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_when_unused_stops_work_nobody_waits_for() {
+    let flights: Flights<&str, ()> = Flights::new();
+    let options = CallOptions::default().abort_when_unused(true);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let Ok(Joined::Leader(leader)) = flights.join("k", &options) else {
+        panic!("first caller leads");
+    };
+    let flag = DropFlag(cancelled.clone());
+    let leader = leader.run(async move {
+        let _flag = flag;
+        pending::<()>().await;
+    });
+    let Ok(Joined::Follower(follower)) = flights.join("k", &options) else {
+        panic!("second caller follows");
+    };
+
+    drop(leader);
+    tokio::task::yield_now().await;
+    assert!(!cancelled.load(SeqCst), "a follower still waits");
+    assert_eq!(flights.in_flight(), 1);
+
+    drop(follower);
+    assert_eq!(flights.in_flight(), 0, "the key is free at once");
+    until(|| cancelled.load(SeqCst)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounds_turn_callers_away_without_queueing() {
+    let flights: Flights<u32, ()> = Flights::new();
+    let options = CallOptions::default().max_waiters(2).max_flights(2);
+    let leader = flights.join(1, &options).unwrap();
+    let follower = flights.join(1, &options).unwrap();
+    assert!(matches!(
+        flights.join(1, &options),
+        Err(Overloaded::TooManyWaiters)
+    ));
+
+    // A waiter that left gives its place back.
+    drop(follower);
+    let again = flights.join(1, &options).unwrap();
+
+    let other = flights.join(2, &options).unwrap();
+    assert!(matches!(
+        flights.join(3, &options),
+        Err(Overloaded::TooManyFlights)
+    ));
+    assert_eq!(flights.stats().overloaded, 2);
+    drop((leader, again, other));
+    assert_eq!(flights.in_flight(), 0, "unrun leaders free their keys");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_dropped_unrun_lets_followers_know() {
+    let flights: Flights<&str, ()> = Flights::new();
+    let options = CallOptions::default();
+    let leader = flights.join("k", &options).unwrap();
+    let Ok(Joined::Follower(follower)) = flights.join("k", &options) else {
+        panic!("second caller follows");
+    };
+    drop(leader);
+    assert_eq!(follower.await, Err(FlightError::Abandoned));
+    assert_eq!(flights.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_state_is_left_after_many_unique_keys() {
+    let flights: Flights<u32, u32> = Flights::new();
+    let options = CallOptions::default();
+    for key in 0..10_000 {
+        let value = flights
+            .join_or_lead(key, &options, move || async move { key })
+            .await;
+        assert_eq!(value.as_deref(), Ok(&key));
+        let guard = flights.try_acquire(key, TTL).await.unwrap();
+        drop(guard);
+    }
+    let stats = flights.stats();
+    assert_eq!((stats.in_flight, stats.leases_held), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_holds_the_key_until_dropped() {
+    let store = Arc::new(MemoryStore::new());
+    let flights: Flights<&str> = Flights::with_store(store.clone());
+    let guard = flights.try_acquire("job", TTL).await.unwrap();
+    let holder = flights.try_acquire("job", TTL).await.unwrap_err();
+    assert_eq!(holder.lease(), guard.lease());
+    assert!(guard.is_current().await);
+
+    drop(guard);
+    assert!(store.is_empty());
+    assert!(flights.holder(&"job").await.is_none());
+    let stats = flights.stats();
+    assert_eq!(
+        (stats.leaders, stats.rejected, stats.leases_held),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_guard_cannot_touch_the_new_holder() {
+    let flights: Flights<&str> = Flights::new();
+    let old = flights.try_acquire("job", TTL).await.unwrap();
+
+    tokio::time::advance(TTL - Duration::from_millis(1)).await;
+    assert!(
+        flights.try_acquire("job", TTL).await.is_err(),
+        "held at TTL - 1 ms"
+    );
+    tokio::time::advance(Duration::from_millis(2)).await;
+    let new = flights
+        .try_acquire("job", TTL)
+        .await
+        .expect("free at TTL + 1 ms");
+    assert_eq!(new.lease().generation(), 2);
+
+    assert!(!old.is_current().await);
+    assert!(!old.renew(TTL).await, "a stale guard cannot renew");
+    drop(old);
+    assert!(new.is_current().await, "a stale guard's drop frees nothing");
+    assert!(flights.try_acquire("job", TTL).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_moves_into_a_task_and_a_panic_there_frees_the_key() {
+    let flights: Flights<String> = Flights::new();
+    let guard = flights.try_acquire("job".to_owned(), TTL).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        panic!("job failed");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    assert!(flights.try_acquire("job".to_owned(), TTL).await.is_ok());
+}

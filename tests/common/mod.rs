@@ -1,0 +1,119 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering::SeqCst},
+    Arc,
+};
+
+use axum::{body::Body, Router};
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_singleflight::FlightRole;
+
+/// Counts how many times a handler body ran.
+#[derive(Clone, Default)]
+pub struct Runs(Arc<AtomicUsize>);
+
+impl Runs {
+    /// Counts one run and returns its number, starting at 1.
+    pub fn bump(&self) -> usize {
+        self.0.fetch_add(1, SeqCst) + 1
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(SeqCst)
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub role: Option<FlightRole>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("a UTF-8 body")
+    }
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    request("GET", uri)
+}
+
+pub fn request(method: &str, uri: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .expect("a valid request")
+}
+
+/// Sends one request through the router and reads the whole response.
+pub async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        role: parts.extensions.get::<FlightRole>().copied(),
+        headers: parts.headers,
+        body: body.collect().await.expect("a readable body").to_bytes(),
+    }
+}
+
+/// Sends every request at once, each in its own task, and returns the
+/// replies in order.
+pub async fn send_all(
+    app: &Router,
+    requests: impl IntoIterator<Item = Request<Body>>,
+) -> Vec<Reply> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, request).await })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        replies.push(task.await.expect("the request task ran"));
+    }
+    replies
+}
+
+/// How many replies have this status.
+pub fn count(replies: &[Reply], status: StatusCode) -> usize {
+    replies
+        .iter()
+        .filter(|reply| reply.status == status)
+        .count()
+}
+
+/// How many replies played this role.
+pub fn played(replies: &[Reply], role: FlightRole) -> usize {
+    replies
+        .iter()
+        .filter(|reply| reply.role == Some(role))
+        .count()
+}
+
+/// Yields until `condition` holds; fails loudly instead of hanging.
+pub async fn until(condition: impl Fn() -> bool) {
+    for _ in 0..100_000 {
+        if condition() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("condition never became true");
+}

@@ -1,0 +1,510 @@
+//! Share mode through an axum router: one run, one response, many copies.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering::SeqCst},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::Path,
+    http::{header, HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing, Json, Router,
+};
+use common::{count, get, played, send, send_all, until, Runs};
+use serde_json::json;
+use tokio::time::{sleep, Instant};
+use tower_singleflight::{FlightRole, SingleFlightLayer};
+
+const WORK: Duration = Duration::from_millis(300);
+
+/// `GET /report/{id}`: sleeps, then names the id and which run this was.
+fn report_app(
+    layer: SingleFlightLayer<tower_singleflight::Share<tower_singleflight::key::RequestKey>>,
+    runs: &Runs,
+) -> Router {
+    let runs = runs.clone();
+    Router::new()
+        .route(
+            "/report/{id}",
+            routing::get(move |Path(id): Path<u32>| async move {
+                let execution = runs.bump();
+                sleep(WORK).await;
+                Json(json!({ "id": id, "execution": execution }))
+            }),
+        )
+        .layer(layer)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_identical_requests_run_the_handler_once() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share();
+    let app = report_app(layer.clone(), &runs);
+
+    let replies = send_all(&app, (0..1000).map(|_| get("/report/1"))).await;
+
+    assert_eq!(runs.get(), 1);
+    assert_eq!(count(&replies, StatusCode::OK), 1000);
+    assert!(replies.iter().all(|reply| reply.body == replies[0].body));
+    assert!(replies
+        .iter()
+        .all(|reply| reply.headers == replies[0].headers));
+    assert_eq!(replies[0].json(), json!({ "id": 1, "execution": 1 }));
+    assert_eq!(played(&replies, FlightRole::Leader), 1);
+    assert_eq!(played(&replies, FlightRole::Follower), 999);
+    assert_eq!(layer.stats().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlapping_requests_with_different_keys_each_run() {
+    let runs = Runs::default();
+    let app = report_app(SingleFlightLayer::share(), &runs);
+
+    let requests = (0..100).map(|i| get(&format!("/report/{}", i % 10)));
+    let replies = send_all(&app, requests).await;
+
+    assert_eq!(runs.get(), 10);
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply.json()["id"], i % 10, "each key gets its own response");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_request_after_a_flight_runs_afresh() {
+    let runs = Runs::default();
+    let app = report_app(SingleFlightLayer::share(), &runs);
+    let first = send(&app, get("/report/1")).await;
+    let second = send(&app, get("/report/1")).await;
+    assert_eq!(first.json()["execution"], 1);
+    assert_eq!(second.json()["execution"], 2, "nothing is cached");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_client_leaves_still_serves_its_followers() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share();
+    let app = report_app(layer.clone(), &runs);
+
+    let leader = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, get("/report/1")).await }
+    });
+    until(|| runs.get() == 1).await;
+    let followers = tokio::spawn({
+        let app = app.clone();
+        async move { send_all(&app, (0..5).map(|_| get("/report/1"))).await }
+    });
+    until(|| layer.stats().followers == 5).await;
+    leader.abort();
+
+    let replies = followers.await.unwrap();
+    assert_eq!(count(&replies, StatusCode::OK), 5);
+    assert_eq!(runs.get(), 1);
+    assert_eq!(layer.stats().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_leaves_disturbs_nobody() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share();
+    let app = report_app(layer.clone(), &runs);
+
+    let stayers = tokio::spawn({
+        let app = app.clone();
+        async move { send_all(&app, (0..3).map(|_| get("/report/1"))).await }
+    });
+    until(|| layer.stats().followers == 2).await;
+    let leaver = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, get("/report/1")).await }
+    });
+    until(|| layer.stats().followers == 3).await;
+    leaver.abort();
+
+    let replies = stayers.await.unwrap();
+    assert_eq!(count(&replies, StatusCode::OK), 3);
+    assert_eq!(runs.get(), 1);
+}
+
+/// A service whose handler panics, in `call` or in its future, while `armed`.
+fn panicking_app(runs: &Runs, in_call: bool, armed: Arc<AtomicBool>) -> Router {
+    let runs = runs.clone();
+    let service = tower::service_fn(move |_request: http::Request<Body>| {
+        let execution = runs.bump();
+        let armed = armed.clone();
+        if in_call && armed.load(SeqCst) {
+            panic!("secret panic message in call");
+        }
+        async move {
+            sleep(WORK).await;
+            if armed.load(SeqCst) {
+                panic!("secret panic message in the future");
+            }
+            Ok::<_, std::convert::Infallible>(format!("run {execution}").into_response())
+        }
+    });
+    Router::new()
+        .route_service("/panic", service)
+        .layer(SingleFlightLayer::share())
+}
+
+async fn every_waiter_gets_500_when_the_handler_panics(in_call: bool) {
+    let runs = Runs::default();
+    let armed = Arc::new(AtomicBool::new(true));
+    let app = panicking_app(&runs, in_call, armed.clone());
+
+    let replies = send_all(&app, (0..20).map(|_| get("/panic"))).await;
+    assert_eq!(count(&replies, StatusCode::INTERNAL_SERVER_ERROR), 20);
+    assert_eq!(runs.get(), 1);
+    for reply in &replies {
+        assert!(
+            !reply.text().contains("secret"),
+            "the panic message never leaks"
+        );
+        assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+    }
+
+    armed.store(false, SeqCst);
+    let next = send(&app, get("/panic")).await;
+    assert_eq!((next.status, next.text()), (StatusCode::OK, "run 2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_inside_the_handler_future_gives_every_waiter_500() {
+    every_waiter_gets_500_when_the_handler_panics(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_call_gives_every_waiter_500() {
+    every_waiter_gets_500_when_the_handler_panics(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_past_its_max_wait_alone_gets_504() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share().max_wait(Duration::from_millis(250));
+    let app = report_app(layer.clone(), &runs);
+
+    // The leader arrives at 0 ms and gives up at 250 ms; the follower
+    // arrives at 100 ms and is still within its wait when the work ends at 300.
+    let leader = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, get("/report/1")).await }
+    });
+    sleep(Duration::from_millis(100)).await;
+    let follower = send(&app, get("/report/1")).await;
+    let leader = leader.await.unwrap();
+
+    assert_eq!(leader.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(leader.json()["status"], "timeout");
+    assert_eq!(follower.status, StatusCode::OK);
+    assert_eq!(runs.get(), 1);
+    assert_eq!(layer.stats().timed_out, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_past_the_flight_lease_is_aborted_and_the_key_freed() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share().lease(Duration::from_millis(100));
+    let app = report_app(layer.clone(), &runs);
+
+    let replies = send_all(&app, (0..3).map(|_| get("/report/1"))).await;
+    assert_eq!(count(&replies, StatusCode::GATEWAY_TIMEOUT), 3);
+    assert_eq!(layer.stats().in_flight, 0);
+}
+
+/// The handler answers with whatever `respond` builds, after `WORK`.
+fn app_responding<R>(
+    layer: SingleFlightLayer<tower_singleflight::Share<tower_singleflight::key::RequestKey>>,
+    runs: &Runs,
+    respond: fn(usize, HeaderMap) -> R,
+) -> Router
+where
+    R: IntoResponse + Send + 'static,
+{
+    let runs = runs.clone();
+    Router::new()
+        .route(
+            "/thing",
+            routing::get(move |headers: HeaderMap| async move {
+                let execution = runs.bump();
+                sleep(WORK).await;
+                respond(execution, headers)
+            }),
+        )
+        .layer(layer)
+}
+
+/// Ten concurrent requests for an unshareable response: the leader gets its
+/// own, then the nine followers run theirs side by side, not in a queue.
+async fn unshareable<R>(
+    layer: SingleFlightLayer<tower_singleflight::Share<tower_singleflight::key::RequestKey>>,
+    respond: fn(usize, HeaderMap) -> R,
+) where
+    R: IntoResponse + Send + 'static,
+{
+    let runs = Runs::default();
+    let app = app_responding(layer, &runs, respond);
+    let start = Instant::now();
+
+    let replies = send_all(&app, (0..10).map(|_| get("/thing"))).await;
+
+    assert_eq!(start.elapsed(), WORK * 2, "followers ran concurrently");
+    assert_eq!(runs.get(), 10);
+    assert_eq!(count(&replies, StatusCode::OK), 10);
+    assert_eq!(played(&replies, FlightRole::Leader), 1);
+    assert_eq!(played(&replies, FlightRole::Fallback), 9);
+    let mut bodies: Vec<_> = replies.iter().map(|reply| reply.body.clone()).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 10, "every caller got its own response");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_set_cookie_response_is_not_shared() {
+    unshareable(SingleFlightLayer::share(), |run, _| {
+        (
+            [(header::SET_COOKIE, format!("session={run}"))],
+            format!("run {run}"),
+        )
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_no_store_response_is_not_shared() {
+    unshareable(SingleFlightLayer::share(), |run, _| {
+        ([(header::CACHE_CONTROL, "no-store")], format!("run {run}"))
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_cap_is_not_shared_and_reaches_the_leader_whole() {
+    unshareable(SingleFlightLayer::share().max_body(1024), |run, _| {
+        format!("run {run} {}", "x".repeat(4096))
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_private_response_is_not_shared_between_anonymous_callers() {
+    unshareable(SingleFlightLayer::share(), |run, _| {
+        ([(header::CACHE_CONTROL, "private")], format!("run {run}"))
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn vary_shares_only_with_followers_that_match_the_leader() {
+    let runs = Runs::default();
+    let app = app_responding(SingleFlightLayer::share(), &runs, |run, headers| {
+        let language = headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        (
+            [(header::VARY, "accept-language")],
+            format!("run {run} in {language}"),
+        )
+    });
+    let with_language = |language: &str| {
+        let mut request = get("/thing");
+        let value = language.parse().unwrap();
+        request.headers_mut().insert(header::ACCEPT_LANGUAGE, value);
+        request
+    };
+    let start = Instant::now();
+
+    let replies = send_all(&app, ["fr", "fr", "de", "de"].map(with_language)).await;
+
+    assert_eq!(start.elapsed(), WORK * 2);
+    assert_eq!(
+        runs.get(),
+        3,
+        "the French follower shared, the Germans did not"
+    );
+    assert_eq!(replies[0].body, replies[1].body);
+    assert_eq!(replies[1].role, Some(FlightRole::Follower));
+    assert!(replies[2].text().ends_with("in de"));
+    assert!(replies[3].text().ends_with("in de"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_with_different_credentials_never_share() {
+    let runs = Runs::default();
+    let app = app_responding(SingleFlightLayer::share(), &runs, |run, headers| {
+        let caller = headers[header::AUTHORIZATION]
+            .to_str()
+            .unwrap_or("?")
+            .to_owned();
+        (
+            [(header::CACHE_CONTROL, "private")],
+            format!("run {run} for {caller}"),
+        )
+    });
+    let as_caller = |token: &str| {
+        let mut request = get("/thing");
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, token.parse().unwrap());
+        request
+    };
+
+    let replies = send_all(
+        &app,
+        ["Bearer a", "Bearer b", "Bearer a", "Bearer b"].map(as_caller),
+    )
+    .await;
+
+    assert_eq!(runs.get(), 2);
+    assert!(replies[0].text().ends_with("for Bearer a"));
+    assert!(replies[1].text().ends_with("for Bearer b"));
+    assert_eq!(
+        replies[0].body, replies[2].body,
+        "one caller's private response is shared with itself"
+    );
+    assert_eq!(replies[1].body, replies[3].body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sharing_across_identities_is_an_explicit_opt_out() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share().share_across_identities();
+    let app = app_responding(layer, &runs, |run, _| format!("run {run}"));
+    let as_caller = |token: &str| {
+        let mut request = get("/thing");
+        request
+            .headers_mut()
+            .insert(header::COOKIE, token.parse().unwrap());
+        request
+    };
+    let replies = send_all(&app, ["a=1", "a=2"].map(as_caller)).await;
+    assert_eq!(runs.get(), 1);
+    assert_eq!(replies[0].body, replies[1].body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn head_and_get_never_share() {
+    let runs = Runs::default();
+    let app = report_app(SingleFlightLayer::share(), &runs);
+    let replies = send_all(
+        &app,
+        [get("/report/1"), common::request("HEAD", "/report/1")],
+    )
+    .await;
+    assert_eq!(runs.get(), 2);
+    assert_eq!(count(&replies, StatusCode::OK), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_methods_pass_through() {
+    let runs = Runs::default();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/thing",
+                routing::post(move || async move { runs.bump().to_string() }),
+            )
+            .layer(SingleFlightLayer::share().expose_role())
+    };
+    let replies = send_all(&app, (0..5).map(|_| common::request("POST", "/thing"))).await;
+    assert_eq!(runs.get(), 5);
+    assert_eq!(played(&replies, FlightRole::Bypass), 5);
+    assert_eq!(replies[0].headers["x-singleflight-role"], "bypass");
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_max_waiters_callers_get_503_at_once() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share().max_waiters(3);
+    let app = report_app(layer.clone(), &runs);
+
+    let replies = send_all(&app, (0..5).map(|_| get("/report/1"))).await;
+
+    assert_eq!(runs.get(), 1);
+    assert_eq!(count(&replies, StatusCode::OK), 3);
+    assert_eq!(count(&replies, StatusCode::SERVICE_UNAVAILABLE), 2);
+    let overloaded = replies
+        .iter()
+        .find(|reply| reply.status == StatusCode::SERVICE_UNAVAILABLE)
+        .unwrap();
+    assert_eq!(overloaded.headers[header::RETRY_AFTER], "1");
+    assert_eq!(overloaded.json()["status"], "overloaded");
+    assert_eq!(layer.stats().overloaded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_when_unused_stops_the_handler_once_every_caller_left() {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let layer = SingleFlightLayer::share().abort_when_unused(true);
+    let app = {
+        let cancelled = cancelled.clone();
+        Router::new()
+            .route(
+                "/forever",
+                routing::get(move || async move {
+                    struct Flag(Arc<AtomicBool>);
+                    impl Drop for Flag {
+                        fn drop(&mut self) {
+                            self.0.store(true, SeqCst);
+                        }
+                    }
+                    let _flag = Flag(cancelled);
+                    std::future::pending::<()>().await;
+                }),
+            )
+            .layer(layer.clone())
+    };
+    let callers: Vec<_> = (0..3)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, get("/forever")).await })
+        })
+        .collect();
+    until(|| layer.stats().followers == 2).await;
+
+    callers[0].abort();
+    callers[1].abort();
+    tokio::task::yield_now().await;
+    assert!(!cancelled.load(SeqCst), "one caller still waits");
+
+    callers[2].abort();
+    until(|| cancelled.load(SeqCst)).await;
+    assert_eq!(layer.stats().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_flight_is_left_after_100_000_requests_over_unique_keys() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/item/{id}",
+                routing::get(move |Path(id): Path<u32>| async move {
+                    runs.bump();
+                    id.to_string()
+                }),
+            )
+            .layer(layer.clone())
+    };
+    for batch in 0..100 {
+        let requests = (0..1000).map(|i| get(&format!("/item/{}", batch * 1000 + i)));
+        let replies = send_all(&app, requests).await;
+        assert_eq!(count(&replies, StatusCode::OK), 1000);
+    }
+    assert_eq!(runs.get(), 100_000);
+    let stats = layer.stats();
+    assert_eq!((stats.in_flight, stats.leaders), (0, 100_000));
+}
