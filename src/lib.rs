@@ -1,4 +1,61 @@
-//! tower-singleflight
+//! Tower middleware that stops duplicate work in web services.
+//!
+//! [`SingleFlightLayer`] finds identical in-flight requests by a key (method,
+//! path and query by default) and, depending on its mode:
+//!
+//! - **reject** ([`SingleFlightLayer::reject`]), for trigger and resume
+//!   endpoints: the first request for a key runs; duplicates get
+//!   `409 Conflict` with `{"status":"already_running", ...}` at once;
+//! - **share** ([`SingleFlightLayer::share`]), for costly reads: the first
+//!   request runs once and every identical request waiting on it receives a
+//!   copy of that one response.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::{get, post}, Router};
+//! use tower_singleflight::{key, SingleFlightLayer};
+//!
+//! async fn report() -> &'static str { "an expensive report" }
+//! async fn resume() -> &'static str { "phase resumed" }
+//!
+//! let reads = Router::new()
+//!     .route("/report", get(report))
+//!     .layer(SingleFlightLayer::share().max_wait(Duration::from_secs(30)));
+//!
+//! let triggers = Router::new()
+//!     .route("/flows/{id}/resume", post(resume))
+//!     // Keyed by path: `?force=1` must not start a second run.
+//!     .layer(SingleFlightLayer::reject().key(key::path()));
+//!
+//! let app: Router = reads.merge(triggers);
+//! # let _ = app;
+//! ```
+//!
+//! # What it guarantees
+//!
+//! - A key is never held forever: leases are drop guards (completion, error,
+//!   panic and cancellation all release) with a TTL for work that hangs.
+//! - A lease that expired cannot release or renew its successor's: every
+//!   holding has its own fencing token ([`LeaseId`]).
+//! - In share mode the work runs in its own task: a leader whose client leaves
+//!   does not fail its followers; a panic gives every waiter `500` (never the
+//!   panic's message) and frees the key.
+//! - A response for one caller is never handed to another: callers with
+//!   different `Authorization` or `Cookie` are kept apart, and `Set-Cookie`,
+//!   `no-store`, `private` and `Vary` are honoured.
+//! - Nothing grows without bound: waiters per key, flights and buffered bytes
+//!   are capped, and no state remains for a key once its last request ends.
+//!
+//! The framework-agnostic core, [`Flights`], can be used on its own: to take
+//! leases in your own code, or to run any future once for concurrent callers.
+//!
+//! # Observability
+//!
+//! Every response carries its [`FlightRole`] in its extensions
+//! ([`expose_role`](SingleFlightLayer::expose_role) adds a header), the
+//! counters are readable as a [`FlightStats`] snapshot, and `tracing` events
+//! mark acquisitions, releases, timeouts, panics and fallbacks.
+
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
