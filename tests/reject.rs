@@ -10,7 +10,7 @@ use axum::{
     http::{header, Request, Response, StatusCode},
     routing, Router,
 };
-use common::{count, played, request, send, send_all, until, Runs};
+use common::{count, played, request, send, send_all, spawn, until, Runs};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::time::sleep;
@@ -88,10 +88,7 @@ async fn one_of_many_concurrent_triggers_runs_the_rest_get_409() {
 async fn running_for_reports_how_long_the_holder_has_run() {
     let runs = Runs::default();
     let app = jobs_app(by_path(), &runs);
-    let holder = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, post("/jobs/x")).await }
-    });
+    let holder = spawn(&app, post("/jobs/x"));
     until(|| runs.get() == 1).await;
     sleep(Duration::from_millis(250)).await;
     let duplicate = send(&app, post("/jobs/x?ms=5")).await;
@@ -115,10 +112,7 @@ async fn the_lease_ends_at_its_ttl_and_the_old_holder_cannot_free_the_new_one() 
     let app = jobs_app(layer.clone(), &runs);
 
     // A job that hangs far past its lease.
-    let hung = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, post("/jobs/x?ms=3600000")).await }
-    });
+    let hung = spawn(&app, post("/jobs/x?ms=3600000"));
     until(|| runs.get() == 1).await;
 
     sleep(ttl - Duration::from_millis(1)).await;
@@ -126,10 +120,7 @@ async fn the_lease_ends_at_its_ttl_and_the_old_holder_cannot_free_the_new_one() 
     assert_eq!(early.status, StatusCode::CONFLICT, "held at TTL - 1 ms");
 
     sleep(Duration::from_millis(2)).await;
-    let new_holder = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, post("/jobs/x?ms=5000")).await }
-    });
+    let new_holder = spawn(&app, post("/jobs/x?ms=5000"));
     until(|| runs.get() == 2).await;
 
     // The hung request finally goes away; its guard must not free the key.
@@ -180,10 +171,7 @@ async fn a_dropped_response_frees_the_key() {
 async fn a_cancelled_request_frees_the_key() {
     let runs = Runs::default();
     let app = jobs_app(by_path(), &runs);
-    let request = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, post("/jobs/x")).await }
-    });
+    let request = spawn(&app, post("/jobs/x"));
     until(|| runs.get() == 1).await;
     request.abort();
     let _ = request.await;
@@ -210,10 +198,7 @@ async fn a_panicking_handler_frees_the_key() {
             )
             .layer(by_path())
     };
-    let crashed = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, post("/jobs/x")).await }
-    });
+    let crashed = spawn(&app, post("/jobs/x"));
     assert!(crashed.await.unwrap_err().is_panic());
     let next = send(&app, post("/jobs/x")).await;
     assert_eq!((next.status, next.text()), (StatusCode::OK, "done"));

@@ -17,7 +17,7 @@ use axum::{
     response::IntoResponse,
     routing, Json, Router,
 };
-use common::{count, get, played, send, send_all, until, Runs};
+use common::{count, get, played, send, send_all, spawn, until, Runs};
 use serde_json::json;
 use tokio::time::{sleep, Instant};
 use tower_singleflight::{FlightRole, SingleFlightLayer};
@@ -92,10 +92,7 @@ async fn a_leader_whose_client_leaves_still_serves_its_followers() {
     let layer = SingleFlightLayer::share();
     let app = report_app(layer.clone(), &runs);
 
-    let leader = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, get("/report/1")).await }
-    });
+    let leader = spawn(&app, get("/report/1"));
     until(|| runs.get() == 1).await;
     let followers = tokio::spawn({
         let app = app.clone();
@@ -121,10 +118,7 @@ async fn a_follower_that_leaves_disturbs_nobody() {
         async move { send_all(&app, (0..3).map(|_| get("/report/1"))).await }
     });
     until(|| layer.stats().followers == 2).await;
-    let leaver = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, get("/report/1")).await }
-    });
+    let leaver = spawn(&app, get("/report/1"));
     until(|| layer.stats().followers == 3).await;
     leaver.abort();
 
@@ -194,10 +188,7 @@ async fn a_waiter_past_its_max_wait_alone_gets_504() {
 
     // The leader arrives at 0 ms and gives up at 250 ms; the follower
     // arrives at 100 ms and is still within its wait when the work ends at 300.
-    let leader = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, get("/report/1")).await }
-    });
+    let leader = spawn(&app, get("/report/1"));
     sleep(Duration::from_millis(100)).await;
     let follower = send(&app, get("/report/1")).await;
     let leader = leader.await.unwrap();
@@ -465,12 +456,7 @@ async fn abort_when_unused_stops_the_handler_once_every_caller_left() {
             )
             .layer(layer.clone())
     };
-    let callers: Vec<_> = (0..3)
-        .map(|_| {
-            let app = app.clone();
-            tokio::spawn(async move { send(&app, get("/forever")).await })
-        })
-        .collect();
+    let callers: Vec<_> = (0..3).map(|_| spawn(&app, get("/forever"))).collect();
     until(|| layer.stats().followers == 2).await;
 
     callers[0].abort();

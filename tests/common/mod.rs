@@ -71,6 +71,12 @@ pub async fn send(app: &Router, request: Request<Body>) -> Reply {
     }
 }
 
+/// Sends one request from its own task, so the test can go on (or abort it).
+pub fn spawn(app: &Router, request: Request<Body>) -> tokio::task::JoinHandle<Reply> {
+    let app = app.clone();
+    tokio::spawn(async move { send(&app, request).await })
+}
+
 /// Sends every request at once, each in its own task, and returns the
 /// replies in order.
 pub async fn send_all(
@@ -79,10 +85,7 @@ pub async fn send_all(
 ) -> Vec<Reply> {
     let tasks: Vec<_> = requests
         .into_iter()
-        .map(|request| {
-            let app = app.clone();
-            tokio::spawn(async move { send(&app, request).await })
-        })
+        .map(|request| spawn(app, request))
         .collect();
     let mut replies = Vec::with_capacity(tasks.len());
     for task in tasks {
