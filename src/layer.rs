@@ -43,6 +43,13 @@ pub struct SingleFlightLayer<M, X = MethodPathQuery> {
     expose_role: bool,
 }
 
+/// A layer in share mode, with key extractor `X`: name it to keep a clone (to
+/// read its [`stats`](SingleFlightLayer::stats)) in your application state.
+pub type ShareLayer<X = MethodPathQuery> = SingleFlightLayer<Share<<X as KeyExtractor>::Key>, X>;
+
+/// A layer in reject mode, with key extractor `X`.
+pub type RejectLayer<X = MethodPathQuery> = SingleFlightLayer<Reject<<X as KeyExtractor>::Key>, X>;
+
 impl SingleFlightLayer<Reject<RequestKey>> {
     /// Reject mode: one request per key runs, duplicates get `409`.
     ///
@@ -162,7 +169,10 @@ where
     /// Takes keys from requests with `key` instead of method, path and query.
     ///
     /// A request for which `key` returns `None` passes through untouched.
-    /// This starts a new, empty table for the new key type.
+    ///
+    /// Call it first: the key type changes, so this starts a new, empty table,
+    /// and a table given earlier with [`flights`](Self::flights) (or shared
+    /// with an earlier clone of this layer) is left behind.
     pub fn key<Y: KeyExtractor>(self, key: Y) -> SingleFlightLayer<Reject<Y::Key>, Y> {
         SingleFlightLayer {
             mode: self.mode.rekey(),
@@ -214,7 +224,8 @@ where
     }
 
     /// Uses `flights` as the table, to share it with your own code (to ask
-    /// who holds a key, or take leases outside the layer).
+    /// who holds a key, or take leases outside the layer). Set the
+    /// [`key`](Self::key) before this.
     pub fn flights(mut self, flights: Flights<K>) -> Self {
         self.mode.flights = flights;
         self
@@ -239,7 +250,10 @@ where
     ///
     /// A request for which `key` returns `None` passes through untouched.
     /// Callers stay apart by identity and `HEAD` stays apart from `GET`
-    /// whatever the key. This starts a new, empty table for the new key type.
+    /// whatever the key.
+    ///
+    /// Call it first: the key type changes, so this starts a new, empty table
+    /// that clones taken earlier do not share.
     pub fn key<Y: KeyExtractor>(self, key: Y) -> SingleFlightLayer<Share<Y::Key>, Y> {
         SingleFlightLayer {
             mode: self.mode.rekey(),

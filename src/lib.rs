@@ -84,7 +84,7 @@ pub use flight::{
     LeaseId, LeaseStore, MemoryStore, Outcome, Overloaded, StoreFuture, Waiter,
 };
 pub use future::{reject, share};
-pub use layer::SingleFlightLayer;
+pub use layer::{RejectLayer, ShareLayer, SingleFlightLayer};
 pub use mode::{Reject, Share};
 pub use rejection::AlreadyRunning;
 pub use role::{FlightRole, ROLE_HEADER};

@@ -11,7 +11,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Notify, task::JoinSet};
-use tower_singleflight::SingleFlightLayer;
+use tower_singleflight::{ShareLayer, SingleFlightLayer};
 
 /// Serves `app` on an ephemeral loopback port.
 async fn serve(app: Router) -> SocketAddr {
@@ -22,11 +22,7 @@ async fn serve(app: Router) -> SocketAddr {
 }
 
 /// A share-mode route whose handler waits until the test opens `gate`.
-fn gated_report(
-    runs: &Runs,
-    gate: &Arc<Notify>,
-    layer: SingleFlightLayer<tower_singleflight::Share<tower_singleflight::key::RequestKey>>,
-) -> Router {
+fn gated_report(runs: &Runs, gate: &Arc<Notify>, layer: ShareLayer) -> Router {
     let (runs, gate) = (runs.clone(), gate.clone());
     Router::new()
         .route(

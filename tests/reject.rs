@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::time::sleep;
 use tower::{Service, ServiceExt};
 use tower_singleflight::{
-    key, AlreadyRunning, FlightRole, Flights, MemoryStore, SingleFlightLayer,
+    key, AlreadyRunning, FlightRole, Flights, MemoryStore, RejectLayer, SingleFlightLayer,
 };
 
 #[derive(Deserialize)]
@@ -25,10 +25,7 @@ struct Work {
 }
 
 /// `POST /jobs/{name}?ms=N`, keyed by path: sleeps N ms (default 1000).
-fn jobs_app(
-    layer: SingleFlightLayer<tower_singleflight::Reject<String>, key::PathOnly>,
-    runs: &Runs,
-) -> Router {
+fn jobs_app(layer: RejectLayer<key::PathOnly>, runs: &Runs) -> Router {
     let runs = runs.clone();
     Router::new()
         .route(
@@ -46,7 +43,7 @@ fn post(uri: &str) -> Request<Body> {
     request("POST", uri)
 }
 
-fn by_path() -> SingleFlightLayer<tower_singleflight::Reject<String>, key::PathOnly> {
+fn by_path() -> RejectLayer<key::PathOnly> {
     SingleFlightLayer::reject().key(key::path())
 }
 

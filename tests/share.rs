@@ -20,15 +20,12 @@ use axum::{
 use common::{count, get, played, send, send_all, spawn, until, Runs};
 use serde_json::json;
 use tokio::time::{sleep, Instant};
-use tower_singleflight::{FlightRole, SingleFlightLayer};
+use tower_singleflight::{FlightRole, ShareLayer, SingleFlightLayer};
 
 const WORK: Duration = Duration::from_millis(300);
 
 /// `GET /report/{id}`: sleeps, then names the id and which run this was.
-fn report_app(
-    layer: SingleFlightLayer<tower_singleflight::Share<tower_singleflight::key::RequestKey>>,
-    runs: &Runs,
-) -> Router {
+fn report_app(layer: ShareLayer, runs: &Runs) -> Router {
     let runs = runs.clone();
     Router::new()
         .route(
@@ -212,11 +209,7 @@ async fn work_past_the_flight_lease_is_aborted_and_the_key_freed() {
 }
 
 /// The handler answers with whatever `respond` builds, after `WORK`.
-fn app_responding<R>(
-    layer: SingleFlightLayer<tower_singleflight::Share<tower_singleflight::key::RequestKey>>,
-    runs: &Runs,
-    respond: fn(usize, HeaderMap) -> R,
-) -> Router
+fn app_responding<R>(layer: ShareLayer, runs: &Runs, respond: fn(usize, HeaderMap) -> R) -> Router
 where
     R: IntoResponse + Send + 'static,
 {
@@ -235,10 +228,8 @@ where
 
 /// Ten concurrent requests for an unshareable response: the leader gets its
 /// own, then the nine followers run theirs side by side, not in a queue.
-async fn unshareable<R>(
-    layer: SingleFlightLayer<tower_singleflight::Share<tower_singleflight::key::RequestKey>>,
-    respond: fn(usize, HeaderMap) -> R,
-) where
+async fn unshareable<R>(layer: ShareLayer, respond: fn(usize, HeaderMap) -> R)
+where
     R: IntoResponse + Send + 'static,
 {
     let runs = Runs::default();

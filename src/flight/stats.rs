@@ -5,8 +5,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 /// A snapshot of a [`Flights`](super::Flights) table's counters.
 ///
 /// Counters only grow; `in_flight` and `leases_held` are gauges of the
-/// moment the snapshot was taken.
+/// moment the snapshot was taken. A follower that fell back to running its
+/// own request counts in both `followers` and `fell_back`.
+///
+/// With the `serde` feature (on by default) it serializes to a JSON object
+/// with these field names, ready for a stats endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 #[non_exhaustive]
 pub struct FlightStats {
     /// Callers that ran the work: lease holders and flight leaders.
