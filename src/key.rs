@@ -39,7 +39,10 @@ where
     }
 }
 
-/// Method, path and query: the default key.
+/// Method, host, path and query: the default key.
+///
+/// The host (from the URI's authority, else the `Host` header) is part of
+/// the key so that virtual hosts never answer for each other.
 pub fn method_path_query() -> MethodPathQuery {
     MethodPathQuery
 }
@@ -58,10 +61,11 @@ pub fn header(name: HeaderName) -> HeaderKey {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MethodPathQuery;
 
-/// A request's method, path and query.
+/// A request's method, host, path and query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestKey {
     method: Method,
+    host: Option<HeaderValue>,
     path_and_query: Option<PathAndQuery>,
 }
 
@@ -69,6 +73,11 @@ impl RequestKey {
     /// The request method.
     pub fn method(&self) -> &Method {
         &self.method
+    }
+
+    /// The host the request was sent to, if it named one.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_ref().and_then(|host| host.to_str().ok())
     }
 
     /// The path and query, as the request sent them.
@@ -81,7 +90,11 @@ impl RequestKey {
 
 impl fmt::Display for RequestKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.method, self.path_and_query())
+        write!(f, "{} ", self.method)?;
+        if let Some(host) = self.host() {
+            f.write_str(host)?;
+        }
+        f.write_str(self.path_and_query())
     }
 }
 
@@ -91,6 +104,7 @@ impl KeyExtractor for MethodPathQuery {
     fn extract(&self, parts: &Parts) -> Option<RequestKey> {
         Some(RequestKey {
             method: parts.method.clone(),
+            host: host(parts),
             path_and_query: parts.uri.path_and_query().cloned(),
         })
     }
@@ -119,6 +133,15 @@ impl KeyExtractor for HeaderKey {
 
     fn extract(&self, parts: &Parts) -> Option<HeaderValue> {
         parts.headers.get(&self.name).cloned()
+    }
+}
+
+/// The host a request was sent to: the URI's authority (HTTP/2, absolute
+/// form), else the `Host` header.
+pub(crate) fn host(parts: &Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
     }
 }
 
@@ -179,11 +202,13 @@ impl Identity {
 }
 
 /// The key share mode coalesces on: the user's key, kept apart by method kind
-/// (a `HEAD` never shares with a `GET`) and by caller.
+/// (a `HEAD` never shares with a `GET`), by host and by caller, whatever the
+/// user's key says.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ShareKey<K> {
     pub(crate) key: K,
     pub(crate) head: bool,
+    pub(crate) host: Option<HeaderValue>,
     /// `None` when the layer shares across identities.
     pub(crate) identity: Option<Identity>,
 }
@@ -204,10 +229,34 @@ mod tests {
                 Request::builder().method(method).uri(uri).body(()).unwrap(),
             ))
         };
-        assert_eq!(key("GET", "/a?x=1"), key("GET", "http://host/a?x=1"));
         assert_ne!(key("GET", "/a?x=1"), key("GET", "/a?x=2"));
         assert_ne!(key("GET", "/a"), key("HEAD", "/a"));
         assert_eq!(key("GET", "/a?x=1").unwrap().to_string(), "GET /a?x=1");
+    }
+
+    #[test]
+    fn the_default_key_tells_hosts_apart() {
+        let key = |request: Request<()>| MethodPathQuery.extract(&parts(request));
+        let with_host = |host: &str| {
+            Request::builder()
+                .uri("/a")
+                .header("host", host)
+                .body(())
+                .unwrap()
+        };
+        assert_ne!(key(with_host("a.example")), key(with_host("b.example")));
+        assert_eq!(
+            key(with_host("a.example")),
+            key(Request::builder()
+                .uri("http://a.example/a")
+                .body(())
+                .unwrap()),
+            "the authority and the Host header name the same host"
+        );
+        assert_eq!(
+            key(with_host("a.example")).unwrap().to_string(),
+            "GET a.example/a"
+        );
     }
 
     #[test]

@@ -70,6 +70,9 @@ impl SingleFlightLayer<Reject<RequestKey>> {
     ///     .layer(SingleFlightLayer::reject());
     /// ```
     ///
+    /// Only methods that are not safe take a lease by default: `GET`, `HEAD`,
+    /// `OPTIONS` and `TRACE` pass through (see [`methods`](Self::methods)).
+    ///
     /// # Concurrent calls on the same key
     ///
     /// Exactly one runs; the others are answered at once without reaching
@@ -179,6 +182,14 @@ where
             key,
             expose_role: self.expose_role,
         }
+    }
+
+    /// The methods that take a lease; others pass through. Default: every
+    /// method but the safe ones (`GET`, `HEAD`, `OPTIONS`, `TRACE`), so that a
+    /// status probe or a CORS preflight never takes the lease of a trigger.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.mode.methods = Some(methods.into_iter().collect());
+        self
     }
 
     /// How long a request may hold its key before the key is freed anyway.

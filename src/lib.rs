@@ -41,8 +41,9 @@
 //!   does not fail its followers; a panic gives every waiter `500` (never the
 //!   panic's message) and frees the key.
 //! - A response for one caller is never handed to another: callers with
-//!   different `Authorization` or `Cookie` are kept apart, and `Set-Cookie`,
-//!   `no-store`, `private` and `Vary` are honoured.
+//!   different `Authorization` or `Cookie` and requests for different hosts
+//!   are kept apart; conditional, range and upgrade requests are not
+//!   coalesced; `Set-Cookie`, `no-store`, `private` and `Vary` are honoured.
 //! - Nothing grows without bound: waiters per key, flights and buffered bytes
 //!   are capped, and no state remains for a key once its last request ends.
 //!

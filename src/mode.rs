@@ -17,6 +17,10 @@ use crate::{
 /// see there for its settings.
 pub struct Reject<K> {
     pub(crate) flights: Flights<K>,
+    /// `None`: every method that is not safe (`GET`, `HEAD`, `OPTIONS` and
+    /// `TRACE` pass through: a probe or a CORS preflight must never take the
+    /// lease of the work it asks about).
+    pub(crate) methods: Option<Vec<Method>>,
     pub(crate) lease_ttl: Duration,
     pub(crate) retry_after: Duration,
     pub(crate) conflict: Conflict,
@@ -29,6 +33,7 @@ where
     pub(crate) fn new() -> Self {
         Self {
             flights: Flights::new(),
+            methods: None,
             lease_ttl: Duration::from_secs(5 * 60),
             retry_after: Duration::from_secs(1),
             conflict: Conflict::default(),
@@ -42,6 +47,7 @@ where
     {
         Reject {
             flights: Flights::new(),
+            methods: self.methods,
             lease_ttl: self.lease_ttl,
             retry_after: self.retry_after,
             conflict: self.conflict,
@@ -53,6 +59,7 @@ impl<K> Clone for Reject<K> {
     fn clone(&self) -> Self {
         Self {
             flights: self.flights.clone(),
+            methods: self.methods.clone(),
             lease_ttl: self.lease_ttl,
             retry_after: self.retry_after,
             conflict: self.conflict.clone(),
@@ -63,10 +70,21 @@ impl<K> Clone for Reject<K> {
 impl<K> fmt::Debug for Reject<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reject")
+            .field("methods", &self.methods)
             .field("lease_ttl", &self.lease_ttl)
             .field("retry_after", &self.retry_after)
             .field("conflict", &self.conflict)
             .finish_non_exhaustive()
+    }
+}
+
+impl<K> Reject<K> {
+    /// Whether requests with this method take a lease.
+    pub(crate) fn guards(&self, method: &Method) -> bool {
+        match &self.methods {
+            Some(methods) => methods.contains(method),
+            None => !method.is_safe(),
+        }
     }
 }
 

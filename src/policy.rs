@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use http::{header, HeaderMap, HeaderName, HeaderValue};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// Why a response was not shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +12,11 @@ pub(crate) enum Unshareable {
     /// `Cache-Control: private` for a key that is not per identity, or for an
     /// anonymous caller.
     Private,
+    /// `Vary: *`, or a `Vary` that cannot be read.
     VaryAll,
+    /// An informational, partial or not-modified answer: it answers the
+    /// leader's request only.
+    Status,
     TooLarge,
     BodyFailed,
     ServiceError,
@@ -25,6 +29,7 @@ impl fmt::Display for Unshareable {
             Self::NoStore => "response is no-store",
             Self::Private => "response is private",
             Self::VaryAll => "response varies on everything",
+            Self::Status => "response status answers the leader alone",
             Self::TooLarge => "response body exceeds the buffer cap",
             Self::BodyFailed => "response body failed",
             Self::ServiceError => "inner service failed",
@@ -32,24 +37,56 @@ impl fmt::Display for Unshareable {
     }
 }
 
+/// Whether a request may be coalesced at all. Conditional and range requests
+/// get answers (`304`, `206`) that are theirs alone, and an upgrade is a
+/// connection of its own: they pass through.
+pub(crate) fn request_shareable(headers: &HeaderMap) -> bool {
+    const OWN_ANSWER: [HeaderName; 7] = [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::UPGRADE,
+    ];
+    !OWN_ANSWER.iter().any(|name| headers.contains_key(name))
+}
+
 /// Checks a response head before its body is read.
 ///
 /// `private_ok` is true when the flight's waiters are known to be one caller:
 /// the key is per identity and the identity is not anonymous.
-pub(crate) fn check(headers: &HeaderMap, private_ok: bool) -> Result<(), Unshareable> {
+pub(crate) fn check(
+    status: StatusCode,
+    headers: &HeaderMap,
+    private_ok: bool,
+) -> Result<(), Unshareable> {
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Err(Unshareable::Status);
+    }
     if headers.contains_key(header::SET_COOKIE) {
         return Err(Unshareable::SetCookie);
     }
-    for directive in list(headers, &header::CACHE_CONTROL) {
-        let name = directive.split('=').next().unwrap_or_default().trim();
-        if name.eq_ignore_ascii_case("no-store") {
+    for directive in elements(headers, &header::CACHE_CONTROL) {
+        let name = directive
+            .split(|byte| *byte == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        if name.eq_ignore_ascii_case(b"no-store") {
             return Err(Unshareable::NoStore);
         }
-        if name.eq_ignore_ascii_case("private") && !private_ok {
+        if name.eq_ignore_ascii_case(b"private") && !private_ok {
             return Err(Unshareable::Private);
         }
     }
-    if list(headers, &header::VARY).any(|name| name == "*") {
+    // `*`, or any name that cannot be checked against each follower.
+    let unknowable = |name: &[u8]| name == b"*" || HeaderName::from_bytes(name).is_err();
+    if elements(headers, &header::VARY).any(unknowable) {
         return Err(Unshareable::VaryAll);
     }
     Ok(())
@@ -64,8 +101,8 @@ pub(crate) struct Vary {
 
 impl Vary {
     pub(crate) fn new(response: &HeaderMap, leader_request: &HeaderMap) -> Self {
-        let headers = list(response, &header::VARY)
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        let headers = elements(response, &header::VARY)
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .map(|name| {
                 let values = leader_request.get_all(&name).iter().cloned().collect();
                 (name, values)
@@ -81,14 +118,14 @@ impl Vary {
     }
 }
 
-/// The comma-separated elements of every value of a list header.
-fn list<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+/// The comma-separated elements of every value of a list header, as bytes:
+/// a value that is not UTF-8 is read all the same, never skipped.
+fn elements<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
     headers
         .get_all(name)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
         .filter(|element| !element.is_empty())
 }
 
@@ -108,10 +145,58 @@ mod tests {
             .collect()
     }
 
+    fn check(headers: &HeaderMap, private_ok: bool) -> Result<(), Unshareable> {
+        super::check(StatusCode::OK, headers, private_ok)
+    }
+
     #[test]
     fn plain_responses_are_shareable() {
         let plain = headers(&[("cache-control", "public, max-age=60"), ("vary", "accept")]);
         assert_eq!(check(&plain, false), Ok(()));
+    }
+
+    #[test]
+    fn answers_to_the_leader_alone_are_not_shared() {
+        for status in [
+            StatusCode::SWITCHING_PROTOCOLS,
+            StatusCode::PARTIAL_CONTENT,
+            StatusCode::NOT_MODIFIED,
+        ] {
+            assert_eq!(
+                super::check(status, &HeaderMap::new(), true),
+                Err(Unshareable::Status)
+            );
+        }
+    }
+
+    #[test]
+    fn a_directive_is_found_in_a_value_that_is_not_utf8() {
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(b"no-store, ext=\"\xe9\"").unwrap(),
+        );
+        assert_eq!(check(&odd, true), Err(Unshareable::NoStore));
+        let mut vary = HeaderMap::new();
+        vary.insert(
+            header::VARY,
+            HeaderValue::from_bytes(b"accept, \xe9").unwrap(),
+        );
+        assert_eq!(check(&vary, true), Err(Unshareable::VaryAll));
+    }
+
+    #[test]
+    fn conditional_range_and_upgrade_requests_are_not_coalesced() {
+        assert!(request_shareable(&headers(&[("accept", "text/html")])));
+        for name in [
+            "range",
+            "if-none-match",
+            "if-modified-since",
+            "if-range",
+            "upgrade",
+        ] {
+            assert!(!request_shareable(&headers(&[(name, "x")])), "{name}");
+        }
     }
 
     #[test]

@@ -13,8 +13,9 @@ use tower_service::Service;
 use crate::{
     body::ResponseBody,
     future::{reject, share},
-    key::{KeyExtractor, ShareKey},
+    key::{self, KeyExtractor, ShareKey},
     mode::{Reject, Share},
+    policy,
     rejection::AlreadyRunning,
 };
 
@@ -95,11 +96,14 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let expose_role = self.config.expose_role;
+        let mode = &self.config.mode;
+        if !mode.guards(request.method()) {
+            return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
+        }
         let (key, request) = key_of(&self.config.key, request);
         let Some(key) = key else {
             return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
         };
-        let mode = &self.config.mode;
         match mode.flights.try_acquire(key, mode.lease_ttl).now_or_later() {
             Ok(Ok(guard)) => {
                 reject::ResponseFuture::running(self.inner.call(request), guard, expose_role)
@@ -141,7 +145,8 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
         let mode = &config.mode;
-        if !mode.methods.contains(request.method()) {
+        if !mode.methods.contains(request.method()) || !policy::request_shareable(request.headers())
+        {
             return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role);
         }
         let (parts, body) = request.into_parts();
@@ -152,6 +157,7 @@ where
         let key = ShareKey {
             key,
             head: parts.method == http::Method::HEAD,
+            host: key::host(&parts),
             identity: mode.identity.as_ref().map(|identity| identity.of(&parts)),
         };
         // `private` responses may be shared only among one known caller.

@@ -94,10 +94,9 @@ async fn a_leader_whose_connection_closes_does_not_fail_its_followers() {
     let addr = serve(gated_report(&runs, &gate, layer.clone())).await;
 
     let mut leader = TcpStream::connect(addr).await.unwrap();
-    leader
-        .write_all(b"GET /report HTTP/1.1\r\nhost: test\r\n\r\n")
-        .await
-        .unwrap();
+    // The same host as the client's requests: hosts never share a flight.
+    let request = format!("GET /report HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    leader.write_all(request.as_bytes()).await.unwrap();
     wait_for(|| runs.get() == 1).await;
     let followers = fire(addr, 10);
     wait_for(|| layer.stats().followers == 10).await;

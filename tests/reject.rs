@@ -331,3 +331,38 @@ async fn no_lease_is_left_after_100_000_requests_over_unique_keys() {
     );
     assert!(store.is_empty(), "no entry is left in the lease store");
 }
+
+#[tokio::test(start_paused = true)]
+async fn safe_methods_pass_through_by_default() {
+    let runs = Runs::default();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/jobs/{name}",
+                routing::get(|| async { "status" }).post(move || async move {
+                    runs.bump();
+                    sleep(Duration::from_secs(1)).await;
+                    "done"
+                }),
+            )
+            .layer(by_path().expose_role())
+    };
+    let job = spawn(&app, post("/jobs/x"));
+    until(|| runs.get() == 1).await;
+    for method in ["GET", "HEAD", "OPTIONS"] {
+        let probe = send(&app, request(method, "/jobs/x")).await;
+        assert_eq!(probe.role, Some(FlightRole::Bypass), "{method}");
+        assert_ne!(probe.status, StatusCode::CONFLICT, "{method}");
+    }
+    assert_eq!(job.await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_ttl_of_duration_max_means_no_ttl() {
+    let runs = Runs::default();
+    let app = jobs_app(by_path().lease_ttl(Duration::MAX), &runs);
+    let replies = send_all(&app, (0..3).map(|_| post("/jobs/x?ms=10"))).await;
+    assert_eq!(count(&replies, StatusCode::OK), 1);
+    assert_eq!(count(&replies, StatusCode::CONFLICT), 2);
+}

@@ -20,6 +20,7 @@ use axum::{
 use common::{count, get, played, send, send_all, spawn, until, Runs};
 use serde_json::json;
 use tokio::time::{sleep, Instant};
+use tower::ServiceExt;
 use tower_singleflight::{FlightRole, ShareLayer, SingleFlightLayer};
 
 const WORK: Duration = Duration::from_millis(300);
@@ -484,4 +485,117 @@ async fn no_flight_is_left_after_100_000_requests_over_unique_keys() {
     assert_eq!(runs.get(), 100_000);
     let stats = layer.stats();
     assert_eq!((stats.in_flight, stats.leaders), (0, 100_000));
+}
+
+/// A request with these headers, for `/page`.
+fn page(headers: &[(&'static str, &'static str)]) -> http::Request<Body> {
+    let mut request = get("/page");
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    request
+}
+
+/// `GET /page`: answers for the host it was sent to, with an ETag, honouring
+/// `If-None-Match`.
+fn pages(runs: &Runs) -> Router {
+    let runs = runs.clone();
+    Router::new()
+        .route(
+            "/page",
+            routing::get(move |headers: HeaderMap| async move {
+                runs.bump();
+                sleep(WORK).await;
+                let host = headers[header::HOST].to_str().unwrap_or("?").to_owned();
+                if headers
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|tag| tag == "\"v1\"")
+                {
+                    return StatusCode::NOT_MODIFIED.into_response();
+                }
+                ([(header::ETAG, "\"v1\"")], format!("home of {host}")).into_response()
+            }),
+        )
+        .layer(SingleFlightLayer::share())
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_for_different_hosts_never_share() {
+    let runs = Runs::default();
+    let app = pages(&runs);
+    let replies = send_all(
+        &app,
+        [
+            page(&[("host", "tenant-a.example")]),
+            page(&[("host", "tenant-b.example")]),
+        ],
+    )
+    .await;
+    assert_eq!(runs.get(), 2);
+    assert_eq!(replies[0].text(), "home of tenant-a.example");
+    assert_eq!(replies[1].text(), "home of tenant-b.example");
+}
+
+#[tokio::test(start_paused = true)]
+async fn conditional_and_range_requests_get_their_own_answer() {
+    let runs = Runs::default();
+    let app = pages(&runs);
+    let host = ("host", "a.example");
+    let replies = send_all(
+        &app,
+        [
+            page(&[host, ("if-none-match", "\"v1\"")]),
+            page(&[host]),
+            page(&[host, ("range", "bytes=0-3")]),
+            page(&[host]),
+        ],
+    )
+    .await;
+    assert_eq!(replies[0].status, StatusCode::NOT_MODIFIED);
+    assert_eq!(replies[0].role, Some(FlightRole::Bypass));
+    assert_eq!(replies[2].role, Some(FlightRole::Bypass));
+    assert_eq!(
+        (replies[1].status, replies[1].text()),
+        (StatusCode::OK, "home of a.example")
+    );
+    assert_eq!(replies[3].role, Some(FlightRole::Follower));
+    assert_eq!(runs.get(), 3, "only the two plain requests shared a run");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_followers_hold_none_of_the_inner_services_capacity() {
+    let app: Router = Router::new()
+        .route(
+            "/slow",
+            routing::get(|| async {
+                sleep(Duration::from_secs(60)).await;
+                "slow"
+            }),
+        )
+        .route("/fast", routing::get(|| async { "fast" }));
+    let service = tower::ServiceBuilder::new()
+        .layer(SingleFlightLayer::share())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(4))
+        .service(app);
+    let call = |uri: &'static str| {
+        let service = service.clone();
+        tokio::spawn(async move {
+            service
+                .oneshot(get(uri))
+                .await
+                .map(|response| response.status())
+        })
+    };
+
+    // One leader and three followers: one inner call runs, three wait.
+    let slow: Vec<_> = (0..4).map(|_| call("/slow")).collect();
+    tokio::task::yield_now().await;
+    let fast = tokio::time::timeout(Duration::from_secs(5), call("/fast")).await;
+    assert!(
+        matches!(fast, Ok(Ok(Ok(StatusCode::OK)))),
+        "waiting followers starved /fast"
+    );
+    for request in slow {
+        request.abort();
+    }
 }

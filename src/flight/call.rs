@@ -136,7 +136,8 @@ impl CallOptions {
 
     /// Abort the work as soon as every waiter has gone. Off by default: the
     /// work runs to completion, so a leader's client disconnecting never
-    /// wastes what was already spent.
+    /// wastes what was already spent. The leader's options decide for the
+    /// whole flight.
     #[must_use]
     pub fn abort_when_unused(mut self, abort: bool) -> Self {
         self.abort_when_unused = abort;
@@ -154,6 +155,9 @@ pub(crate) struct Calls<K, T> {
 struct Call<T> {
     generation: u64,
     waiters: Vec<oneshot::Sender<Outcome<T>>>,
+    /// Fixed by the leader's options: callers joining later with other
+    /// options cannot turn it on or off.
+    abort_when_unused: bool,
     abort: Option<AbortHandle>,
 }
 
@@ -236,7 +240,7 @@ where
                 }
                 call.waiters.push(sender);
                 let generation = call.generation;
-                let membership = options
+                let membership = call
                     .abort_when_unused
                     .then(|| self.handle(entry.key(), generation));
                 Joined::Follower(Waiter::new(receiver, membership))
@@ -257,6 +261,7 @@ where
                 entry.insert(Call {
                     generation,
                     waiters: vec![sender],
+                    abort_when_unused: options.abort_when_unused,
                     abort: None,
                 });
                 Joined::Leader(Leader {
@@ -336,7 +341,9 @@ where
     fn waiter_left(&self, key: &K, generation: u64) {
         let mut map = lock(&self.map);
         let unused = map.get(key).is_some_and(|call| {
-            call.generation == generation && call.waiters.iter().all(|w| w.is_closed())
+            call.generation == generation
+                && call.abort_when_unused
+                && call.waiters.iter().all(|w| w.is_closed())
         });
         if !unused {
             return;

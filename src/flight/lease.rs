@@ -101,6 +101,10 @@ impl Holder {
 /// - `release` and `renew` act only when the stored holding has the same
 ///   `token`; anything else is a stale holder and is ignored.
 /// - An expired holding is never reported as held.
+///
+/// A caller that stops waiting for `acquire` cannot tell the store: a remote
+/// store that took the key for it anyway holds it until its TTL. Keep remote
+/// TTLs short and [renew](super::LeaseGuard::renew) long work.
 pub trait LeaseStore<K>: Send + Sync + 'static {
     /// Takes the key for `ttl`, or reports who holds it.
     fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>>;

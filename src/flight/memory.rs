@@ -78,7 +78,7 @@ where
         };
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let lease = LeaseId::new(generation, token);
-        entries.insert(key.clone(), Holder::new(lease, now, now + ttl));
+        entries.insert(key.clone(), Holder::new(lease, now, deadline(now, ttl)));
         StoreFuture::ready(Ok(lease))
     }
 
@@ -87,7 +87,7 @@ where
         let mut entries = lock(&self.entries);
         let renewed = match entries.get_mut(key) {
             Some(holder) if holder.lease() == lease && holder.expires_at() > now => {
-                *holder = Holder::new(lease, holder.since(), now + ttl);
+                *holder = Holder::new(lease, holder.since(), deadline(now, ttl));
                 true
             }
             _ => false,
@@ -114,6 +114,13 @@ where
             .cloned();
         StoreFuture::ready(holder)
     }
+}
+
+/// `now + ttl`, where a TTL too long to represent (`Duration::MAX` for "no
+/// TTL") means about thirty years, as in Tokio's own timers.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 #[cfg(test)]
@@ -179,6 +186,15 @@ mod tests {
         assert!(store.holder(&"k").await.is_some());
         store.release(&"k", second);
         assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ttl_too_long_to_represent_means_no_ttl() {
+        let store = MemoryStore::new();
+        let lease = store.acquire(&"k", Duration::MAX).await.unwrap();
+        assert!(store.renew(&"k", lease, Duration::MAX).await);
+        tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+        assert!(store.holder(&"k").await.is_some());
     }
 
     #[tokio::test(start_paused = true)]

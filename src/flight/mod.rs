@@ -150,9 +150,10 @@ where
 
     /// Joins the flight running for `key`, or becomes its leader.
     ///
-    /// The leader must call [`Leader::run`]; followers await their
-    /// [`Waiter`]. Fails at once, starting nothing, when a bound of `options`
-    /// is reached.
+    /// The leader must call [`Leader::run`] (or drop the [`Leader`], which
+    /// frees the key): followers wait for as long as it holds it unrun.
+    /// Followers await their [`Waiter`]. Fails at once, starting nothing, when
+    /// a bound of `options` is reached.
     pub fn join(&self, key: K, options: &CallOptions) -> Result<Joined<T>, Overloaded> {
         self.calls.join(key, options)
     }

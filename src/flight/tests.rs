@@ -156,6 +156,28 @@ async fn abort_when_unused_stops_work_nobody_waits_for() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_follower_cannot_switch_abort_when_unused_on() {
+    let flights: Flights<&str, ()> = Flights::new();
+    let gate = Arc::new(Notify::new());
+    let Ok(Joined::Leader(leader)) = flights.join("k", &CallOptions::default()) else {
+        panic!("first caller leads");
+    };
+    drop(leader.run({
+        let gate = gate.clone();
+        async move { gate.notified().await }
+    }));
+    let aborting = CallOptions::default().abort_when_unused(true);
+    drop(flights.join("k", &aborting).unwrap());
+    assert_eq!(
+        flights.in_flight(),
+        1,
+        "the key stays held while its work runs"
+    );
+    gate.notify_one();
+    until(|| flights.in_flight() == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn bounds_turn_callers_away_without_queueing() {
     let flights: Flights<u32, ()> = Flights::new();
     let options = CallOptions::default().max_waiters(2).max_flights(2);

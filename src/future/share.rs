@@ -79,7 +79,7 @@ struct Own<S, ReqB> {
 
 impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send + 'static,
     ReqB: Send + 'static,
@@ -99,7 +99,9 @@ where
         }
     }
 
-    /// Joins the flight for `key`, or leads it.
+    /// Joins the flight for `key`, or leads it. `service` is the one
+    /// `poll_ready` made ready: the leader uses it; anyone else drops it at
+    /// once, so that waiting never holds the inner service's capacity.
     pub(crate) fn start<K>(
         service: S,
         request: Request<ReqB>,
@@ -116,7 +118,12 @@ where
             Ok(Joined::Follower(waiter)) => State::Waiting {
                 waiter,
                 deadline,
-                own: Some(Own { service, request }),
+                // A clone carries no readiness: it is polled again if the
+                // follower has to run its own request.
+                own: Some(Own {
+                    service: service.clone(),
+                    request,
+                }),
                 private: None,
             },
             Ok(Joined::Leader(leader)) => {
@@ -350,7 +357,7 @@ where
         }
     };
     let (parts, body) = response.into_parts();
-    if let Err(reason) = policy::check(&parts.headers, private_ok) {
+    if let Err(reason) = policy::check(parts.status, &parts.headers, private_ok) {
         let _ = private.send(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
         return SharedOutcome::Unshareable(reason);
     }
