@@ -8,7 +8,13 @@
 //! - `POST /jobs/{name}?ms=N`: reject mode keyed by path; duplicates get 409.
 //! - `GET /private/{id}?ms=N`: share mode, `Cache-Control: private`; callers
 //!   with different `Authorization` headers never share.
-//! - `GET /stats`: how often each handler ran, and the layers' counters.
+//! - `POST /flows/{flow}/phases/{phase}/resume?ms=N&lease_ms=L`: the `Flight`
+//!   extractor; answers `202` and runs a background job of N ms (default
+//!   2000) in ten steps; duplicates get `409` with the job's progress.
+//!   `lease_ms` sets the job's lease (default 5 minutes).
+//! - `GET /admin/flights`, `GET|DELETE /admin/flights/{flow}/{phase}`: the
+//!   admin router over the resume jobs.
+//! - `GET /stats`: how often each handler and job ran, and the counters.
 
 use std::{
     io::Write,
@@ -22,28 +28,44 @@ use std::{
 
 use axum::{
     extract::{Path, Query, State},
-    http::{header, HeaderMap},
+    http::{header, HeaderMap, StatusCode},
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tower_singleflight::{
+    admin,
+    extract::Flight,
     key::{self, PathOnly},
-    RejectLayer, ShareLayer, SingleFlightLayer,
+    Flights, LeaseHandle, Progress, RejectLayer, ShareLayer, SingleFlightLayer,
 };
 
 const DEFAULT_PORT: u16 = 3000;
 /// No request may keep a handler busy for longer than this.
 const MAX_DELAY_MS: u64 = 60_000;
 
-/// How many times each handler body ran.
+/// How many times each handler body (and background job) ran.
 #[derive(Default)]
 struct Runs {
     report: AtomicU64,
     jobs: AtomicU64,
     private: AtomicU64,
+    resume_jobs: AtomicU64,
+}
+
+/// A phase of a flow: the key of its resume job, shown as `flow/phase`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+struct PhaseKey {
+    flow: String,
+    phase: String,
+}
+
+impl std::fmt::Display for PhaseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.flow, self.phase)
+    }
 }
 
 /// Clones of the layers are kept only to read their counters.
@@ -52,12 +74,15 @@ struct AppState {
     runs: Arc<Runs>,
     share: ShareLayer,
     reject: RejectLayer<PathOnly>,
+    resumes: Flights<PhaseKey>,
 }
 
-/// `?ms=N`: how long the handler pretends to work.
+/// `?ms=N`: how long the handler pretends to work; `lease_ms=L`, how long a
+/// background job's lease lasts.
 #[derive(Deserialize)]
 struct Delay {
     ms: Option<u64>,
+    lease_ms: Option<u64>,
 }
 
 impl Delay {
@@ -73,6 +98,7 @@ async fn main() {
         share: SingleFlightLayer::share().expose_role(),
         // Keyed by path so that `?ms=` does not make a second job.
         reject: SingleFlightLayer::reject().key(key::path()).expose_role(),
+        resumes: Flights::new(),
     };
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port())))
         .await
@@ -110,8 +136,15 @@ fn app(state: AppState) -> Router {
     let reject_routes = Router::new()
         .route("/jobs/{name}", post(job))
         .layer(state.reject.clone());
+    let resume_routes = Router::new()
+        .route("/flows/{flow}/phases/{phase}/resume", post(resume))
+        // Unauthenticated only because this example listens on loopback:
+        // mount the admin router behind your own auth.
+        .nest("/admin", admin::router(state.resumes.clone()))
+        .layer(Extension(state.resumes.clone()));
     share_routes
         .merge(reject_routes)
+        .merge(resume_routes)
         .route("/stats", get(stats))
         .with_state(state)
 }
@@ -149,6 +182,38 @@ async fn private(
     ([(header::CACHE_CONTROL, "private")], Json(body))
 }
 
+/// Starts the phase's job in the background and answers at once; the
+/// extractor already answered `409` if the job was running.
+async fn resume(
+    State(state): State<AppState>,
+    flight: Flight<Path<PhaseKey>>,
+    Query(delay): Query<Delay>,
+) -> (StatusCode, Json<Value>) {
+    if let Some(lease_ms) = delay.lease_ms {
+        flight.guard().renew(Duration::from_millis(lease_ms)).await;
+    }
+    // Reported before answering, so duplicates see progress at once.
+    flight.guard().report(Progress::steps(0, STEPS)).await;
+    let step = delay.or(2000) / STEPS as u32;
+    flight.spawn(move |lease| phase_job(lease, state.runs, step));
+    (StatusCode::ACCEPTED, Json(json!({ "status": "started" })))
+}
+
+const STEPS: u64 = 10;
+
+/// The background job: ten steps, each reported. It stops as soon as it
+/// learns it no longer holds its key (lease expired or force-released).
+async fn phase_job(lease: LeaseHandle<PhaseKey>, runs: Arc<Runs>, step: Duration) {
+    count(&runs.resume_jobs);
+    for done in 0..STEPS {
+        if !lease.report(Progress::steps(done, STEPS)).await {
+            eprintln!("job {} lost its lease; stopping", lease.key());
+            return;
+        }
+        tokio::time::sleep(step).await;
+    }
+}
+
 async fn stats(State(state): State<AppState>) -> Json<Value> {
     let runs = &state.runs;
     Json(json!({
@@ -156,10 +221,12 @@ async fn stats(State(state): State<AppState>) -> Json<Value> {
             "report": runs.report.load(Ordering::SeqCst),
             "jobs": runs.jobs.load(Ordering::SeqCst),
             "private": runs.private.load(Ordering::SeqCst),
+            "resume_jobs": runs.resume_jobs.load(Ordering::SeqCst),
         },
         "flights": {
             "share": state.share.stats(),
             "reject": state.reject.stats(),
+            "resume": state.resumes.stats(),
         },
     }))
 }

@@ -66,8 +66,14 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod admin;
 mod body;
 mod buffer;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod extract;
 mod flight;
 mod future;
 pub mod key;
@@ -81,8 +87,9 @@ mod shared;
 
 pub use body::ResponseBody;
 pub use flight::{
-    Acquire, CallOptions, FlightError, FlightStats, Flights, Holder, Joined, Leader, LeaseGuard,
-    LeaseId, LeaseStore, MemoryStore, Outcome, Overloaded, StoreFuture, Waiter,
+    Acquire, CallInfo, CallOptions, FlightError, FlightStats, FlightStatus, Flights, Holder,
+    Joined, Leader, LeaseGuard, LeaseHandle, LeaseId, LeaseStore, MemoryStore, Outcome, Overloaded,
+    Progress, StoreFuture, Waiter,
 };
 pub use future::{reject, share};
 pub use layer::{RejectLayer, ShareLayer, SingleFlightLayer};

@@ -5,9 +5,9 @@ use std::{fmt, time::Duration};
 use http::Method;
 
 use crate::{
-    flight::{CallOptions, Flights},
+    flight::{CallOptions, Flights, Holder},
     key::{IdentityHeaders, ShareKey},
-    rejection::Conflict,
+    rejection::{AlreadyRunning, Conflict},
     shared::SharedOutcome,
 };
 
@@ -75,6 +75,17 @@ impl<K> fmt::Debug for Reject<K> {
             .field("retry_after", &self.retry_after)
             .field("conflict", &self.conflict)
             .finish_non_exhaustive()
+    }
+}
+
+impl<K> Reject<K>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// The rejection for a duplicate of `key`, which `holder` holds.
+    pub(crate) fn already_running(&self, key: &K, holder: &Holder) -> AlreadyRunning {
+        let retry_after = self.flights.retry_after(key, holder, self.retry_after);
+        AlreadyRunning::new(holder, retry_after)
     }
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::flight::Holder;
+use crate::flight::{Holder, Progress};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
@@ -14,20 +14,25 @@ const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+
 /// The key is held: the work this request would start is already running.
 ///
 /// Answered as `409 Conflict` with `Retry-After` and, by default, the body
-/// `{"status":"already_running","message":"...","running_for_ms":N}`.
+/// `{"status":"already_running","message":"...","running_for_ms":N}`, plus
+/// `"progress":{"done":D,"total":T}` once the holder has reported some.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AlreadyRunning {
     running_for: Duration,
     generation: u64,
+    progress: Option<Progress>,
     retry_after: Duration,
 }
 
 impl AlreadyRunning {
-    pub(crate) fn new(holder: &Holder, retry_after: Duration) -> Self {
+    /// Describes `holder` to a duplicate, asking it to retry after
+    /// `retry_after`.
+    pub fn new(holder: &Holder, retry_after: Duration) -> Self {
         Self {
             running_for: holder.running_for(),
             generation: holder.generation(),
+            progress: holder.progress().cloned(),
             retry_after,
         }
     }
@@ -40,6 +45,11 @@ impl AlreadyRunning {
     /// The generation of the holder's lease.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// What the holder last reported of its work.
+    pub fn progress(&self) -> Option<&Progress> {
+        self.progress.as_ref()
     }
 
     /// How long the client is asked to wait before retrying.
@@ -59,23 +69,30 @@ impl AlreadyRunning {
 
     /// The default JSON body.
     pub fn to_json(&self) -> Value {
-        json!({
+        self.with_progress(json!({
             "status": "already_running",
             "message": self.body_text(),
             "running_for_ms": millis(self.running_for),
-        })
+        }))
     }
 
     /// The RFC 9457 problem details body.
     pub fn to_problem_json(&self) -> Value {
-        json!({
+        self.with_progress(json!({
             "type": "about:blank",
             "title": "Conflict",
             "status": 409,
             "detail": self.body_text(),
             "code": "already_running",
             "running_for_ms": millis(self.running_for),
-        })
+        }))
+    }
+
+    fn with_progress(&self, mut body: Value) -> Value {
+        if let (Some(progress), Value::Object(fields)) = (&self.progress, &mut body) {
+            fields.insert("progress".into(), progress.to_json());
+        }
+        body
     }
 }
 
@@ -174,7 +191,7 @@ fn retry_after(after: Duration) -> HeaderValue {
     HeaderValue::from(seconds.max(1))
 }
 
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -204,6 +221,19 @@ mod tests {
         let body: Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["status"], "already_running");
         assert_eq!(body["running_for_ms"], 1234);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_is_shown_once_reported() {
+        let since = tokio::time::Instant::now();
+        let holder = Holder::new(LeaseId::new(1, 1), since, since + Duration::from_secs(60))
+            .with_progress(Progress::steps(10, 289));
+        let body = AlreadyRunning::new(&holder, Duration::from_secs(1)).to_json();
+        assert_eq!(
+            body["progress"],
+            serde_json::json!({"done": 10, "total": 289})
+        );
+        assert!(rejection().to_json().get("progress").is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,11 +12,11 @@ use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
+    flight::Settled,
     future::{reject, share},
     key::{self, KeyExtractor, ShareKey},
     mode::{Reject, Share},
     policy,
-    rejection::AlreadyRunning,
 };
 
 /// Middleware that rejects or coalesces identical in-flight requests.
@@ -104,16 +104,17 @@ where
         let Some(key) = key else {
             return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
         };
-        match mode.flights.try_acquire(key, mode.lease_ttl).now_or_later() {
-            Ok(Ok(guard)) => {
+        let mut acquire = mode.flights.try_acquire(key, mode.lease_ttl);
+        match acquire.settle_now() {
+            Some(Settled::Acquired(guard)) => {
                 reject::ResponseFuture::running(self.inner.call(request), guard, expose_role)
             }
-            Ok(Err(holder)) => {
-                let busy = AlreadyRunning::new(&holder, mode.retry_after);
+            Some(Settled::Held(holder, key)) => {
+                let busy = mode.already_running(&key, &holder);
                 reject::ResponseFuture::rejected(mode.conflict.respond(&busy), expose_role)
             }
-            Err(pending) => reject::ResponseFuture::acquiring(
-                pending,
+            None => reject::ResponseFuture::acquiring(
+                acquire,
                 take_ready(&mut self.inner),
                 request,
                 mode,

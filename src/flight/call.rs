@@ -16,7 +16,7 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use tokio::{sync::oneshot, task::AbortHandle};
+use tokio::{sync::oneshot, task::AbortHandle, time::Instant};
 
 use super::{
     lock,
@@ -154,11 +154,23 @@ pub(crate) struct Calls<K, T> {
 
 struct Call<T> {
     generation: u64,
+    started: Instant,
     waiters: Vec<oneshot::Sender<Outcome<T>>>,
     /// Fixed by the leader's options: callers joining later with other
     /// options cannot turn it on or off.
     abort_when_unused: bool,
     abort: Option<AbortHandle>,
+}
+
+/// A shared call running now, as [`Flights::calls`](super::Flights::calls)
+/// lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallInfo {
+    /// When its leader started it.
+    pub started: Instant,
+    /// Callers waiting for its outcome, the leader included.
+    pub waiters: usize,
 }
 
 /// Who the caller of [`Flights::join`](super::Flights::join) is.
@@ -219,6 +231,19 @@ where
         lock(&self.map).len()
     }
 
+    pub(crate) fn snapshot(&self) -> Vec<(K, CallInfo)> {
+        lock(&self.map)
+            .iter()
+            .map(|(key, call)| {
+                let info = CallInfo {
+                    started: call.started,
+                    waiters: call.waiters.iter().filter(|w| !w.is_closed()).count(),
+                };
+                (key.clone(), info)
+            })
+            .collect()
+    }
+
     pub(crate) fn join(
         self: &Arc<Self>,
         key: K,
@@ -260,6 +285,7 @@ where
                     .then(|| self.handle(entry.key(), generation));
                 entry.insert(Call {
                     generation,
+                    started: Instant::now(),
                     waiters: vec![sender],
                     abort_when_unused: options.abort_when_unused,
                     abort: None,

@@ -1,9 +1,13 @@
-//! The lease guard: holding a key is owning this value.
+//! Holding a key: the guard that frees it, and the handle that reports on it.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, ops::Deref, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
 
 use super::{
+    history::RecordRun,
     lease::{LeaseId, LeaseStore, StoreFuture},
+    progress::Progress,
     stats::Stats,
 };
 
@@ -14,33 +18,80 @@ use super::{
 /// `K` is: move it into a spawned task to hold the key for as long as that
 /// task runs.
 ///
-/// A guard whose lease has expired (or was renewed by nobody) is stale: its
-/// drop does nothing to whoever holds the key now.
+/// A guard whose lease has expired (or was force-released) is stale: its drop
+/// does nothing to whoever holds the key now.
+///
+/// It dereferences to its [`LeaseHandle`], to report progress or renew.
 pub struct LeaseGuard<K: 'static> {
-    store: Arc<dyn LeaseStore<K>>,
-    stats: Arc<Stats>,
+    handle: LeaseHandle<K>,
+    acquired: Instant,
+}
+
+/// A view of one holding, to report progress and renew the lease; cheap to
+/// clone, and dropping it frees nothing (the [`LeaseGuard`] does that).
+pub struct LeaseHandle<K: 'static> {
+    table: GuardTable<K>,
     key: K,
     lease: LeaseId,
 }
 
+/// The parts of the table a guard reports to.
+pub(crate) struct GuardTable<K> {
+    pub(crate) store: Arc<dyn LeaseStore<K>>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) history: Arc<dyn RecordRun<K>>,
+}
+
+impl<K> Clone for GuardTable<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            stats: Arc::clone(&self.stats),
+            history: Arc::clone(&self.history),
+        }
+    }
+}
+
 impl<K: 'static> LeaseGuard<K> {
-    pub(crate) fn new(
-        store: Arc<dyn LeaseStore<K>>,
-        stats: Arc<Stats>,
-        key: K,
-        lease: LeaseId,
-    ) -> Self {
-        stats.lease_taken();
+    pub(crate) fn new(table: GuardTable<K>, key: K, lease: LeaseId) -> Self {
+        table.stats.lease_taken();
         tracing::debug!(generation = lease.generation(), "lease acquired");
         Self {
-            store,
-            stats,
-            key,
-            lease,
+            handle: LeaseHandle { table, key, lease },
+            acquired: Instant::now(),
         }
     }
 
-    /// The key this guard holds.
+    /// A handle on this holding, for code that reports progress but must not
+    /// decide when the key is freed.
+    pub fn handle(&self) -> LeaseHandle<K>
+    where
+        K: Clone,
+    {
+        self.handle.clone()
+    }
+}
+
+impl<K: 'static> Deref for LeaseGuard<K> {
+    type Target = LeaseHandle<K>;
+
+    fn deref(&self) -> &LeaseHandle<K> {
+        &self.handle
+    }
+}
+
+impl<K: 'static> Drop for LeaseGuard<K> {
+    fn drop(&mut self) {
+        let LeaseHandle { table, key, lease } = &self.handle;
+        table.store.release(key, *lease);
+        table.history.record(key, self.acquired.elapsed());
+        table.stats.lease_dropped();
+        tracing::debug!(generation = lease.generation(), "lease released");
+    }
+}
+
+impl<K: 'static> LeaseHandle<K> {
+    /// The key held.
     pub fn key(&self) -> &K {
         &self.key
     }
@@ -51,32 +102,84 @@ impl<K: 'static> LeaseGuard<K> {
     }
 
     /// Extends the lease to `ttl` from now. Resolves to `false` when this
-    /// guard no longer holds the key (expired, force-released, taken over).
+    /// holding no longer holds the key (expired, force-released, taken over).
     pub fn renew(&self, ttl: Duration) -> StoreFuture<bool> {
-        self.store.renew(&self.key, self.lease, ttl)
+        self.table.store.renew(&self.key, self.lease, ttl)
     }
 
-    /// Resolves to whether this guard is still the key's current holder.
+    /// Reports how far the work has got; duplicates see it in their `409`.
+    /// Resolves to `false` when this holding no longer holds the key.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_singleflight::{Flights, Progress};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let flights: Flights<&str> = Flights::new();
+    /// let guard = flights.try_acquire("import", Duration::from_secs(60)).await.unwrap();
+    /// for step in 0..3 {
+    ///     guard.report(Progress::steps(step, 3)).await;
+    ///     // ... one step of the work ...
+    /// }
+    /// # }
+    /// ```
+    pub fn report(&self, progress: Progress) -> StoreFuture<bool> {
+        self.table
+            .store
+            .set_progress(&self.key, self.lease, progress)
+    }
+
+    /// Resolves to whether this holding is still the key's current one.
     pub async fn is_current(&self) -> bool {
-        self.store
+        self.table
+            .store
             .holder(&self.key)
             .await
             .is_some_and(|holder| holder.lease() == self.lease)
     }
 }
 
-impl<K: 'static> Drop for LeaseGuard<K> {
-    fn drop(&mut self) {
-        self.store.release(&self.key, self.lease);
-        self.stats.lease_dropped();
-        tracing::debug!(generation = self.lease.generation(), "lease released");
+impl<K: Clone + 'static> Clone for LeaseHandle<K> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+            key: self.key.clone(),
+            lease: self.lease,
+        }
     }
 }
 
 impl<K: 'static> fmt::Debug for LeaseGuard<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeaseGuard")
+            .field("lease", &self.handle.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: 'static> fmt::Debug for LeaseHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseHandle")
             .field("lease", &self.lease)
             .finish_non_exhaustive()
     }
+}
+
+/// Runs `job` in a spawned task that owns `guard`: the key is held for as
+/// long as the task runs, whatever `job` keeps, and freed however it ends.
+pub(crate) fn spawn_holding<K, F, Fut>(
+    guard: LeaseGuard<K>,
+    job: F,
+) -> tokio::task::JoinHandle<Fut::Output>
+where
+    K: Clone + Send + Sync + 'static,
+    F: FnOnce(LeaseHandle<K>) -> Fut,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let work = job(guard.handle());
+    tokio::spawn(async move {
+        let _guard = guard;
+        work.await
+    })
 }

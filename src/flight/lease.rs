@@ -10,6 +10,8 @@ use std::{
 
 use tokio::time::Instant;
 
+use super::progress::Progress;
+
 /// Names one holding of a key.
 ///
 /// The `generation` counts holdings of the same key while its entry lives (the
@@ -46,6 +48,7 @@ pub struct Holder {
     lease: LeaseId,
     since: Instant,
     expires_at: Instant,
+    progress: Option<Progress>,
 }
 
 impl Holder {
@@ -55,7 +58,27 @@ impl Holder {
             lease,
             since,
             expires_at,
+            progress: None,
         }
+    }
+
+    /// The same holding, having reported `progress`.
+    #[must_use]
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The same holding, its lease now ending at `expires_at`.
+    #[must_use]
+    pub fn expiring_at(mut self, expires_at: Instant) -> Self {
+        self.expires_at = expires_at;
+        self
+    }
+
+    /// What the holder last reported of its work.
+    pub fn progress(&self) -> Option<&Progress> {
+        self.progress.as_ref()
     }
 
     /// The holding this describes.
@@ -82,6 +105,43 @@ impl Holder {
     pub fn running_for(&self) -> Duration {
         self.since.elapsed()
     }
+
+    /// How long until the lease ends, unless renewed or released first.
+    pub fn expires_in(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Whether work runs for a key, as [`Flights::status`](super::Flights::status)
+/// tells it: never `Running` once the holder released the key or its lease
+/// ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlightStatus {
+    /// The key is held.
+    Running {
+        /// When the holder acquired the key.
+        since: Instant,
+        /// What the holder last reported.
+        progress: Option<Progress>,
+        /// The holding's generation.
+        generation: u64,
+    },
+    /// Nobody holds the key.
+    Idle,
+}
+
+impl From<Option<Holder>> for FlightStatus {
+    fn from(holder: Option<Holder>) -> Self {
+        match holder {
+            Some(holder) => Self::Running {
+                since: holder.since,
+                generation: holder.generation(),
+                progress: holder.progress,
+            },
+            None => Self::Idle,
+        }
+    }
 }
 
 /// Where a [`Flights`](super::Flights) table keeps its leases.
@@ -104,7 +164,7 @@ impl Holder {
 ///
 /// A caller that stops waiting for `acquire` cannot tell the store: a remote
 /// store that took the key for it anyway holds it until its TTL. Keep remote
-/// TTLs short and [renew](super::LeaseGuard::renew) long work.
+/// TTLs short and [renew](super::LeaseHandle::renew) long work.
 pub trait LeaseStore<K>: Send + Sync + 'static {
     /// Takes the key for `ttl`, or reports who holds it.
     fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>>;
@@ -121,6 +181,18 @@ pub trait LeaseStore<K>: Send + Sync + 'static {
 
     /// The current, unexpired holder of the key.
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>>;
+
+    /// Records the holder's progress, if `lease` still holds the key.
+    fn set_progress(&self, key: &K, lease: LeaseId, progress: Progress) -> StoreFuture<bool>;
+
+    /// Every key held now, with its holder.
+    fn list(&self) -> StoreFuture<Vec<(K, Holder)>>;
+
+    /// Ends the current holding of the key at once, whoever holds it, and
+    /// returns it. The old holder's guard is stale from then on: its renewals
+    /// fail and its drop frees nothing; the next holder's generation follows
+    /// on from the released one.
+    fn force_release(&self, key: &K) -> StoreFuture<Option<Holder>>;
 }
 
 /// A shared store is a store: keep an `Arc` to look at it while a table uses it.
@@ -140,10 +212,23 @@ impl<K, S: LeaseStore<K>> LeaseStore<K> for std::sync::Arc<S> {
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
         (**self).holder(key)
     }
+
+    fn set_progress(&self, key: &K, lease: LeaseId, progress: Progress) -> StoreFuture<bool> {
+        (**self).set_progress(key, lease, progress)
+    }
+
+    fn list(&self) -> StoreFuture<Vec<(K, Holder)>> {
+        (**self).list()
+    }
+
+    fn force_release(&self, key: &K) -> StoreFuture<Option<Holder>> {
+        (**self).force_release(key)
+    }
 }
 
 /// The answer of a [`LeaseStore`]: ready at once, or boxed for a store that
-/// has to wait.
+/// has to wait. Await it: a remote store acts only when it is polled.
+#[must_use = "a store acts when its answer is awaited"]
 pub struct StoreFuture<T> {
     repr: Repr<T>,
 }

@@ -16,13 +16,15 @@ use tokio::time::Instant;
 use super::{
     lease::{Holder, LeaseId, LeaseStore, StoreFuture},
     lock,
+    progress::Progress,
 };
 
 /// Leases kept in this process, in a mutex-guarded map.
 ///
 /// Expiry is lazy: an expired holding is treated as free by every call and
 /// replaced by the next `acquire`; its entry goes when its holder drops or
-/// somebody takes the key, so a hung holder costs one entry, no timer.
+/// somebody takes the key, so a hung holder costs one entry, no timer. A
+/// forced release is an expiry now.
 pub struct MemoryStore<K> {
     entries: Mutex<HashMap<K, Holder>>,
     next_token: AtomicU64,
@@ -87,7 +89,7 @@ where
         let mut entries = lock(&self.entries);
         let renewed = match entries.get_mut(key) {
             Some(holder) if holder.lease() == lease && holder.expires_at() > now => {
-                *holder = Holder::new(lease, holder.since(), deadline(now, ttl));
+                *holder = holder.clone().expiring_at(deadline(now, ttl));
                 true
             }
             _ => false,
@@ -113,6 +115,49 @@ where
             .filter(|holder| holder.expires_at() > now)
             .cloned();
         StoreFuture::ready(holder)
+    }
+
+    fn set_progress(&self, key: &K, lease: LeaseId, progress: Progress) -> StoreFuture<bool> {
+        let now = Instant::now();
+        let mut entries = lock(&self.entries);
+        let current = entries
+            .get_mut(key)
+            .filter(|holder| holder.lease() == lease && holder.expires_at() > now);
+        let recorded = match current {
+            Some(holder) => {
+                *holder = holder.clone().with_progress(progress);
+                true
+            }
+            None => false,
+        };
+        StoreFuture::ready(recorded)
+    }
+
+    fn list(&self) -> StoreFuture<Vec<(K, Holder)>> {
+        let now = Instant::now();
+        let held = lock(&self.entries)
+            .iter()
+            .filter(|(_, holder)| holder.expires_at() > now)
+            .map(|(key, holder)| (key.clone(), holder.clone()))
+            .collect();
+        StoreFuture::ready(held)
+    }
+
+    fn force_release(&self, key: &K) -> StoreFuture<Option<Holder>> {
+        let now = Instant::now();
+        let mut entries = lock(&self.entries);
+        let released = entries
+            .get_mut(key)
+            .filter(|holder| holder.expires_at() > now)
+            .map(|holder| {
+                // Kept, expired, so that the next holder's generation follows
+                // on; the entry goes when the old guard drops or the key is
+                // taken again.
+                let released = holder.clone();
+                *holder = holder.clone().expiring_at(now);
+                released
+            });
+        StoreFuture::ready(released)
     }
 }
 
@@ -195,6 +240,40 @@ mod tests {
         assert!(store.renew(&"k", lease, Duration::MAX).await);
         tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
         assert!(store.holder(&"k").await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forced_release_locks_the_old_holder_out() {
+        let store = MemoryStore::new();
+        let old = acquire(&store, "k").await.unwrap();
+        let released = store.force_release(&"k").await.unwrap();
+        assert_eq!(released.lease(), old);
+        assert!(store.holder(&"k").await.is_none());
+        assert!(
+            store.force_release(&"k").await.is_none(),
+            "nothing left to release"
+        );
+
+        let new = acquire(&store, "k").await.unwrap();
+        assert_eq!(new.generation(), 2, "the generation follows on");
+        assert!(!store.renew(&"k", old, TTL).await);
+        assert!(!store.set_progress(&"k", old, Progress::steps(1, 2)).await);
+        store.release(&"k", old);
+        assert_eq!(store.holder(&"k").await.map(|h| h.lease()), Some(new));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_and_listing_show_only_live_holders() {
+        let store = MemoryStore::new();
+        let lease = acquire(&store, "k").await.unwrap();
+        assert!(store.set_progress(&"k", lease, Progress::steps(3, 9)).await);
+        let listed = store.list().await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1.progress(), Some(&Progress::steps(3, 9)));
+
+        tokio::time::advance(TTL).await;
+        assert!(store.list().await.is_empty());
+        assert!(!store.set_progress(&"k", lease, Progress::steps(4, 9)).await);
     }
 
     #[tokio::test(start_paused = true)]

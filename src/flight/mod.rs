@@ -6,8 +6,10 @@
 
 mod call;
 mod guard;
+mod history;
 mod lease;
 mod memory;
+mod progress;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -22,15 +24,19 @@ use std::{
     time::Duration,
 };
 
-pub use call::{CallOptions, FlightError, Joined, Leader, Outcome, Overloaded, Waiter};
-pub use guard::LeaseGuard;
-pub use lease::{Holder, LeaseId, LeaseStore, StoreFuture};
+pub use call::{CallInfo, CallOptions, FlightError, Joined, Leader, Outcome, Overloaded, Waiter};
+pub use guard::{LeaseGuard, LeaseHandle};
+pub use lease::{FlightStatus, Holder, LeaseId, LeaseStore, StoreFuture};
 pub use memory::MemoryStore;
+pub use progress::Progress;
 pub use stats::FlightStats;
 
 pub(crate) use stats::{Event, Stats};
 
 use call::Calls;
+pub(crate) use guard::spawn_holding;
+use guard::GuardTable;
+use history::RunHistory;
 
 /// A table of keys in flight: leases for work that must not run twice, and
 /// shared calls whose one outcome every concurrent caller receives.
@@ -85,17 +91,26 @@ use call::Calls;
 /// # }
 /// ```
 pub struct Flights<K, T = ()> {
-    store: Arc<dyn LeaseStore<K>>,
+    table: GuardTable<K>,
+    history: Arc<RunHistory<K>>,
     calls: Arc<Calls<K, T>>,
-    stats: Arc<Stats>,
+    defaults: Defaults,
+}
+
+/// What leases taken without an explicit TTL use (the `Flight` extractor).
+#[derive(Debug, Clone, Copy)]
+struct Defaults {
+    lease_ttl: Duration,
+    retry_after: Duration,
 }
 
 impl<K, T> Clone for Flights<K, T> {
     fn clone(&self) -> Self {
         Self {
-            store: Arc::clone(&self.store),
+            table: self.table.clone(),
+            history: Arc::clone(&self.history),
             calls: Arc::clone(&self.calls),
-            stats: Arc::clone(&self.stats),
+            defaults: self.defaults,
         }
     }
 }
@@ -123,11 +138,47 @@ where
     /// An empty table keeping its leases in `store`.
     pub fn with_store(store: impl LeaseStore<K>) -> Self {
         let stats = Arc::new(Stats::default());
+        let history = Arc::new(RunHistory::default());
         Self {
-            store: Arc::new(store),
-            calls: Arc::new(Calls::new(Arc::clone(&stats))),
-            stats,
+            table: GuardTable {
+                store: Arc::new(store),
+                stats: Arc::clone(&stats),
+                history: Arc::clone(&history) as _,
+            },
+            history,
+            calls: Arc::new(Calls::new(stats)),
+            defaults: Defaults {
+                lease_ttl: Duration::from_secs(5 * 60),
+                retry_after: Duration::from_secs(1),
+            },
         }
+    }
+
+    /// The TTL of leases taken without one of their own, as by the `Flight`
+    /// extractor. Default: 5 minutes.
+    #[must_use]
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.defaults.lease_ttl = ttl;
+        self
+    }
+
+    /// The `Retry-After` given to duplicates when this table has no history
+    /// of the key's runs. Default: 1 second.
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.defaults.retry_after = after;
+        self
+    }
+
+    /// The TTL of leases taken without one of their own.
+    pub fn lease_ttl(&self) -> Duration {
+        self.defaults.lease_ttl
+    }
+
+    /// When a duplicate of `key` should come back, with this table's default
+    /// as the fallback; see [`retry_after`](Self::retry_after).
+    pub fn retry_hint(&self, key: &K, holder: &Holder) -> Duration {
+        self.retry_after(key, holder, self.defaults.retry_after)
     }
 
     /// Takes the key for `ttl`, or reports who holds it.
@@ -136,16 +187,94 @@ where
     /// elapses, whichever comes first.
     pub fn try_acquire(&self, key: K, ttl: Duration) -> Acquire<K> {
         Acquire {
-            answer: self.store.acquire(&key, ttl),
+            answer: self.table.store.acquire(&key, ttl),
             key: Some(key),
-            store: Arc::clone(&self.store),
-            stats: Arc::clone(&self.stats),
+            table: self.table.clone(),
         }
+    }
+
+    /// Takes the key for `ttl` and runs `job` in a spawned task that owns the
+    /// lease: the key is held until the job ends, fails, panics or is aborted
+    /// (or the lease expires), whatever `job` keeps. `job` receives a
+    /// [`LeaseHandle`], to report progress or renew.
+    ///
+    /// Resolves to the task's handle, or to the holder when the key is held.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_singleflight::{Flights, Progress};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let flights: Flights<String> = Flights::new();
+    /// let ttl = Duration::from_secs(600);
+    /// let job = flights
+    ///     .spawn("reindex".to_owned(), ttl, |lease| async move {
+    ///         lease.report(Progress::message("scanning")).await;
+    ///         // ... the work ...
+    ///     })
+    ///     .await
+    ///     .expect("nothing else reindexes");
+    /// assert!(flights.spawn("reindex".to_owned(), ttl, |_| async {}).await.is_err());
+    /// job.await.unwrap();
+    /// # }
+    /// ```
+    pub async fn spawn<F, Fut>(
+        &self,
+        key: K,
+        ttl: Duration,
+        job: F,
+    ) -> Result<tokio::task::JoinHandle<Fut::Output>, Holder>
+    where
+        F: FnOnce(LeaseHandle<K>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let guard = self.try_acquire(key, ttl).await?;
+        Ok(spawn_holding(guard, job))
     }
 
     /// The current holder of a key, if any; never an expired one.
     pub fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
-        self.store.holder(key)
+        self.table.store.holder(key)
+    }
+
+    /// Whether work runs for `key` now: `Running` with its progress, or
+    /// `Idle`. Never `Running` once the holder is gone or its lease ended.
+    pub async fn status(&self, key: &K) -> FlightStatus {
+        self.holder(key).await.into()
+    }
+
+    /// Every key held now, with its holder.
+    pub fn holders(&self) -> StoreFuture<Vec<(K, Holder)>> {
+        self.table.store.list()
+    }
+
+    /// Ends the current holding of `key` at once and returns it: for an
+    /// operator freeing a key whose holder is stuck. The old holder is locked
+    /// out (its renewals fail, its drop frees nothing); the next holder gets
+    /// the next generation.
+    pub fn force_release(&self, key: &K) -> StoreFuture<Option<Holder>> {
+        self.table.store.force_release(key)
+    }
+
+    /// The shared calls running now.
+    pub fn calls(&self) -> Vec<(K, CallInfo)> {
+        self.calls.snapshot()
+    }
+
+    /// When a duplicate should come back: how much longer this key's recent
+    /// runs suggest the current one will take, or `fallback` when there is no
+    /// history or the run is already longer than usual; never later than the
+    /// holder's lease ends.
+    pub fn retry_after(&self, key: &K, holder: &Holder, fallback: Duration) -> Duration {
+        let expected = self
+            .history
+            .typical(key)
+            .map(|typical| typical.saturating_sub(holder.running_for()))
+            .filter(|remaining| !remaining.is_zero())
+            .unwrap_or(fallback);
+        expected.min(holder.expires_in())
     }
 
     /// Joins the flight running for `key`, or becomes its leader.
@@ -201,19 +330,19 @@ where
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> FlightStats {
-        self.stats.snapshot(self.in_flight())
+        self.table.stats.snapshot(self.in_flight())
     }
 
     /// The counters, for the HTTP layer to record what happens there.
     pub(crate) fn recorder(&self) -> Arc<Stats> {
-        Arc::clone(&self.stats)
+        Arc::clone(&self.table.stats)
     }
 }
 
 impl<K, T> fmt::Debug for Flights<K, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Flights")
-            .field("stats", &self.stats)
+            .field("stats", &self.table.stats)
             .finish_non_exhaustive()
     }
 }
@@ -223,35 +352,40 @@ impl<K, T> fmt::Debug for Flights<K, T> {
 pub struct Acquire<K: 'static> {
     answer: StoreFuture<Result<LeaseId, Holder>>,
     key: Option<K>,
-    store: Arc<dyn LeaseStore<K>>,
-    stats: Arc<Stats>,
+    table: GuardTable<K>,
+}
+
+/// What an acquisition came to, with the key kept when it was refused (to
+/// estimate when to retry).
+pub(crate) enum Settled<K: 'static> {
+    Acquired(LeaseGuard<K>),
+    Held(Holder, K),
 }
 
 impl<K: 'static> Acquire<K> {
-    /// The answer if the store gave it at once (always, for [`MemoryStore`]).
-    pub(crate) fn now_or_later(mut self) -> Result<Result<LeaseGuard<K>, Holder>, Self> {
-        match self.answer.take_ready() {
-            Some(answer) => Ok(self.settle(answer)),
-            None => Err(self),
-        }
+    /// The answer if the store gave it at once (always, for [`MemoryStore`]);
+    /// otherwise poll [`poll_settled`](Self::poll_settled).
+    pub(crate) fn settle_now(&mut self) -> Option<Settled<K>> {
+        let answer = self.answer.take_ready()?;
+        Some(self.settle(answer))
     }
 
-    fn settle(&mut self, answer: Result<LeaseId, Holder>) -> Result<LeaseGuard<K>, Holder> {
+    pub(crate) fn poll_settled(&mut self, cx: &mut Context<'_>) -> Poll<Settled<K>> {
+        let answer = ready!(Pin::new(&mut self.answer).poll(cx));
+        Poll::Ready(self.settle(answer))
+    }
+
+    fn settle(&mut self, answer: Result<LeaseId, Holder>) -> Settled<K> {
+        let key = self.key.take().expect("Acquire settles once");
         match answer {
             Ok(lease) => {
-                self.stats.record(Event::Led);
-                let key = self.key.take().expect("Acquire settles once");
-                Ok(LeaseGuard::new(
-                    Arc::clone(&self.store),
-                    Arc::clone(&self.stats),
-                    key,
-                    lease,
-                ))
+                self.table.stats.record(Event::Led);
+                Settled::Acquired(LeaseGuard::new(self.table.clone(), key, lease))
             }
             Err(holder) => {
-                self.stats.record(Event::Rejected);
+                self.table.stats.record(Event::Rejected);
                 tracing::debug!(generation = holder.generation(), "key already held");
-                Err(holder)
+                Settled::Held(holder, key)
             }
         }
     }
@@ -261,8 +395,10 @@ impl<K: 'static> Future for Acquire<K> {
     type Output = Result<LeaseGuard<K>, Holder>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let answer = ready!(Pin::new(&mut self.answer).poll(cx));
-        Poll::Ready(self.settle(answer))
+        Poll::Ready(match ready!(self.poll_settled(cx)) {
+            Settled::Acquired(guard) => Ok(guard),
+            Settled::Held(holder, _) => Err(holder),
+        })
     }
 }
 

@@ -5,7 +5,6 @@ use std::{
     future::Future,
     pin::Pin,
     task::{ready, Context, Poll},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -16,9 +15,8 @@ use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
-    flight::{Acquire, LeaseGuard},
+    flight::{Acquire, LeaseGuard, Settled},
     mode::Reject,
-    rejection::{AlreadyRunning, Conflict},
     role::{mark, FlightRole},
 };
 
@@ -37,7 +35,7 @@ pin_project! {
         // Only with a lease store that answers later.
         Acquiring {
             acquire: Acquire<K>,
-            waiting: Option<Waiting<S, ReqB>>,
+            waiting: Option<Waiting<S, ReqB, K>>,
         },
         Running {
             #[pin]
@@ -52,11 +50,10 @@ pin_project! {
 }
 
 /// What the request needs once the store has answered.
-struct Waiting<S, ReqB> {
+struct Waiting<S, ReqB, K> {
     service: S,
     request: Request<ReqB>,
-    conflict: Conflict,
-    retry_after: Duration,
+    mode: Reject<K>,
 }
 
 impl<S: Service<Request<ReqB>>, ReqB, K: 'static> ResponseFuture<S, ReqB, K> {
@@ -90,8 +87,7 @@ impl<S: Service<Request<ReqB>>, ReqB, K: 'static> ResponseFuture<S, ReqB, K> {
         let waiting = Some(Waiting {
             service,
             request,
-            conflict: mode.conflict.clone(),
-            retry_after: mode.retry_after,
+            mode: mode.clone(),
         });
         Self::new(State::Acquiring { acquire, waiting }, expose_role)
     }
@@ -105,7 +101,7 @@ impl<S, ReqB, ResB, K> Future for ResponseFuture<S, ReqB, K>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
-    K: Send + Sync + 'static,
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
     type Output = Result<Response<ResponseBody<ResB>>, S::Error>;
 
@@ -114,26 +110,26 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Acquiring { acquire, waiting } => {
-                    let answer = ready!(Pin::new(acquire).poll(cx));
+                    let settled = ready!(acquire.poll_settled(cx));
                     let Some(Waiting {
                         mut service,
                         request,
-                        conflict,
-                        retry_after,
+                        mode,
                     }) = waiting.take()
                     else {
                         unreachable!("the store answers once");
                     };
-                    let next = match answer {
-                        Ok(guard) => State::Running {
+                    let next = match settled {
+                        Settled::Acquired(guard) => State::Running {
                             future: service.call(request),
                             guard: Some(guard),
                         },
-                        Err(holder) => State::Rejected {
-                            response: Some(
-                                conflict.respond(&AlreadyRunning::new(&holder, retry_after)),
-                            ),
-                        },
+                        Settled::Held(holder, key) => {
+                            let busy = mode.already_running(&key, &holder);
+                            State::Rejected {
+                                response: Some(mode.conflict.respond(&busy)),
+                            }
+                        }
                     };
                     this.state.set(next);
                 }

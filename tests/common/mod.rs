@@ -120,3 +120,15 @@ pub async fn until(condition: impl Fn() -> bool) {
     }
     panic!("condition never became true");
 }
+
+/// Lets paused time run, a millisecond at a time, until `condition` holds:
+/// for waits that span the work's own (virtual) time.
+pub async fn eventually(condition: impl Fn() -> bool) {
+    for _ in 0..1_000_000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("condition never became true");
+}
