@@ -139,9 +139,13 @@ impl KeyExtractor for HeaderKey {
 /// The host a request was sent to: the URI's authority (HTTP/2, absolute
 /// form), else the `Host` header.
 pub(crate) fn host(parts: &Parts) -> Option<HeaderValue> {
-    match parts.uri.authority() {
+    host_of(&parts.uri, &parts.headers)
+}
+
+pub(crate) fn host_of(uri: &http::Uri, headers: &http::HeaderMap) -> Option<HeaderValue> {
+    match uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
+        None => headers.get(header::HOST).cloned(),
     }
 }
 

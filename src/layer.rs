@@ -6,6 +6,8 @@ use bytes::Bytes;
 use http::{HeaderName, Method, Response};
 use tower_layer::Layer;
 
+#[cfg(feature = "cache")]
+use crate::cache::CacheConfig;
 use crate::{
     flight::{FlightStats, Flights},
     key::{self, KeyExtractor, MethodPathQuery, RequestKey},
@@ -348,6 +350,38 @@ where
     /// A snapshot of the layer's counters.
     pub fn stats(&self) -> FlightStats {
         self.mode.flights.stats()
+    }
+
+    /// Keeps shareable answers in a moka cache, so that the next requests are
+    /// answered without calling the service at all.
+    ///
+    /// A miss goes through the same single flight: one leader calls the
+    /// service, everybody waiting gets its answer, and the answer is stored.
+    /// When it expires, [`stale_while_revalidate`](CacheConfig::stale_while_revalidate)
+    /// serves the old copy at once while exactly one request refreshes it, so
+    /// expiry never lets the herd through; [`stale_if_error`](CacheConfig::stale_if_error)
+    /// serves it while the refresh fails. Errors are never stored.
+    ///
+    /// Stored: answers share mode may share, with a status in
+    /// [`statuses`](CacheConfig::statuses), not `no-cache`; `max-age` and
+    /// `s-maxage` may shorten the TTL. Cached answers carry an `Age` header
+    /// and the role [`CacheHit`](crate::FlightRole::CacheHit) or
+    /// [`Stale`](crate::FlightRole::Stale).
+    ///
+    /// Set the [`key`](Self::key) first: a cache is made for one key type.
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub fn cache(mut self, config: CacheConfig) -> Self {
+        self.mode.cache = Some(crate::cache::ResponseCache::new(config));
+        self
+    }
+
+    /// The layer's response cache, to invalidate answers; `None` until
+    /// [`cache`](Self::cache) is set.
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub fn response_cache(&self) -> Option<&crate::cache::ResponseCache<K>> {
+        self.mode.cache.as_ref()
     }
 }
 

@@ -71,6 +71,9 @@
 pub mod admin;
 mod body;
 mod buffer;
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+mod cache;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
@@ -86,6 +89,12 @@ mod service;
 mod shared;
 
 pub use body::ResponseBody;
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub use cache::{
+    CacheConfig, CacheStats, Peek, ResponseCache, ValueCache, ValueCacheBuilder, ValueCacheStats,
+    ValueError,
+};
 pub use flight::{
     Acquire, CallInfo, CallOptions, FlightError, FlightStats, FlightStatus, Flights, Holder,
     Joined, Leader, LeaseGuard, LeaseHandle, LeaseId, LeaseStore, MemoryStore, Outcome, Overloaded,

@@ -113,6 +113,8 @@ pub struct Share<K> {
     /// `None` when responses are shared across identities.
     pub(crate) identity: Option<IdentityHeaders>,
     pub(crate) retry_after: Duration,
+    #[cfg(feature = "cache")]
+    pub(crate) cache: Option<crate::cache::ResponseCache<K>>,
 }
 
 impl<K> Share<K>
@@ -128,6 +130,8 @@ where
             methods: vec![Method::GET, Method::HEAD],
             identity: Some(IdentityHeaders::default()),
             retry_after: Duration::from_secs(1),
+            #[cfg(feature = "cache")]
+            cache: None,
         }
     }
 
@@ -144,6 +148,11 @@ where
             methods: self.methods,
             identity: self.identity,
             retry_after: self.retry_after,
+            // A cache is keyed by the old key type: set it after the key.
+            #[cfg(feature = "cache")]
+            cache: self
+                .cache
+                .map(|cache| crate::cache::ResponseCache::new(cache.config().clone())),
         }
     }
 }
@@ -158,6 +167,8 @@ impl<K> Clone for Share<K> {
             methods: self.methods.clone(),
             identity: self.identity.clone(),
             retry_after: self.retry_after,
+            #[cfg(feature = "cache")]
+            cache: self.cache.clone(),
         }
     }
 }
@@ -171,6 +182,16 @@ impl<K> fmt::Debug for Share<K> {
             .field("methods", &self.methods)
             .field("per_identity", &self.identity.is_some())
             .field("retry_after", &self.retry_after)
+            .field("cached", &self.cached())
             .finish_non_exhaustive()
+    }
+}
+
+impl<K> Share<K> {
+    fn cached(&self) -> bool {
+        #[cfg(feature = "cache")]
+        return self.cache.is_some();
+        #[cfg(not(feature = "cache"))]
+        false
     }
 }

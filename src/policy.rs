@@ -120,7 +120,10 @@ impl Vary {
 
 /// The comma-separated elements of every value of a list header, as bytes:
 /// a value that is not UTF-8 is read all the same, never skipped.
-fn elements<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+pub(crate) fn elements<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = &'a [u8]> {
     headers
         .get_all(name)
         .iter()

@@ -35,6 +35,11 @@ pub enum FlightRole {
     /// Waited, but the leader's response could not be shared with it, so it
     /// ran its own request.
     Fallback,
+    /// Answered fresh from the response cache.
+    CacheHit,
+    /// Answered with a stale cached copy: while one refresh runs, or because
+    /// the refresh failed.
+    Stale,
 }
 
 impl FlightRole {
@@ -46,6 +51,8 @@ impl FlightRole {
             Self::Rejected => "rejected",
             Self::Bypass => "bypass",
             Self::Fallback => "fallback",
+            Self::CacheHit => "cache-hit",
+            Self::Stale => "stale",
         }
     }
 

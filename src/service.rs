@@ -148,7 +148,9 @@ where
         let mode = &config.mode;
         if !mode.methods.contains(request.method()) || !policy::request_shareable(request.headers())
         {
-            return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role);
+            let after = invalidation(mode, &request);
+            let future = self.inner.call(request);
+            return share::ResponseFuture::bypass_then(future, config.expose_role, after);
         }
         let (parts, body) = request.into_parts();
         let Some(key) = config.key.extract(&parts) else {
@@ -176,4 +178,32 @@ where
             config.expose_role,
         )
     }
+}
+
+/// For a write the cache is told to watch: drop the answers cached for its
+/// host and path once it succeeds.
+#[cfg(feature = "cache")]
+fn invalidation<K, B>(mode: &Share<K>, request: &Request<B>) -> Option<share::AfterResponse>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    let cache = mode.cache.as_ref()?;
+    if request.method().is_safe() || !cache.config().invalidate_on_write {
+        return None;
+    }
+    let cache = cache.clone();
+    let target = crate::cache::Target {
+        host: key::host_of(request.uri(), request.headers()),
+        path: request.uri().path().to_owned(),
+    };
+    Some(Box::new(move |status: http::StatusCode| {
+        if status.is_success() || status.is_redirection() {
+            cache.invalidate_target(&target);
+        }
+    }))
+}
+
+#[cfg(not(feature = "cache"))]
+fn invalidation<K, B>(_: &Share<K>, _: &Request<B>) -> Option<share::AfterResponse> {
+    None
 }

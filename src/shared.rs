@@ -1,5 +1,7 @@
 //! The one response a share-mode flight hands to all of its waiters.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{response, HeaderMap, Response};
 use http_body::Body;
@@ -10,11 +12,10 @@ use crate::{
 };
 
 /// What a leader's work publishes to every waiter.
-// Made once per flight and read through one `Arc`: its size costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum SharedOutcome {
-    Response(BufferedResponse),
+    /// In an `Arc` so that the cache can keep it too.
+    Response(Arc<BufferedResponse>),
     /// The leader got its own response; each follower must run its own.
     Unshareable(Unshareable),
 }
@@ -42,6 +43,20 @@ impl BufferedResponse {
             trailers,
             vary,
         }
+    }
+
+    pub(crate) fn parts(&self) -> &response::Parts {
+        &self.parts
+    }
+
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.parts.headers
+    }
+
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn body_len(&self) -> usize {
+        self.data.len()
     }
 
     /// Whether a follower that sent these request headers may have a copy.

@@ -162,6 +162,15 @@ struct Call<T> {
     abort: Option<AbortHandle>,
 }
 
+impl<T> Call<T> {
+    fn info(&self) -> CallInfo {
+        CallInfo {
+            started: self.started,
+            waiters: self.waiters.iter().filter(|w| !w.is_closed()).count(),
+        }
+    }
+}
+
 /// A shared call running now, as [`Flights::calls`](super::Flights::calls)
 /// lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,16 +240,14 @@ where
         lock(&self.map).len()
     }
 
+    pub(crate) fn info(&self, key: &K) -> Option<CallInfo> {
+        lock(&self.map).get(key).map(Call::info)
+    }
+
     pub(crate) fn snapshot(&self) -> Vec<(K, CallInfo)> {
         lock(&self.map)
             .iter()
-            .map(|(key, call)| {
-                let info = CallInfo {
-                    started: call.started,
-                    waiters: call.waiters.iter().filter(|w| !w.is_closed()).count(),
-                };
-                (key.clone(), info)
-            })
+            .map(|(key, call)| (key.clone(), call.info()))
             .collect()
     }
 

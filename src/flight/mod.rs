@@ -263,6 +263,11 @@ where
         self.calls.snapshot()
     }
 
+    /// The shared call running now for `key`, if any.
+    pub fn call(&self, key: &K) -> Option<CallInfo> {
+        self.calls.info(key)
+    }
+
     /// When a duplicate should come back: how much longer this key's recent
     /// runs suggest the current one will take, or `fallback` when there is no
     /// history or the run is already longer than usual; never later than the

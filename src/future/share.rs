@@ -14,21 +14,17 @@ use pin_project_lite::pin_project;
 use tokio::{sync::oneshot, time::Sleep};
 use tower_service::Service;
 
+use super::lead::{lead, Lead, Private, Store};
 use crate::{
     body::ResponseBody,
-    buffer::{self, Collected},
     flight::{Event, FlightError, Joined, Stats, Waiter},
     key::ShareKey,
     mode::Share,
-    policy::{self, Unshareable},
+    policy::Unshareable,
     rejection,
     role::{mark, FlightRole},
-    shared::{BufferedResponse, SharedOutcome},
+    shared::SharedOutcome,
 };
-
-/// The leader's own response, when it could not be shared.
-type Private<S, ReqB, ResB> =
-    Result<Response<ResponseBody<ResB>>, <S as Service<Request<ReqB>>>::Error>;
 
 pin_project! {
     /// Response future of [`SingleFlight`](crate::SingleFlight) in share mode.
@@ -51,9 +47,11 @@ pin_project! {
             deadline: Option<Pin<Box<Sleep>>>,
             own: Option<Own<S, ReqB>>,
             private: Option<oneshot::Receiver<Private<S, ReqB, ResB>>>,
+            stale: Option<StaleCopy>,
         },
         Private {
             receiver: oneshot::Receiver<Private<S, ReqB, ResB>>,
+            stale: Option<StaleCopy>,
         },
         Fallback {
             own: Option<Own<S, ReqB>>,
@@ -62,6 +60,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             role: FlightRole,
+            after: Option<AfterResponse>,
         },
         Respond {
             response: Option<Response<ResponseBody<ResB>>>,
@@ -70,6 +69,10 @@ pin_project! {
         Done,
     }
 }
+
+/// Run with the status of a passed-through request's response: drops cached
+/// answers after a successful write.
+pub(crate) type AfterResponse = Box<dyn FnOnce(http::StatusCode) + Send>;
 
 /// A follower's own request, and the service to run it on.
 struct Own<S, ReqB> {
@@ -88,9 +91,19 @@ where
     ResB::Error: Send,
 {
     pub(crate) fn bypass(future: S::Future, expose_role: bool) -> Self {
+        Self::bypass_then(future, expose_role, None)
+    }
+
+    /// Passes the request through, then runs `after` with its status.
+    pub(crate) fn bypass_then(
+        future: S::Future,
+        expose_role: bool,
+        after: Option<AfterResponse>,
+    ) -> Self {
         let state = State::Inner {
             future,
             role: FlightRole::Bypass,
+            after,
         };
         Self {
             state,
@@ -99,11 +112,12 @@ where
         }
     }
 
-    /// Joins the flight for `key`, or leads it. `service` is the one
-    /// `poll_ready` made ready: the leader uses it; anyone else drops it at
-    /// once, so that waiting never holds the inner service's capacity.
+    /// Answers from the cache, or joins the flight for `key`, or leads it.
+    /// `service` is the one `poll_ready` made ready: the leader uses it;
+    /// anyone else drops it at once, so that waiting never holds the inner
+    /// service's capacity.
     pub(crate) fn start<K>(
-        service: S,
+        mut service: S,
         request: Request<ReqB>,
         key: ShareKey<K>,
         mode: &Share<K>,
@@ -113,6 +127,15 @@ where
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
+        let consulted = match consult_cache(mode, &key, &request) {
+            Consulted::Answer(response, role) => return Self::respond(response, role, expose_role),
+            Consulted::Pass => return Self::bypass(service.call(request), expose_role),
+            Consulted::Revalidate(response, store) => {
+                refresh(service, request, key, mode, private_ok, store);
+                return Self::respond(response, FlightRole::Stale, expose_role);
+            }
+            Consulted::Ask(consulted) => consulted,
+        };
         let deadline = mode.max_wait.map(|wait| Box::pin(tokio::time::sleep(wait)));
         let state = match mode.flights.join(key, &mode.options) {
             Ok(Joined::Follower(waiter)) => State::Waiting {
@@ -125,27 +148,83 @@ where
                     request,
                 }),
                 private: None,
+                stale: consulted.stale,
             },
             Ok(Joined::Leader(leader)) => {
                 let (sender, receiver) = oneshot::channel();
-                let work = lead(service, request, sender, mode.max_body, private_ok);
+                let work = Lead {
+                    private: sender,
+                    max_body: mode.max_body,
+                    private_ok,
+                    store: consulted.store,
+                };
                 State::Waiting {
-                    waiter: leader.run(work),
+                    waiter: leader.run(lead(service, request, work)),
                     deadline,
                     own: None,
                     private: Some(receiver),
+                    stale: consulted.stale,
                 }
             }
-            Err(_overloaded) => State::Respond {
-                response: Some(owned(rejection::overloaded(mode.retry_after))),
-                role: FlightRole::Rejected,
-            },
+            Err(_overloaded) => respond(
+                rejection::overloaded(mode.retry_after),
+                FlightRole::Rejected,
+            ),
         };
         Self {
             state,
             expose_role,
             stats: Some(mode.flights.recorder()),
         }
+    }
+
+    fn respond(
+        response: Response<ResponseBody<ResB>>,
+        role: FlightRole,
+        expose_role: bool,
+    ) -> Self {
+        let state = State::Respond {
+            response: Some(response),
+            role,
+        };
+        Self {
+            state,
+            expose_role,
+            stats: None,
+        }
+    }
+}
+
+/// Starts a background refresh of a stale answer with this request, unless
+/// one runs; nobody waits for it.
+fn refresh<S, ReqB, ResB, K>(
+    service: S,
+    request: Request<ReqB>,
+    key: ShareKey<K>,
+    mode: &Share<K>,
+    private_ok: bool,
+    store: Option<Store<K>>,
+) where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: Send,
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    // The refresh must survive the request that started it.
+    let options = mode.options.clone().abort_when_unused(false);
+    if let Ok(Joined::Leader(leader)) = mode.flights.join(key, &options) {
+        let (private, _) = oneshot::channel();
+        let work = Lead {
+            private,
+            max_body: mode.max_body,
+            private_ok,
+            store,
+        };
+        drop(leader.run(lead(service, request, work)));
     }
 }
 
@@ -165,6 +244,7 @@ where
                     deadline,
                     own,
                     private,
+                    stale,
                 } => {
                     let role = if private.is_some() {
                         FlightRole::Leader
@@ -172,7 +252,7 @@ where
                         FlightRole::Follower
                     };
                     match Pin::new(waiter).poll(cx) {
-                        Poll::Ready(outcome) => settle(outcome, role, own, private),
+                        Poll::Ready(outcome) => settle(outcome, role, own, private, stale),
                         Poll::Pending => {
                             let expired = deadline
                                 .as_mut()
@@ -186,18 +266,22 @@ where
                         }
                     }
                 }
-                StateProj::Private { receiver } => match ready!(Pin::new(receiver).poll(cx)) {
-                    Ok(Ok(response)) => State::Respond {
-                        response: Some(response),
-                        role: FlightRole::Leader,
-                    },
-                    Ok(Err(error)) => {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(error));
+                StateProj::Private { receiver, stale } => {
+                    match (ready!(Pin::new(receiver).poll(cx)), stale.take()) {
+                        // The leader's own answer failed: a stale copy is better.
+                        (Ok(Err(_)) | Err(_), Some(stale)) => stale.serve(),
+                        (Ok(Ok(response)), _) => State::Respond {
+                            response: Some(response),
+                            role: FlightRole::Leader,
+                        },
+                        (Ok(Err(error)), None) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                        // The work ended without sending: it was aborted.
+                        (Err(_closed), None) => respond(rejection::failed(), FlightRole::Leader),
                     }
-                    // The work ended without sending: it was aborted.
-                    Err(_closed) => respond(rejection::failed(), FlightRole::Leader),
-                },
+                }
                 StateProj::Fallback { own } => {
                     let Some(Own { service, .. }) = own.as_mut() else {
                         unreachable!("a fallback runs once");
@@ -217,11 +301,19 @@ where
                     State::Inner {
                         future: service.call(request),
                         role: FlightRole::Fallback,
+                        after: None,
                     }
                 }
-                StateProj::Inner { future, role } => {
+                StateProj::Inner {
+                    future,
+                    role,
+                    after,
+                } => {
                     let role = *role;
                     let result = ready!(future.poll(cx));
+                    if let (Some(after), Ok(response)) = (after.take(), &result) {
+                        after(response.status());
+                    }
                     this.state.set(State::Done);
                     let expose_role = *this.expose_role;
                     return Poll::Ready(result.map(|response| {
@@ -252,11 +344,29 @@ fn settle<S, ReqB, ResB>(
     role: FlightRole,
     own: &mut Option<Own<S, ReqB>>,
     private: &mut Option<oneshot::Receiver<Private<S, ReqB, ResB>>>,
+    stale: &mut Option<StaleCopy>,
 ) -> State<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>>,
     ResB: Body,
 {
+    // The origin failed and a stale copy may stand in (stale-if-error).
+    let failed = match &outcome {
+        Err(FlightError::Panicked | FlightError::TimedOut) => true,
+        Ok(shared) => match &**shared {
+            SharedOutcome::Response(response) => response.parts().status.is_server_error(),
+            SharedOutcome::Unshareable(reason) => {
+                matches!(reason, Unshareable::ServiceError | Unshareable::BodyFailed)
+                    && own.is_some()
+            }
+        },
+        Err(_) => false,
+    };
+    if failed {
+        if let Some(stale) = stale.take() {
+            return stale.serve();
+        }
+    }
     let shared = match outcome {
         Ok(shared) => shared,
         Err(FlightError::Panicked) => return respond(rejection::failed(), role),
@@ -288,7 +398,10 @@ where
             fall_back(own, "the response could not be shared")
         }
         (SharedOutcome::Unshareable(_), None) => match private.take() {
-            Some(receiver) => State::Private { receiver },
+            Some(receiver) => State::Private {
+                receiver,
+                stale: stale.take(),
+            },
             None => respond(rejection::failed(), role),
         },
     }
@@ -320,6 +433,141 @@ where
     }
 }
 
+/// What a request learnt from the cache before joining the flight.
+struct AskOrigin<K> {
+    /// A stale copy to serve if the origin fails.
+    stale: Option<StaleCopy>,
+    /// Where the leader stores the origin's answer.
+    store: Option<Store<K>>,
+}
+
+// Without the cache, every request asks the origin.
+#[cfg_attr(not(feature = "cache"), allow(dead_code))]
+enum Consulted<B: Body, K> {
+    Answer(Response<ResponseBody<B>>, FlightRole),
+    Pass,
+    Revalidate(Response<ResponseBody<B>>, Option<Store<K>>),
+    Ask(AskOrigin<K>),
+}
+
+#[cfg(feature = "cache")]
+fn consult_cache<B, K, ReqB>(
+    mode: &Share<K>,
+    key: &ShareKey<K>,
+    request: &Request<ReqB>,
+) -> Consulted<B, K>
+where
+    B: Body,
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    use crate::cache::{Freshness, Lookup, Target};
+
+    let Some(cache) = &mode.cache else {
+        return Consulted::Ask(AskOrigin {
+            stale: None,
+            store: None,
+        });
+    };
+    let now = tokio::time::Instant::now();
+    let store = |look_first| {
+        Some(Store {
+            cache: cache.clone(),
+            key: key.clone(),
+            target: Target {
+                host: key.host.clone(),
+                path: request.uri().path().to_owned(),
+            },
+            look_first,
+        })
+    };
+    let answer = match cache.lookup_now(key, now) {
+        Lookup::Pass => return Consulted::Pass,
+        Lookup::Miss => {
+            return Consulted::Ask(AskOrigin {
+                stale: None,
+                store: store(false),
+            })
+        }
+        Lookup::Unknown => {
+            return Consulted::Ask(AskOrigin {
+                stale: None,
+                store: store(true),
+            })
+        }
+        Lookup::Answer(answer) => answer,
+    };
+    let counters = cache.counters();
+    match answer.freshness(now) {
+        Freshness::Fresh => {
+            cache.count_hit();
+            Consulted::Answer(answer.to_response(now), FlightRole::CacheHit)
+        }
+        Freshness::Revalidate => {
+            counters.count_stale();
+            let store = if answer.may_refresh(now) {
+                store(false)
+            } else {
+                None
+            };
+            Consulted::Revalidate(answer.to_response(now), store)
+        }
+        // Backing off after a failed refresh: the stale copy, at once.
+        Freshness::IfError if !answer.may_refresh(now) => {
+            counters.count_stale();
+            Consulted::Answer(answer.to_response(now), FlightRole::Stale)
+        }
+        Freshness::IfError => Consulted::Ask(AskOrigin {
+            stale: Some(StaleCopy { answer, counters }),
+            store: store(false),
+        }),
+        Freshness::Expired => Consulted::Ask(AskOrigin {
+            stale: None,
+            store: store(false),
+        }),
+    }
+}
+
+#[cfg(not(feature = "cache"))]
+fn consult_cache<B: Body, K, ReqB>(
+    _: &Share<K>,
+    _: &ShareKey<K>,
+    _: &Request<ReqB>,
+) -> Consulted<B, K> {
+    Consulted::Ask(AskOrigin {
+        stale: None,
+        store: None,
+    })
+}
+
+/// A stale cached answer, to serve if the origin fails.
+#[cfg(feature = "cache")]
+struct StaleCopy {
+    answer: Arc<crate::cache::CachedResponse>,
+    counters: Arc<crate::cache::Counters>,
+}
+
+#[cfg(not(feature = "cache"))]
+struct StaleCopy(std::convert::Infallible);
+
+impl StaleCopy {
+    fn serve<S, ReqB, ResB>(self) -> State<S, ReqB, ResB>
+    where
+        S: Service<Request<ReqB>>,
+        ResB: Body,
+    {
+        #[cfg(feature = "cache")]
+        {
+            self.counters.count_stale();
+            State::Respond {
+                response: Some(self.answer.to_response(tokio::time::Instant::now())),
+                role: FlightRole::Stale,
+            }
+        }
+        #[cfg(not(feature = "cache"))]
+        match self.0 {}
+    }
+}
+
 fn owned<B: Body>(response: Response<bytes::Bytes>) -> Response<ResponseBody<B>> {
     response.map(|body| ResponseBody::owned(body, None))
 }
@@ -328,53 +576,6 @@ fn record(stats: &Option<Arc<Stats>>, event: Event) {
     if let Some(stats) = stats {
         stats.record(event);
     }
-}
-
-/// The leader's work, run in its own task: call the inner service, and turn
-/// its response into something every waiter can have a copy of.
-///
-/// When the response cannot be shared, the leader gets it whole through
-/// `private` (streamed, with whatever was already read put back in front),
-/// and the followers are told to run their own requests.
-async fn lead<S, ReqB, ResB>(
-    mut service: S,
-    request: Request<ReqB>,
-    private: oneshot::Sender<Private<S, ReqB, ResB>>,
-    max_body: usize,
-    private_ok: bool,
-) -> SharedOutcome
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Body,
-{
-    // Kept to compare with followers if the response names them in `Vary`.
-    let leader_headers = request.headers().clone();
-    let response = match service.call(request).await {
-        Ok(response) => response,
-        Err(error) => {
-            let _ = private.send(Err(error));
-            return SharedOutcome::Unshareable(Unshareable::ServiceError);
-        }
-    };
-    let (parts, body) = response.into_parts();
-    if let Err(reason) = policy::check(parts.status, &parts.headers, private_ok) {
-        let _ = private.send(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
-        return SharedOutcome::Unshareable(reason);
-    }
-    let (body, reason) = match buffer::collect(body, max_body).await {
-        Collected::Complete { data, trailers } => {
-            let response = BufferedResponse::new(parts, data, trailers, &leader_headers);
-            return SharedOutcome::Response(response);
-        }
-        Collected::TooLarge { prefix, rest } => {
-            (ResponseBody::resumed(prefix, rest), Unshareable::TooLarge)
-        }
-        Collected::Failed { prefix, error } => {
-            (ResponseBody::failed(prefix, error), Unshareable::BodyFailed)
-        }
-    };
-    let _ = private.send(Ok(Response::from_parts(parts, body)));
-    SharedOutcome::Unshareable(reason)
 }
 
 impl<S: Service<Request<ReqB>>, ReqB, ResB: Body> fmt::Debug for ResponseFuture<S, ReqB, ResB> {

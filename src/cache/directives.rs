@@ -1,0 +1,121 @@
+//! What a response's `Cache-Control` says about storing it.
+
+use std::time::Duration;
+
+use http::{header, response::Parts};
+
+use super::{config::CacheConfig, freshness::Windows};
+use crate::policy::elements;
+
+/// The windows to store this answer for, or `None` when it must not be
+/// stored. Called only for answers share mode found shareable.
+pub(crate) fn windows(parts: &Parts, config: &CacheConfig) -> Option<Windows> {
+    if !config.statuses.contains(&parts.status) {
+        return None;
+    }
+    let mut max_age = None;
+    let mut s_maxage = None;
+    let mut windows = Windows {
+        fresh: config.ttl,
+        stale_while_revalidate: config.stale_while_revalidate,
+        stale_if_error: config.stale_if_error,
+    };
+    for directive in elements(&parts.headers, &header::CACHE_CONTROL) {
+        let (name, value) = split(directive);
+        let seconds = || value.and_then(seconds);
+        if name.eq_ignore_ascii_case(b"no-cache") {
+            return None;
+        } else if name.eq_ignore_ascii_case(b"max-age") {
+            max_age = seconds();
+        } else if name.eq_ignore_ascii_case(b"s-maxage") {
+            s_maxage = seconds();
+        } else if name.eq_ignore_ascii_case(b"stale-while-revalidate") {
+            windows.stale_while_revalidate = seconds().unwrap_or(windows.stale_while_revalidate);
+        } else if name.eq_ignore_ascii_case(b"stale-if-error") {
+            windows.stale_if_error = seconds().unwrap_or(windows.stale_if_error);
+        }
+    }
+    // A shared cache reads `s-maxage` first; either may only shorten our TTL.
+    if let Some(age) = s_maxage.or(max_age) {
+        windows.fresh = windows.fresh.min(age);
+    }
+    let windows = windows.jittered(config.jitter);
+    (!windows.lifetime().is_zero()).then_some(windows)
+}
+
+fn split(directive: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match directive.iter().position(|byte| *byte == b'=') {
+        Some(at) => (
+            directive[..at].trim_ascii(),
+            Some(directive[at + 1..].trim_ascii()),
+        ),
+        None => (directive, None),
+    }
+}
+
+/// Delta-seconds, quoted or not; anything else is ignored.
+fn seconds(value: &[u8]) -> Option<Duration> {
+    let value = value.strip_prefix(b"\"").unwrap_or(value);
+    let value = value.strip_suffix(b"\"").unwrap_or(value);
+    std::str::from_utf8(value)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Response, StatusCode};
+
+    fn parts(status: u16, cache_control: Option<&'static str>) -> Parts {
+        let mut response = Response::builder().status(status);
+        if let Some(value) = cache_control {
+            response = response.header(header::CACHE_CONTROL, value);
+        }
+        response.body(()).unwrap().into_parts().0
+    }
+
+    fn config() -> CacheConfig {
+        CacheConfig::new()
+            .ttl(Duration::from_secs(60))
+            .stale_if_error(Duration::from_secs(5))
+    }
+
+    #[test]
+    fn only_listed_statuses_are_stored() {
+        assert!(windows(&parts(200, None), &config()).is_some());
+        assert!(windows(&parts(404, None), &config()).is_some());
+        assert!(windows(&parts(500, None), &config()).is_none());
+        assert!(windows(&parts(201, None), &config()).is_none());
+        let custom = config().statuses([StatusCode::CREATED]);
+        assert!(windows(&parts(201, None), &custom).is_some());
+    }
+
+    #[test]
+    fn max_age_and_s_maxage_only_shorten() {
+        let short = windows(&parts(200, Some("max-age=10")), &config()).unwrap();
+        assert_eq!(short.fresh, Duration::from_secs(10));
+        let long = windows(&parts(200, Some("max-age=600")), &config()).unwrap();
+        assert_eq!(long.fresh, Duration::from_secs(60));
+        let shared = windows(&parts(200, Some("max-age=30, s-maxage=\"3\"")), &config()).unwrap();
+        assert_eq!(shared.fresh, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_response_sets_its_stale_windows() {
+        let cc = Some("max-age=1, stale-while-revalidate=9, stale-if-error=99");
+        let windows = windows(&parts(200, cc), &config()).unwrap();
+        assert_eq!(windows.stale_while_revalidate, Duration::from_secs(9));
+        assert_eq!(windows.stale_if_error, Duration::from_secs(99));
+    }
+
+    #[test]
+    fn no_cache_and_zero_lifetimes_are_not_stored() {
+        assert!(windows(&parts(200, Some("no-cache")), &config()).is_none());
+        let never = CacheConfig::new().ttl(Duration::ZERO);
+        assert!(windows(&parts(200, None), &never).is_none());
+        assert!(windows(&parts(200, Some("max-age=0")), &CacheConfig::new()).is_none());
+    }
+}

@@ -1,0 +1,425 @@
+//! `ValueCache`: computed values, one computation per key at a time.
+
+use std::{
+    fmt,
+    future::Future,
+    hash::Hash,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
+
+use moka::future::Cache;
+use tokio::time::Instant;
+
+use super::freshness::{Freshness, Windows};
+use crate::flight::{CallOptions, FlightError, Flights};
+
+/// A cache of computed values (a site-wide total, a paid API's answer) that
+/// computes each missing key once, however many callers ask at the same time.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_singleflight::{Peek, ValueCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let totals: ValueCache<&str, u64, std::io::Error> = ValueCache::builder()
+///     .ttl(Duration::from_secs(60))
+///     .stale_while_revalidate(Duration::from_secs(600))
+///     .build();
+///
+/// let total = totals.get_or_compute("site", || async { Ok(42) }).await.unwrap();
+/// assert_eq!(total, 42);
+/// assert_eq!(totals.peek(&"site").await, Peek::Fresh(42));
+/// # }
+/// ```
+///
+/// # Concurrent calls on the same key
+///
+/// The first caller's computation runs; every caller that asks meanwhile
+/// gets its result. An error reaches those callers and is not stored: the
+/// next call computes again.
+///
+/// # Cancellation
+///
+/// The computation runs in its own task: a caller that stops waiting does not
+/// cancel it, and the value is stored for the next caller.
+///
+/// # Panics
+///
+/// A computation that panics gives its waiters [`ValueError::Panicked`] and
+/// leaves nothing behind: [`peek`](Self::peek) never says `Computing` for it.
+///
+/// # Timeouts
+///
+/// A computation that outlives [`compute_timeout`](ValueCacheBuilder::compute_timeout)
+/// is aborted, its waiters get [`ValueError::TimedOut`] and the key is free.
+pub struct ValueCache<K, V, E> {
+    inner: Arc<Inner<K, V, E>>,
+}
+
+struct Inner<K, V, E> {
+    store: Cache<K, Arc<StoredValue<V>>>,
+    flights: Flights<K, Result<V, Arc<E>>>,
+    windows: Windows,
+    options: CallOptions,
+    stats: Arc<Counters>,
+}
+
+#[derive(Debug)]
+struct StoredValue<V> {
+    value: V,
+    stored_at: Instant,
+}
+
+/// What [`ValueCache::peek`] sees for a key, without waiting for anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peek<V> {
+    /// A value within its TTL.
+    Fresh(V),
+    /// A value past its TTL, still within a stale window.
+    Stale(V),
+    /// No usable value; a computation is running.
+    Computing {
+        /// When it started.
+        since: Instant,
+    },
+    /// No usable value, and nothing computes one.
+    Missing,
+}
+
+/// Why [`ValueCache::get_or_compute`] has no value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ValueError<E> {
+    /// The computation failed; every waiter shares its error.
+    Failed(Arc<E>),
+    /// The computation panicked.
+    Panicked,
+    /// The computation outlived its timeout.
+    TimedOut,
+    /// The computation was dropped before it finished (the runtime shut
+    /// down).
+    Abandoned,
+    /// Too many callers or computations at once.
+    Overloaded,
+}
+
+impl<E> Clone for ValueError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Failed(error) => Self::Failed(Arc::clone(error)),
+            Self::Panicked => Self::Panicked,
+            Self::TimedOut => Self::TimedOut,
+            Self::Abandoned => Self::Abandoned,
+            Self::Overloaded => Self::Overloaded,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for ValueError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Failed(error) => write!(f, "computation failed: {error}"),
+            Self::Panicked => f.write_str("computation panicked"),
+            Self::TimedOut => f.write_str("computation timed out"),
+            Self::Abandoned => f.write_str("computation was dropped"),
+            Self::Overloaded => f.write_str("too many computations or callers"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ValueError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Failed(error) => Some(&**error),
+            _ => None,
+        }
+    }
+}
+
+/// What a [`ValueCache`] did, counted exactly since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ValueCacheStats {
+    /// Calls answered with a fresh value.
+    pub hits: u64,
+    /// Calls that had to wait for a computation.
+    pub misses: u64,
+    /// Calls answered with a stale value.
+    pub stale: u64,
+    /// Computations started.
+    pub computations: u64,
+    /// Computations that failed, panicked or timed out.
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+    computations: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Builds a [`ValueCache`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ValueCacheBuilder {
+    windows: Windows,
+    max_entries: u64,
+    options: CallOptions,
+}
+
+impl ValueCacheBuilder {
+    /// How long a value is fresh. Default: 60 seconds.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.windows.fresh = ttl;
+        self
+    }
+
+    /// After the TTL, how long the stale value is returned at once while one
+    /// computation refreshes it in the background. Default: none.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.windows.stale_while_revalidate = window;
+        self
+    }
+
+    /// After the TTL, how long the stale value is returned when its
+    /// recomputation fails. Default: none.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.windows.stale_if_error = window;
+        self
+    }
+
+    /// How long a computation may run before it is aborted. Default: 5
+    /// minutes.
+    pub fn compute_timeout(mut self, timeout: Duration) -> Self {
+        self.options = self.options.lease(timeout);
+        self
+    }
+
+    /// How many keys are kept at most. Default: 10,000.
+    pub fn max_entries(mut self, max: u64) -> Self {
+        self.max_entries = max;
+        self
+    }
+
+    /// The cache.
+    pub fn build<K, V, E>(self) -> ValueCache<K, V, E>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        let lifetime = self.windows.lifetime() + Duration::from_secs(1);
+        ValueCache {
+            inner: Arc::new(Inner {
+                store: Cache::builder()
+                    .max_capacity(self.max_entries)
+                    .time_to_live(lifetime)
+                    .build(),
+                flights: Flights::new(),
+                windows: self.windows,
+                options: self.options,
+                stats: Arc::default(),
+            }),
+        }
+    }
+}
+
+impl<K, V, E> ValueCache<K, V, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Settings, then [`build`](ValueCacheBuilder::build).
+    pub fn builder() -> ValueCacheBuilder {
+        ValueCacheBuilder {
+            windows: Windows {
+                fresh: Duration::from_secs(60),
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+            },
+            max_entries: 10_000,
+            options: CallOptions::default(),
+        }
+    }
+
+    /// The value for `key`: stored, or computed once by `compute` for every
+    /// caller that asks meanwhile. See the type's docs.
+    pub async fn get_or_compute<F, Fut>(&self, key: K, compute: F) -> Result<V, ValueError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let inner = &self.inner;
+        let mut stale = None;
+        if let Some(stored) = inner.store.get(&key).await {
+            match inner.windows.at(stored.stored_at, Instant::now()) {
+                Freshness::Fresh => {
+                    inner.stats.hits.fetch_add(1, Relaxed);
+                    return Ok(stored.value.clone());
+                }
+                Freshness::Revalidate => {
+                    inner.stats.stale.fetch_add(1, Relaxed);
+                    self.refresh(key, compute);
+                    return Ok(stored.value.clone());
+                }
+                Freshness::IfError => stale = Some(stored),
+                Freshness::Expired => {}
+            }
+        }
+        inner.stats.misses.fetch_add(1, Relaxed);
+        let outcome = inner
+            .flights
+            .join_or_lead(key.clone(), &inner.options, || {
+                self.computation(key, compute)
+            })
+            .await;
+        let result = match outcome {
+            Ok(result) => match &*result {
+                Ok(value) => return Ok(value.clone()),
+                Err(error) => ValueError::Failed(Arc::clone(error)),
+            },
+            Err(FlightError::Panicked) => ValueError::Panicked,
+            Err(FlightError::TimedOut) => ValueError::TimedOut,
+            Err(FlightError::Overloaded(_)) => ValueError::Overloaded,
+            Err(_) => ValueError::Abandoned,
+        };
+        match stale {
+            Some(stored) => {
+                inner.stats.stale.fetch_add(1, Relaxed);
+                Ok(stored.value.clone())
+            }
+            None => Err(result),
+        }
+    }
+
+    /// What the cache has for `key` now, without computing or waiting for
+    /// anything. Never `Computing` when no computation runs.
+    pub async fn peek(&self, key: &K) -> Peek<V> {
+        let inner = &self.inner;
+        if let Some(stored) = inner.store.get(key).await {
+            match inner.windows.at(stored.stored_at, Instant::now()) {
+                Freshness::Fresh => return Peek::Fresh(stored.value.clone()),
+                Freshness::Revalidate | Freshness::IfError => {
+                    return Peek::Stale(stored.value.clone())
+                }
+                Freshness::Expired => {}
+            }
+        }
+        match inner.flights.call(key) {
+            Some(call) => Peek::Computing {
+                since: call.started,
+            },
+            None => Peek::Missing,
+        }
+    }
+
+    /// Drops the value stored for `key`.
+    pub async fn invalidate(&self, key: &K) {
+        self.inner.store.invalidate(key).await;
+    }
+
+    /// What the cache did so far.
+    pub fn stats(&self) -> ValueCacheStats {
+        let stats = &self.inner.stats;
+        ValueCacheStats {
+            hits: stats.hits.load(Relaxed),
+            misses: stats.misses.load(Relaxed),
+            stale: stats.stale.load(Relaxed),
+            computations: stats.computations.load(Relaxed),
+            errors: stats.errors.load(Relaxed),
+        }
+    }
+
+    /// Starts a background recomputation unless one runs; nobody waits.
+    fn refresh<F, Fut>(&self, key: K, compute: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        // The refresh must survive its caller leaving at once.
+        let options = self.inner.options.clone().abort_when_unused(false);
+        if let Ok(crate::flight::Joined::Leader(leader)) =
+            self.inner.flights.join(key.clone(), &options)
+        {
+            drop(leader.run(self.computation(key, compute)));
+        }
+    }
+
+    /// The leader's work: compute, store a value, count an error. Runs in the
+    /// flight's own task.
+    fn computation<F, Fut>(
+        &self,
+        key: K,
+        compute: F,
+    ) -> impl Future<Output = Result<V, Arc<E>>> + Send + 'static
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let store = self.inner.store.clone();
+        let stats = Arc::clone(&self.inner.stats);
+        stats.computations.fetch_add(1, Relaxed);
+        let failure = CountFailure(Some(Arc::clone(&stats)));
+        let work = compute();
+        async move {
+            let result = work.await;
+            match &result {
+                Ok(value) => {
+                    let stored = StoredValue {
+                        value: value.clone(),
+                        stored_at: Instant::now(),
+                    };
+                    store.insert(key, Arc::new(stored)).await;
+                    failure.disarm();
+                }
+                Err(_) => drop(failure),
+            }
+            result.map_err(Arc::new)
+        }
+    }
+}
+
+/// Counts an error when dropped armed: a failed result, a panic, or the
+/// computation being aborted at its timeout.
+struct CountFailure(Option<Arc<Counters>>);
+
+impl CountFailure {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CountFailure {
+    fn drop(&mut self) {
+        if let Some(stats) = self.0.take() {
+            stats.errors.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl<K, V, E> Clone for ValueCache<K, V, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V, E> fmt::Debug for ValueCache<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValueCache")
+            .field("windows", &self.inner.windows)
+            .field("stats", &self.inner.stats)
+            .finish_non_exhaustive()
+    }
+}
