@@ -14,6 +14,13 @@
 //!   `lease_ms` sets the job's lease (default 5 minutes).
 //! - `GET /admin/flights`, `GET|DELETE /admin/flights/{flow}/{phase}`: the
 //!   admin router over the resume jobs.
+//! - `GET /totals?ms=N`: cached (TTL 1 s, stale-while-revalidate 10 s); the
+//!   handler takes N ms (default 200).
+//! - `GET /flaky`: cached (TTL 1 s, stale-if-error 30 s); answers `500` while
+//!   `POST /flaky/fail` is in force, until `POST /flaky/heal`.
+//! - `GET /values/{key}`: a `ValueCache` seen through `peek`:
+//!   `{"state":"fresh|stale|computing|missing", ...}`; starts a computation
+//!   (1 s) when the value is missing or stale.
 //! - `GET /stats`: how often each handler and job ran, and the counters.
 
 use std::{
@@ -39,7 +46,8 @@ use tower_singleflight::{
     admin,
     extract::Flight,
     key::{self, PathOnly},
-    Flights, LeaseHandle, Progress, RejectLayer, ShareLayer, SingleFlightLayer,
+    CacheConfig, Flights, LeaseHandle, Peek, Progress, RejectLayer, ShareLayer, SingleFlightLayer,
+    ValueCache,
 };
 
 const DEFAULT_PORT: u16 = 3000;
@@ -53,6 +61,9 @@ struct Runs {
     jobs: AtomicU64,
     private: AtomicU64,
     resume_jobs: AtomicU64,
+    totals: AtomicU64,
+    flaky: AtomicU64,
+    values: AtomicU64,
 }
 
 /// A phase of a flow: the key of its resume job, shown as `flow/phase`.
@@ -75,6 +86,10 @@ struct AppState {
     share: ShareLayer,
     reject: RejectLayer<PathOnly>,
     resumes: Flights<PhaseKey>,
+    cached: ShareLayer,
+    flaky: ShareLayer,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    values: ValueCache<String, u64, std::convert::Infallible>,
 }
 
 /// `?ms=N`: how long the handler pretends to work; `lease_ms=L`, how long a
@@ -99,6 +114,21 @@ async fn main() {
         // Keyed by path so that `?ms=` does not make a second job.
         reject: SingleFlightLayer::reject().key(key::path()).expose_role(),
         resumes: Flights::new(),
+        cached: SingleFlightLayer::share().expose_role().cache(
+            CacheConfig::new()
+                .ttl(Duration::from_secs(1))
+                .stale_while_revalidate(Duration::from_secs(10)),
+        ),
+        flaky: SingleFlightLayer::share().expose_role().cache(
+            CacheConfig::new()
+                .ttl(Duration::from_secs(1))
+                .stale_if_error(Duration::from_secs(30)),
+        ),
+        failing: Arc::default(),
+        values: ValueCache::builder()
+            .ttl(Duration::from_secs(10))
+            .stale_while_revalidate(Duration::from_secs(60))
+            .build(),
     };
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port())))
         .await
@@ -142,9 +172,21 @@ fn app(state: AppState) -> Router {
         // mount the admin router behind your own auth.
         .nest("/admin", admin::router(state.resumes.clone()))
         .layer(Extension(state.resumes.clone()));
+    let cached_routes = Router::new()
+        .route("/totals", get(totals))
+        .layer(state.cached.clone())
+        .merge(
+            Router::new()
+                .route("/flaky", get(flaky))
+                .layer(state.flaky.clone()),
+        )
+        .route("/flaky/fail", post(fail))
+        .route("/flaky/heal", post(heal))
+        .route("/values/{key}", get(value));
     share_routes
         .merge(reject_routes)
         .merge(resume_routes)
+        .merge(cached_routes)
         .route("/stats", get(stats))
         .with_state(state)
 }
@@ -214,6 +256,62 @@ async fn phase_job(lease: LeaseHandle<PhaseKey>, runs: Arc<Runs>, step: Duration
     }
 }
 
+/// A site-wide total that takes a while to compute.
+async fn totals(State(state): State<AppState>, Query(delay): Query<Delay>) -> Json<Value> {
+    let execution = count(&state.runs.totals);
+    tokio::time::sleep(delay.or(200)).await;
+    Json(json!({ "total": execution * 1000, "execution": execution }))
+}
+
+/// Fails while told to: the cache keeps serving its last good answer.
+async fn flaky(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let execution = count(&state.runs.flaky);
+    if state.failing.load(Ordering::SeqCst) {
+        let body = json!({ "status": "error", "execution": execution });
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(body));
+    }
+    (
+        StatusCode::OK,
+        Json(json!({ "status": "ok", "execution": execution })),
+    )
+}
+
+async fn fail(State(state): State<AppState>) -> StatusCode {
+    state.failing.store(true, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
+async fn heal(State(state): State<AppState>) -> StatusCode {
+    state.failing.store(false, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
+/// What a "Calculating..." page needs: the value's state, without waiting;
+/// a computation starts in the background when there is nothing fresh.
+async fn value(State(state): State<AppState>, Path(key): Path<String>) -> Json<Value> {
+    let peeked = state.values.peek(&key).await;
+    if matches!(peeked, Peek::Missing | Peek::Stale(_)) {
+        let (values, runs) = (state.values.clone(), state.runs.clone());
+        tokio::spawn(async move {
+            let compute = || async move {
+                let execution = count(&runs.values);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(execution)
+            };
+            let _ = values.get_or_compute(key, compute).await;
+        });
+    }
+    Json(match peeked {
+        Peek::Fresh(value) => json!({ "state": "fresh", "value": value }),
+        Peek::Stale(value) => json!({ "state": "stale", "value": value }),
+        Peek::Computing { since } => json!({
+            "state": "computing",
+            "running_for_ms": since.elapsed().as_millis() as u64,
+        }),
+        _ => json!({ "state": "missing" }),
+    })
+}
+
 async fn stats(State(state): State<AppState>) -> Json<Value> {
     let runs = &state.runs;
     Json(json!({
@@ -222,6 +320,14 @@ async fn stats(State(state): State<AppState>) -> Json<Value> {
             "jobs": runs.jobs.load(Ordering::SeqCst),
             "private": runs.private.load(Ordering::SeqCst),
             "resume_jobs": runs.resume_jobs.load(Ordering::SeqCst),
+            "totals": runs.totals.load(Ordering::SeqCst),
+            "flaky": runs.flaky.load(Ordering::SeqCst),
+            "values": runs.values.load(Ordering::SeqCst),
+        },
+        "caches": {
+            "totals": state.cached.response_cache().map(|cache| cache.stats()),
+            "flaky": state.flaky.response_cache().map(|cache| cache.stats()),
+            "values": state.values.stats(),
         },
         "flights": {
             "share": state.share.stats(),

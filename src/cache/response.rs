@@ -5,15 +5,14 @@ use std::{
     hash::Hash,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Arc,
+        Arc, PoisonError, RwLock,
     },
     time::Duration,
 };
 
-use futures_util::FutureExt;
 use http::{header, HeaderValue, Response};
 use http_body::Body;
-use moka::{future::Cache, Expiry};
+use moka::{sync::Cache, Expiry};
 use tokio::time::Instant;
 
 use super::{
@@ -81,6 +80,50 @@ impl CachedResponse {
     }
 }
 
+/// A key's place in the cache. A refresh swaps what it holds in place: moka
+/// replacing an entry lets a concurrent read miss it, which would send that
+/// read to the origin at the very moment the fresh answer lands.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    held: RwLock<Stored>,
+}
+
+impl Slot {
+    fn new(stored: Stored) -> Self {
+        Self {
+            held: RwLock::new(stored),
+        }
+    }
+
+    fn get(&self) -> Stored {
+        self.held
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, stored: Stored) {
+        *self.held.write().unwrap_or_else(PoisonError::into_inner) = stored;
+    }
+
+    fn weight(&self) -> u32 {
+        match self.get() {
+            Stored::Answer(answer) => answer.weight(),
+            Stored::Pass(_) => 64,
+        }
+    }
+
+    /// How long what it holds is worth keeping, from now.
+    fn useful_for(&self) -> Duration {
+        let now = Instant::now();
+        let until = match self.get() {
+            Stored::Answer(answer) => answer.stored_at + answer.windows.lifetime(),
+            Stored::Pass(until) => until,
+        };
+        until.saturating_duration_since(now) + Duration::from_secs(1)
+    }
+}
+
 /// What a key holds in the cache.
 #[derive(Debug, Clone)]
 pub(crate) enum Stored {
@@ -95,13 +138,14 @@ pub(crate) enum Lookup {
     Answer(Arc<CachedResponse>),
     Pass,
     Miss,
-    /// The cache could not answer without waiting: let the flight's leader
-    /// look again.
-    Unknown,
 }
 
 /// The response cache of a share-mode layer: cheap to clone, every clone is
 /// the same cache.
+///
+/// It is a `moka::sync::Cache`: its reads never wait, not even while moka
+/// tidies up under load (`moka::future::Cache::get` can, which would send a
+/// hit to the origin's queue), and its writes happen in the flight's task.
 ///
 /// Got from [`SingleFlightLayer::response_cache`](crate::SingleFlightLayer::response_cache),
 /// to drop answers that changed.
@@ -110,7 +154,7 @@ pub struct ResponseCache<K> {
 }
 
 struct Inner<K> {
-    store: Cache<ShareKey<K>, Stored>,
+    store: Cache<ShareKey<K>, Arc<Slot>>,
     config: CacheConfig,
     stats: Arc<Counters>,
 }
@@ -143,31 +187,29 @@ pub(crate) struct Counters {
 }
 
 /// moka evicts on its own (wall) clock; freshness is decided on Tokio's.
-/// An answer is kept for its whole useful life, plus a margin.
+/// A slot is kept for as long as what it holds is useful, plus a margin.
 struct Lifetime;
 
-impl<K> Expiry<ShareKey<K>, Stored> for Lifetime {
+impl<K> Expiry<ShareKey<K>, Arc<Slot>> for Lifetime {
     fn expire_after_create(
         &self,
         _key: &ShareKey<K>,
-        stored: &Stored,
+        slot: &Arc<Slot>,
         _now: std::time::Instant,
     ) -> Option<Duration> {
-        let kept = match stored {
-            Stored::Answer(answer) => answer.windows.lifetime(),
-            Stored::Pass(until) => until.saturating_duration_since(Instant::now()),
-        };
-        Some(kept + Duration::from_secs(1))
+        Some(slot.useful_for())
     }
 
-    fn expire_after_update(
+    fn expire_after_read(
         &self,
-        key: &ShareKey<K>,
-        stored: &Stored,
-        now: std::time::Instant,
+        _key: &ShareKey<K>,
+        slot: &Arc<Slot>,
+        _now: std::time::Instant,
         _current: Option<Duration>,
+        _last_modified_at: std::time::Instant,
     ) -> Option<Duration> {
-        self.expire_after_create(key, stored, now)
+        // Refreshed in place: what it holds now decides.
+        Some(slot.useful_for())
     }
 }
 
@@ -178,10 +220,7 @@ where
     pub(crate) fn new(config: CacheConfig) -> Self {
         let store = Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|_key, stored: &Stored| match stored {
-                Stored::Answer(answer) => answer.weight(),
-                Stored::Pass(_) => 64,
-            })
+            .weigher(|_key, slot: &Arc<Slot>| slot.weight())
             .expire_after(Lifetime)
             .support_invalidation_closures()
             .build();
@@ -198,13 +237,10 @@ where
         &self.inner.config
     }
 
-    /// Looks the key up without waiting; counts what it found.
-    pub(crate) fn lookup_now(&self, key: &ShareKey<K>, now: Instant) -> Lookup {
+    /// Looks the key up; counts what it found.
+    pub(crate) fn lookup(&self, key: &ShareKey<K>, now: Instant) -> Lookup {
         let stats = &self.inner.stats;
-        let Some(found) = self.inner.store.get(key).now_or_never() else {
-            return Lookup::Unknown;
-        };
-        match found {
+        match self.inner.store.get(key).map(|slot| slot.get()) {
             Some(Stored::Answer(answer)) => Lookup::Answer(answer),
             Some(Stored::Pass(until)) if now < until => {
                 stats.passes.fetch_add(1, Relaxed);
@@ -214,19 +250,6 @@ where
                 stats.misses.fetch_add(1, Relaxed);
                 Lookup::Miss
             }
-        }
-    }
-
-    /// Looks the key up, waiting if the cache needs to: for a flight's leader
-    /// whose own lookup could not answer at once.
-    pub(crate) async fn fresh(&self, key: &ShareKey<K>) -> Option<Arc<BufferedResponse>> {
-        match self.inner.store.get(key).await {
-            Some(Stored::Answer(answer))
-                if answer.freshness(Instant::now()) == Freshness::Fresh =>
-            {
-                Some(Arc::clone(&answer.response))
-            }
-            _ => None,
         }
     }
 
@@ -240,12 +263,7 @@ where
     }
 
     /// Stores a shareable answer if its status and `Cache-Control` allow.
-    pub(crate) async fn store(
-        &self,
-        key: ShareKey<K>,
-        response: &Arc<BufferedResponse>,
-        target: Target,
-    ) {
+    pub(crate) fn store(&self, key: ShareKey<K>, response: &Arc<BufferedResponse>, target: Target) {
         let Some(windows) = directives::windows(response.parts(), &self.inner.config) else {
             return;
         };
@@ -257,22 +275,29 @@ where
             retry_at: None,
         };
         self.inner.stats.stored.fetch_add(1, Relaxed);
-        self.inner
-            .store
-            .insert(key, Stored::Answer(Arc::new(answer)))
-            .await;
+        self.put(key, Stored::Answer(Arc::new(answer)));
     }
 
     /// Remembers that the key's answers cannot be shared, for a while.
-    pub(crate) async fn pass(&self, key: ShareKey<K>) {
+    pub(crate) fn pass(&self, key: ShareKey<K>) {
         let until = Instant::now() + self.inner.config.hit_for_pass;
-        self.inner.store.insert(key, Stored::Pass(until)).await;
+        self.put(key, Stored::Pass(until));
+    }
+
+    /// Swaps what the key's slot holds, or makes the slot. A slot is made
+    /// anew only when the weight changes, so moka's byte count stays true.
+    fn put(&self, key: ShareKey<K>, stored: Stored) {
+        let fresh = Slot::new(stored);
+        match self.inner.store.get(&key) {
+            Some(slot) if slot.weight() == fresh.weight() => slot.set(fresh.get()),
+            _ => self.inner.store.insert(key, Arc::new(fresh)),
+        }
     }
 
     /// After a failed refresh: keep serving the stale answer, and try again
     /// only after another TTL, not on every request.
-    pub(crate) async fn back_off(&self, key: ShareKey<K>) {
-        let Some(Stored::Answer(stale)) = self.inner.store.get(&key).await else {
+    pub(crate) fn back_off(&self, key: ShareKey<K>) {
+        let Some(Stored::Answer(stale)) = self.inner.store.get(&key).map(|slot| slot.get()) else {
             return;
         };
         let now = Instant::now();
@@ -285,17 +310,14 @@ where
             retry_at: Some(now + stale.windows.fresh.max(Duration::from_secs(1))),
             ..*stale
         };
-        self.inner
-            .store
-            .insert(key, Stored::Answer(Arc::new(answer)))
-            .await;
+        self.put(key, Stored::Answer(Arc::new(answer)));
     }
 
     /// Drops every answer for this host and path (all queries, callers and
     /// methods).
     pub(crate) fn invalidate_target(&self, target: &Target) {
         let target = target.clone();
-        self.invalidate_stored(move |_, stored| match stored {
+        self.invalidate_stored(move |_, slot| match slot.get() {
             Stored::Answer(answer) => answer.target == target,
             Stored::Pass(_) => false,
         });
@@ -320,7 +342,7 @@ where
 
     fn invalidate_stored(
         &self,
-        matches: impl Fn(&ShareKey<K>, &Stored) -> bool + Send + Sync + 'static,
+        matches: impl Fn(&ShareKey<K>, &Arc<Slot>) -> bool + Send + Sync + 'static,
     ) {
         // Fails only without `support_invalidation_closures`, which `new` sets.
         if let Err(error) = self.inner.store.invalidate_entries_if(matches) {
@@ -352,8 +374,8 @@ where
 
     /// Lets moka finish its pending work (evictions, invalidations), so that
     /// [`weighted_size`](Self::weighted_size) and lookups are up to date.
-    pub async fn run_pending_tasks(&self) {
-        self.inner.store.run_pending_tasks().await;
+    pub fn run_pending_tasks(&self) {
+        self.inner.store.run_pending_tasks();
     }
 }
 

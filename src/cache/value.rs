@@ -4,6 +4,7 @@ use std::{
     fmt,
     future::Future,
     hash::Hash,
+    marker::PhantomData,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
@@ -168,15 +169,33 @@ struct Counters {
 }
 
 /// Builds a [`ValueCache`].
-#[derive(Debug, Clone)]
 #[must_use]
-pub struct ValueCacheBuilder {
+pub struct ValueCacheBuilder<K, V, E> {
     windows: Windows,
     max_entries: u64,
     options: CallOptions,
+    types: Types<K, V, E>,
 }
 
-impl ValueCacheBuilder {
+/// The cache's types, owned by nothing yet.
+type Types<K, V, E> = PhantomData<fn() -> (K, V, E)>;
+
+impl<K, V, E> fmt::Debug for ValueCacheBuilder<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValueCacheBuilder")
+            .field("windows", &self.windows)
+            .field("max_entries", &self.max_entries)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl<K, V, E> ValueCacheBuilder<K, V, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
     /// How long a value is fresh. Default: 60 seconds.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.windows.fresh = ttl;
@@ -211,12 +230,7 @@ impl ValueCacheBuilder {
     }
 
     /// The cache.
-    pub fn build<K, V, E>(self) -> ValueCache<K, V, E>
-    where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-        E: Send + Sync + 'static,
-    {
+    pub fn build(self) -> ValueCache<K, V, E> {
         let lifetime = self.windows.lifetime() + Duration::from_secs(1);
         ValueCache {
             inner: Arc::new(Inner {
@@ -240,7 +254,7 @@ where
     E: Send + Sync + 'static,
 {
     /// Settings, then [`build`](ValueCacheBuilder::build).
-    pub fn builder() -> ValueCacheBuilder {
+    pub fn builder() -> ValueCacheBuilder<K, V, E> {
         ValueCacheBuilder {
             windows: Windows {
                 fresh: Duration::from_secs(60),
@@ -249,6 +263,7 @@ where
             },
             max_entries: 10_000,
             options: CallOptions::default(),
+            types: PhantomData,
         }
     }
 
@@ -348,9 +363,7 @@ where
     {
         // The refresh must survive its caller leaving at once.
         let options = self.inner.options.clone().abort_when_unused(false);
-        if let Ok(crate::flight::Joined::Leader(leader)) =
-            self.inner.flights.join(key.clone(), &options)
-        {
+        if let Some(leader) = self.inner.flights.try_lead(key.clone(), &options) {
             drop(leader.run(self.computation(key, compute)));
         }
     }

@@ -312,6 +312,18 @@ where
         Ok(joined)
     }
 
+    /// Leads a new flight for `key`, or does nothing if one runs: for work
+    /// nobody waits for (a background refresh).
+    pub(crate) fn try_lead(self: &Arc<Self>, key: K, options: &CallOptions) -> Option<Leader<T>> {
+        if lock(&self.map).contains_key(&key) {
+            return None;
+        }
+        match self.join(key, options) {
+            Ok(Joined::Leader(leader)) => Some(leader),
+            _ => None,
+        }
+    }
+
     fn handle(self: &Arc<Self>, key: &K, generation: u64) -> Box<dyn CallHandle<T>> {
         Box::new(Handle {
             calls: Arc::clone(self),

@@ -292,6 +292,13 @@ where
         self.calls.join(key, options)
     }
 
+    /// Leads a new flight for `key` unless one runs, without waiting on it:
+    /// for background work such as a refresh. Returns `None` when a flight
+    /// already runs (or a bound is reached).
+    pub fn try_lead(&self, key: K, options: &CallOptions) -> Option<Leader<T>> {
+        self.calls.try_lead(key, options)
+    }
+
     /// Runs `work` once for all concurrent callers of `key` and resolves to its
     /// shared outcome. `work` is only called by the leader.
     ///

@@ -46,9 +46,6 @@ where
     ResB: Body,
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
-    if let Some(hit) = cached(&lead.store).await {
-        return SharedOutcome::Response(hit);
-    }
     // Kept to compare with followers if the response names them in `Vary`.
     let leader_headers = request.headers().clone();
     let response = match service.call(request).await {
@@ -63,7 +60,7 @@ where
         let _ = lead
             .private
             .send(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
-        remember_pass(&lead.store).await;
+        remember_pass(&lead.store);
         return SharedOutcome::Unshareable(reason);
     }
     let (body, reason) = match buffer::collect(body, lead.max_body).await {
@@ -74,11 +71,11 @@ where
                 trailers,
                 &leader_headers,
             ));
-            keep(&lead.store, &response).await;
+            keep(&lead.store, &response);
             return SharedOutcome::Response(response);
         }
         Collected::TooLarge { prefix, rest } => {
-            remember_pass(&lead.store).await;
+            remember_pass(&lead.store);
             (ResponseBody::resumed(prefix, rest), Unshareable::TooLarge)
         }
         Collected::Failed { prefix, error } => {
@@ -107,33 +104,22 @@ mod cached_store {
         pub(crate) cache: ResponseCache<K>,
         pub(crate) key: ShareKey<K>,
         pub(crate) target: Target,
-        /// The request's own lookup could not answer at once: look again
-        /// before calling the service.
-        pub(crate) look_first: bool,
     }
 
     impl<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static> Store<K> {
-        pub(super) async fn cached(&self) -> Option<Arc<BufferedResponse>> {
-            if self.look_first {
-                self.cache.fresh(&self.key).await
-            } else {
-                None
-            }
-        }
-
-        pub(super) async fn keep(&self, response: &Arc<BufferedResponse>) {
+        pub(crate) fn keep(&self, response: &Arc<BufferedResponse>) {
             if response.parts().status.is_server_error() {
                 // Never stored; a stale copy keeps serving, with a pause
                 // before the next attempt.
-                self.cache.back_off(self.key.clone()).await;
+                self.cache.back_off(self.key.clone());
             } else {
                 let target = self.target.clone();
-                self.cache.store(self.key.clone(), response, target).await;
+                self.cache.store(self.key.clone(), response, target);
             }
         }
 
-        pub(super) async fn pass(&self) {
-            self.cache.pass(self.key.clone()).await;
+        pub(crate) fn pass(&self) {
+            self.cache.pass(self.key.clone());
         }
     }
 }
@@ -143,43 +129,27 @@ mod cached_store {
 pub(crate) type Store<K> = std::marker::PhantomData<K>;
 
 #[cfg(feature = "cache")]
-async fn cached<K>(store: &Option<Store<K>>) -> Option<Arc<BufferedResponse>>
-where
-    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-{
-    match store {
-        Some(store) => store.cached().await,
-        None => None,
-    }
-}
-
-#[cfg(feature = "cache")]
-async fn keep<K>(store: &Option<Store<K>>, response: &Arc<BufferedResponse>)
+fn keep<K>(store: &Option<Store<K>>, response: &Arc<BufferedResponse>)
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
     if let Some(store) = store {
-        store.keep(response).await;
+        store.keep(response);
     }
 }
 
 #[cfg(feature = "cache")]
-async fn remember_pass<K>(store: &Option<Store<K>>)
+fn remember_pass<K>(store: &Option<Store<K>>)
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
     if let Some(store) = store {
-        store.pass().await;
+        store.pass();
     }
 }
 
 #[cfg(not(feature = "cache"))]
-async fn cached<K>(_: &Option<Store<K>>) -> Option<Arc<BufferedResponse>> {
-    None
-}
+fn keep<K>(_: &Option<Store<K>>, _: &Arc<BufferedResponse>) {}
 
 #[cfg(not(feature = "cache"))]
-async fn keep<K>(_: &Option<Store<K>>, _: &Arc<BufferedResponse>) {}
-
-#[cfg(not(feature = "cache"))]
-async fn remember_pass<K>(_: &Option<Store<K>>) {}
+fn remember_pass<K>(_: &Option<Store<K>>) {}

@@ -216,7 +216,7 @@ fn refresh<S, ReqB, ResB, K>(
 {
     // The refresh must survive the request that started it.
     let options = mode.options.clone().abort_when_unused(false);
-    if let Ok(Joined::Leader(leader)) = mode.flights.join(key, &options) {
+    if let Some(leader) = mode.flights.try_lead(key, &options) {
         let (private, _) = oneshot::channel();
         let work = Lead {
             private,
@@ -441,6 +441,15 @@ struct AskOrigin<K> {
     store: Option<Store<K>>,
 }
 
+impl<K> AskOrigin<K> {
+    fn nothing() -> Self {
+        Self {
+            stale: None,
+            store: None,
+        }
+    }
+}
+
 // Without the cache, every request asks the origin.
 #[cfg_attr(not(feature = "cache"), allow(dead_code))]
 enum Consulted<B: Body, K> {
@@ -463,13 +472,11 @@ where
     use crate::cache::{Freshness, Lookup, Target};
 
     let Some(cache) = &mode.cache else {
-        return Consulted::Ask(AskOrigin {
-            stale: None,
-            store: None,
-        });
+        return Consulted::Ask(AskOrigin::nothing());
     };
     let now = tokio::time::Instant::now();
-    let store = |look_first| {
+    // Where the leader stores the origin's answer.
+    let store = || {
         Some(Store {
             cache: cache.clone(),
             key: key.clone(),
@@ -477,23 +484,17 @@ where
                 host: key.host.clone(),
                 path: request.uri().path().to_owned(),
             },
-            look_first,
         })
     };
-    let answer = match cache.lookup_now(key, now) {
+    let ask = |stale| {
+        Consulted::Ask(AskOrigin {
+            stale,
+            store: store(),
+        })
+    };
+    let answer = match cache.lookup(key, now) {
         Lookup::Pass => return Consulted::Pass,
-        Lookup::Miss => {
-            return Consulted::Ask(AskOrigin {
-                stale: None,
-                store: store(false),
-            })
-        }
-        Lookup::Unknown => {
-            return Consulted::Ask(AskOrigin {
-                stale: None,
-                store: store(true),
-            })
-        }
+        Lookup::Miss => return ask(None),
         Lookup::Answer(answer) => answer,
     };
     let counters = cache.counters();
@@ -504,11 +505,7 @@ where
         }
         Freshness::Revalidate => {
             counters.count_stale();
-            let store = if answer.may_refresh(now) {
-                store(false)
-            } else {
-                None
-            };
+            let store = answer.may_refresh(now).then(store).flatten();
             Consulted::Revalidate(answer.to_response(now), store)
         }
         // Backing off after a failed refresh: the stale copy, at once.
@@ -516,14 +513,8 @@ where
             counters.count_stale();
             Consulted::Answer(answer.to_response(now), FlightRole::Stale)
         }
-        Freshness::IfError => Consulted::Ask(AskOrigin {
-            stale: Some(StaleCopy { answer, counters }),
-            store: store(false),
-        }),
-        Freshness::Expired => Consulted::Ask(AskOrigin {
-            stale: None,
-            store: store(false),
-        }),
+        Freshness::IfError => ask(Some(StaleCopy { answer, counters })),
+        Freshness::Expired => ask(None),
     }
 }
 
@@ -533,10 +524,7 @@ fn consult_cache<B: Body, K, ReqB>(
     _: &ShareKey<K>,
     _: &Request<ReqB>,
 ) -> Consulted<B, K> {
-    Consulted::Ask(AskOrigin {
-        stale: None,
-        store: None,
-    })
+    Consulted::Ask(AskOrigin::nothing())
 }
 
 /// A stale cached answer, to serve if the origin fails.

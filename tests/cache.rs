@@ -1,0 +1,354 @@
+//! The response cache: cold stampedes, expiry under load, failures, bounds.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering::SeqCst},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing, Router,
+};
+use common::{count, get, played, request, send, send_all, Runs};
+use tokio::time::{sleep, Instant};
+use tower_singleflight::{CacheConfig, FlightRole, ShareLayer, SingleFlightLayer};
+
+const WORK: Duration = Duration::from_millis(200);
+const TTL: Duration = Duration::from_secs(1);
+
+/// `GET /total` (and `/total/{n}`): takes `WORK`, answers which run it was,
+/// or `500` while `failing`.
+fn totals(layer: ShareLayer, runs: &Runs, failing: &Arc<AtomicBool>) -> Router {
+    let (runs, failing) = (runs.clone(), failing.clone());
+    let handler = move || async move {
+        let run = runs.bump();
+        sleep(WORK).await;
+        if failing.load(SeqCst) {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("run {run} failed"),
+            )
+                .into_response();
+        }
+        format!("run {run}").into_response()
+    };
+    Router::new()
+        .route("/total", routing::get(handler.clone()))
+        .route("/total/{n}", routing::get(handler))
+        .layer(layer)
+}
+
+fn cached(config: CacheConfig) -> ShareLayer {
+    SingleFlightLayer::share().cache(config)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_stampede_runs_once_and_the_next_one_not_at_all() {
+    let runs = Runs::default();
+    let layer = cached(CacheConfig::new().ttl(Duration::from_secs(60)));
+    let app = totals(layer.clone(), &runs, &Arc::default());
+
+    let cold = send_all(&app, (0..1000).map(|_| get("/total"))).await;
+    assert_eq!(runs.get(), 1);
+    assert_eq!(count(&cold, StatusCode::OK), 1000);
+
+    let warm = send_all(&app, (0..1000).map(|_| get("/total"))).await;
+    assert_eq!(runs.get(), 1, "no run for a warm cache");
+    assert_eq!(played(&warm, FlightRole::CacheHit), 1000);
+    assert!(warm.iter().all(|reply| reply.text() == "run 1"));
+    assert_eq!(warm[0].headers[header::AGE], "0");
+    let stats = layer.response_cache().unwrap().stats();
+    assert_eq!((stats.hits, stats.stored), (1000, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_under_load_refreshes_once_per_ttl_and_nobody_waits() {
+    let runs = Runs::default();
+    let config = CacheConfig::new()
+        .ttl(TTL)
+        .stale_while_revalidate(Duration::from_secs(10));
+    let layer = cached(config);
+    let app = totals(layer.clone(), &runs, &Arc::default());
+
+    // The first request fills the cache.
+    assert_eq!(send(&app, get("/total")).await.text(), "run 1");
+
+    // Then bursts of 20 concurrent requests every 50 ms for 6 seconds.
+    let start = Instant::now();
+    let mut bodies = Vec::new();
+    while start.elapsed() < Duration::from_secs(6) {
+        let sent = Instant::now();
+        let burst = send_all(&app, (0..20).map(|_| get("/total"))).await;
+        assert_eq!(
+            sent.elapsed(),
+            Duration::ZERO,
+            "no request waited for the handler"
+        );
+        assert!(burst.iter().all(|reply| reply.status == StatusCode::OK));
+        assert!(burst
+            .iter()
+            .all(|reply| matches!(reply.role, Some(FlightRole::CacheHit | FlightRole::Stale))));
+        bodies.extend(burst.into_iter().map(|reply| reply.text().to_owned()));
+        sleep(Duration::from_millis(50)).await;
+    }
+    // One refresh per TTL + work: at 1.2 s, 2.4 s, 3.6 s, 4.8 s, 6.0 s at most.
+    assert!((5..=7).contains(&runs.get()), "{} runs", runs.get());
+    assert!(
+        bodies.iter().any(|body| body == "run 4"),
+        "refreshed answers were served"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_serves_stale_and_is_never_stored() {
+    let (runs, failing) = (Runs::default(), Arc::new(AtomicBool::new(false)));
+    let config = CacheConfig::new()
+        .ttl(TTL)
+        .stale_if_error(Duration::from_secs(30));
+    let app = totals(cached(config), &runs, &failing);
+    assert_eq!(send(&app, get("/total")).await.text(), "run 1");
+
+    failing.store(true, SeqCst);
+    sleep(Duration::from_millis(1500)).await;
+    let during = send_all(&app, (0..10).map(|_| get("/total"))).await;
+    assert_eq!(runs.get(), 2, "one attempt at the origin");
+    assert!(during
+        .iter()
+        .all(|reply| reply.status == StatusCode::OK && reply.text() == "run 1"));
+    assert_eq!(played(&during, FlightRole::Stale), 10);
+
+    // Backing off: the stale copy at once, the origin left alone.
+    sleep(Duration::from_millis(500)).await;
+    let backing_off = send(&app, get("/total")).await;
+    assert_eq!((backing_off.text(), runs.get()), ("run 1", 2));
+
+    // After the window, the next request tries again, and the healed
+    // origin's answer (not the error) is what gets served.
+    failing.store(false, SeqCst);
+    sleep(Duration::from_millis(1000)).await;
+    assert_eq!(send(&app, get("/total")).await.text(), "run 3");
+    assert_eq!(
+        send(&app, get("/total")).await.role,
+        Some(FlightRole::CacheHit)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_are_never_cached() {
+    let (runs, failing) = (Runs::default(), Arc::new(AtomicBool::new(true)));
+    let app = totals(cached(CacheConfig::new()), &runs, &failing);
+    assert_eq!(
+        send(&app, get("/total")).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        send(&app, get("/total")).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(runs.get(), 2);
+}
+
+/// `GET /thing`: answers what `respond` builds, counting runs.
+fn thing(layer: ShareLayer, runs: &Runs, respond: fn(usize) -> Response) -> Router {
+    let runs = runs.clone();
+    Router::new()
+        .route(
+            "/thing",
+            routing::get(move || async move { respond(runs.bump()) }),
+        )
+        .layer(layer)
+}
+
+async fn never_cached(layer: ShareLayer, respond: fn(usize) -> Response) {
+    let runs = Runs::default();
+    let app = thing(layer, &runs, respond);
+    for _ in 0..3 {
+        let reply = send(&app, get("/thing")).await;
+        assert_ne!(reply.role, Some(FlightRole::CacheHit));
+    }
+    assert_eq!(runs.get(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_cookie_is_never_cached() {
+    never_cached(cached(CacheConfig::new()), |run| {
+        ([(header::SET_COOKIE, format!("s={run}"))], "hi").into_response()
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_store_is_never_cached() {
+    never_cached(cached(CacheConfig::new()), |_| {
+        ([(header::CACHE_CONTROL, "no-store")], "hi").into_response()
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn private_is_never_cached_across_identities() {
+    let across = SingleFlightLayer::share()
+        .share_across_identities()
+        .cache(CacheConfig::new());
+    never_cached(across, |_| {
+        ([(header::CACHE_CONTROL, "private")], "mine").into_response()
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn private_is_cached_for_one_identity_only() {
+    let runs = Runs::default();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/me",
+                routing::get(move |headers: HeaderMap| async move {
+                    runs.bump();
+                    let who = headers[header::AUTHORIZATION]
+                        .to_str()
+                        .unwrap_or("?")
+                        .to_owned();
+                    ([(header::CACHE_CONTROL, "private")], who)
+                }),
+            )
+            .layer(cached(CacheConfig::new()))
+    };
+    let as_caller = |token: &'static str| {
+        let mut request = get("/me");
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, token.parse().unwrap());
+        request
+    };
+    assert_eq!(send(&app, as_caller("a")).await.text(), "a");
+    let again = send(&app, as_caller("a")).await;
+    assert_eq!(
+        (again.text(), again.role),
+        ("a", Some(FlightRole::CacheHit))
+    );
+    assert_eq!(
+        send(&app, as_caller("b")).await.text(),
+        "b",
+        "never a's answer"
+    );
+    assert_eq!(runs.get(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_age_shortens_the_ttl() {
+    let runs = Runs::default();
+    let layer = cached(CacheConfig::new().ttl(Duration::from_secs(60)));
+    let app = thing(layer, &runs, |run| {
+        ([(header::CACHE_CONTROL, "max-age=2")], run.to_string()).into_response()
+    });
+    send(&app, get("/thing")).await;
+    sleep(Duration::from_millis(1999)).await;
+    assert_eq!(
+        send(&app, get("/thing")).await.role,
+        Some(FlightRole::CacheHit)
+    );
+    sleep(Duration::from_millis(2)).await;
+    assert_eq!(send(&app, get("/thing")).await.text(), "2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_byte_bound_holds() {
+    let max_bytes = 16 * 1024;
+    let layer = cached(CacheConfig::new().max_bytes(max_bytes));
+    let app = Router::new()
+        .route("/blob/{n}", routing::get(|| async { "x".repeat(1024) }))
+        .layer(layer.clone());
+    for n in 0..100 {
+        assert_eq!(
+            send(&app, get(&format!("/blob/{n}"))).await.status,
+            StatusCode::OK
+        );
+    }
+    let cache = layer.response_cache().unwrap();
+    cache.run_pending_tasks();
+    assert!(
+        cache.weighted_size() <= max_bytes,
+        "{} bytes",
+        cache.weighted_size()
+    );
+    assert!(cache.entry_count() > 0);
+    assert_eq!(cache.stats().stored, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unshareable_key_passes_straight_through_for_a_while() {
+    let runs = Runs::default();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/session",
+                routing::get(move || async move {
+                    let run = runs.bump();
+                    sleep(WORK).await;
+                    ([(header::SET_COOKIE, format!("s={run}"))], "hi")
+                }),
+            )
+            .layer(cached(
+                CacheConfig::new().hit_for_pass(Duration::from_secs(10)),
+            ))
+    };
+    send(&app, get("/session")).await;
+
+    let start = Instant::now();
+    let burst = send_all(&app, (0..10).map(|_| get("/session"))).await;
+    assert_eq!(start.elapsed(), WORK, "nobody queued behind a leader");
+    assert_eq!(played(&burst, FlightRole::Bypass), 10);
+    assert_eq!(runs.get(), 11);
+
+    sleep(Duration::from_secs(10)).await;
+    let later = send_all(&app, (0..2).map(|_| get("/session"))).await;
+    assert_eq!(
+        played(&later, FlightRole::Leader),
+        1,
+        "coalescing again after the window"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_can_be_invalidated() {
+    let runs = Runs::default();
+    let layer = cached(CacheConfig::new().invalidate_on_write(true));
+    let app = {
+        let runs = runs.clone();
+        let read = routing::get(move || async move { runs.bump().to_string() });
+        Router::new()
+            .route("/item", read.post(|| async { StatusCode::NO_CONTENT }))
+            .route("/other", routing::get(|| async { "other" }))
+            .layer(layer.clone())
+    };
+    let cache = layer.response_cache().unwrap().clone();
+    assert_eq!(send(&app, get("/item")).await.text(), "1");
+    assert_eq!(send(&app, get("/item?page=2")).await.text(), "2");
+    assert_eq!(send(&app, get("/item")).await.text(), "1", "cached");
+
+    // A successful write to the path drops every cached read of it.
+    assert_eq!(
+        send(&app, request("POST", "/item")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    cache.run_pending_tasks();
+    assert_eq!(send(&app, get("/item")).await.text(), "3");
+    assert_eq!(send(&app, get("/item?page=2")).await.text(), "4");
+
+    cache.invalidate_if(|key| key.path_and_query() == "/item");
+    cache.run_pending_tasks();
+    assert_eq!(send(&app, get("/item")).await.text(), "5");
+
+    cache.invalidate_all();
+    cache.run_pending_tasks();
+    assert_eq!(send(&app, get("/item?page=2")).await.text(), "6");
+}
