@@ -228,11 +228,16 @@ async fn private(
 /// extractor already answered `409` if the job was running.
 async fn resume(
     State(state): State<AppState>,
-    flight: Flight<Path<PhaseKey>>,
+    // Before the `Flight`: a bad query string must not take the lease.
     Query(delay): Query<Delay>,
+    flight: Flight<Path<PhaseKey>>,
 ) -> (StatusCode, Json<Value>) {
     if let Some(lease_ms) = delay.lease_ms {
-        flight.guard().renew(Duration::from_millis(lease_ms)).await;
+        let lease = Duration::from_millis(lease_ms.max(1));
+        if !flight.guard().renew(lease).await {
+            let body = json!({ "status": "error", "message": "the lease ended at once" });
+            return (StatusCode::BAD_REQUEST, Json(body));
+        }
     }
     // Reported before answering, so duplicates see progress at once.
     flight.guard().report(Progress::steps(0, STEPS)).await;

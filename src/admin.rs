@@ -39,6 +39,10 @@
 //! - `DELETE /flights/{key}`: force-release: the holder is locked out (its
 //!   drop and renewals do nothing), the key is free, and the answer says
 //!   what was released; `404` when the key is idle.
+//!
+//! Keys are named by their `Display` form. When two held keys show the same
+//! (`("a/b", "c")` and `("a", "b/c")` as `a/b/c`), the answer is `409` and
+//! nothing is released: make `Display` unambiguous for keys you administer.
 
 use std::{
     fmt::Display,
@@ -101,8 +105,9 @@ where
     T: Send + Sync + 'static,
 {
     match find(&flights, &key).await {
-        Some((key, holder)) => (StatusCode::OK, Json(lease_json(&key, &holder))),
-        None => idle(&key),
+        Found::One(key, holder) => (StatusCode::OK, Json(lease_json(&key, &holder))),
+        Found::None => idle(&key),
+        Found::Several => ambiguous(&key),
     }
 }
 
@@ -111,10 +116,13 @@ where
     K: Display + Hash + Eq + Clone + Send + Sync + 'static,
     T: Send + Sync + 'static,
 {
-    let Some((found, _)) = find(&flights, &key).await else {
-        return idle(&key);
+    let (found, holder) = match find(&flights, &key).await {
+        Found::One(found, holder) => (found, holder),
+        Found::None => return idle(&key),
+        Found::Several => return ambiguous(&key),
     };
-    match flights.force_release(&found).await {
+    // Only the holding that was looked up: never one that took over since.
+    match flights.force_release_if(&found, holder.lease()).await {
         Some(released) => {
             tracing::warn!(key = %found, generation = released.generation(), "lease force-released");
             let released = lease_json(&found, &released);
@@ -125,17 +133,37 @@ where
     }
 }
 
-/// The held key whose `Display` form is `shown`.
-async fn find<K, T>(flights: &Flights<K, T>, shown: &str) -> Option<(K, Holder)>
+/// What a `Display` form names among the held keys.
+enum Found<K> {
+    One(K, Holder),
+    None,
+    Several,
+}
+
+async fn find<K, T>(flights: &Flights<K, T>, shown: &str) -> Found<K>
 where
     K: Display + Hash + Eq + Clone + Send + Sync + 'static,
     T: Send + Sync + 'static,
 {
-    flights
+    let mut matches = flights
         .holders()
         .await
         .into_iter()
-        .find(|(key, _)| key.to_string() == shown)
+        .filter(|(key, _)| key.to_string() == shown);
+    match (matches.next(), matches.next()) {
+        (Some((key, holder)), None) => Found::One(key, holder),
+        (None, _) => Found::None,
+        (Some(_), Some(_)) => Found::Several,
+    }
+}
+
+fn ambiguous(key: &str) -> (StatusCode, Json<Value>) {
+    let body = json!({
+        "status": "ambiguous",
+        "key": key,
+        "message": "several held keys show as this; nothing was done",
+    });
+    (StatusCode::CONFLICT, Json(body))
 }
 
 fn idle(key: &str) -> (StatusCode, Json<Value>) {

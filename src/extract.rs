@@ -79,7 +79,7 @@ pub struct FromState;
 /// The key is held until the lease guard is dropped: keep the `Flight` (or
 /// [`into_guard`](Self::into_guard)) alive in a spawned task and the work can
 /// outlive the request. When the key is already held, the request is answered
-/// `409 Conflict` with the same body as
+/// `409 Conflict` with the default body of
 /// [`SingleFlightLayer::reject`](crate::SingleFlightLayer::reject), including
 /// the holder's progress, and the handler does not run.
 ///
@@ -117,9 +117,11 @@ pub struct FromState;
 ///
 /// # Timeouts
 ///
-/// A task that hangs loses the key at the end of its lease; its guard is then
-/// stale and dropping it does nothing to the next holder.
-/// [`renew`](LeaseHandle::renew) keeps a live task's key.
+/// The lease ends at its TTL even if the task still runs: a task that hangs
+/// loses the key, and its guard's drop then does nothing to the next holder.
+/// A job that may run longer than the TTL must [`renew`](LeaseHandle::renew)
+/// its lease as it goes (and can stop when `renew` or `report` answers
+/// `false`).
 pub struct Flight<E: FlightKey, Source = FromExtensions> {
     value: E,
     guard: LeaseGuard<E::Key>,
@@ -154,7 +156,8 @@ impl<E: FlightKey, Source> Flight<E, Source> {
 
     /// Runs `job` in a spawned task that owns the lease, and frees the key
     /// when the task ends, whatever way it ends and whatever `job` keeps.
-    /// `job` receives a [`LeaseHandle`], to report progress or renew.
+    /// `job` receives a [`LeaseHandle`], to report progress or renew: the
+    /// lease still ends at its TTL unless renewed.
     ///
     /// # Panics
     ///
@@ -298,7 +301,8 @@ impl fmt::Display for MissingTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Missing single-flight table: no `Flights<{}>` in request extensions. \
+            "Missing single-flight table: no `Flights<{}>` (with the default `()` \
+             value type) in request extensions. \
              Is it added with `.layer(axum::Extension(flights))`? \
              (Or keep it in the router state and extract `Flight<_, FromState>`.)",
             self.key_type

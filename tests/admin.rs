@@ -115,3 +115,25 @@ async fn shared_calls_are_listed_with_their_waiters() {
     assert_eq!(listing.json()["calls"][0]["key"], "f1/p1");
     assert_eq!(listing.json()["calls"][0]["waiters"], 2);
 }
+
+/// A key whose `Display` can collide: `("a/b", "c")` and `("a", "b/c")`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Pair(&'static str, &'static str);
+
+impl fmt::Display for Pair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_key_is_refused_not_guessed() {
+    let flights: Flights<Pair> = Flights::new();
+    let app = Router::new().nest("/admin", admin::router(flights.clone()));
+    let _one = flights.try_acquire(Pair("a/b", "c"), TTL).await.unwrap();
+    let _two = flights.try_acquire(Pair("a", "b/c"), TTL).await.unwrap();
+    let reply = send(&app, request("DELETE", "/admin/flights/a/b/c")).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.json()["status"], "ambiguous");
+    assert_eq!(flights.holders().await.len(), 2, "nothing was released");
+}

@@ -83,8 +83,11 @@ impl<K: 'static> Deref for LeaseGuard<K> {
 impl<K: 'static> Drop for LeaseGuard<K> {
     fn drop(&mut self) {
         let LeaseHandle { table, key, lease } = &self.handle;
-        table.store.release(key, *lease);
-        table.history.record(key, self.acquired.elapsed());
+        // Only runs that ended while holding their key say how long runs
+        // take; a hung or force-released one would skew `Retry-After`.
+        if table.store.release(key, *lease) {
+            table.history.record(key, self.acquired.elapsed());
+        }
         table.stats.lease_dropped();
         tracing::debug!(generation = lease.generation(), "lease released");
     }

@@ -173,11 +173,13 @@ pub trait LeaseStore<K>: Send + Sync + 'static {
     /// the current holding (expired, released, or taken over).
     fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool>;
 
-    /// Frees the key if `lease` still holds it.
+    /// Frees the key if `lease` still holds it, and says so: `false` for a
+    /// stale holding (expired, force-released, taken over), whose entry the
+    /// store may keep so that the next generation follows on.
     ///
     /// Called from `Drop`, so it must not block: a remote store sends the
-    /// release from a spawned task.
-    fn release(&self, key: &K, lease: LeaseId);
+    /// release from a spawned task and answers `false` (unknown).
+    fn release(&self, key: &K, lease: LeaseId) -> bool;
 
     /// The current, unexpired holder of the key.
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>>;
@@ -188,11 +190,11 @@ pub trait LeaseStore<K>: Send + Sync + 'static {
     /// Every key held now, with its holder.
     fn list(&self) -> StoreFuture<Vec<(K, Holder)>>;
 
-    /// Ends the current holding of the key at once, whoever holds it, and
-    /// returns it. The old holder's guard is stale from then on: its renewals
-    /// fail and its drop frees nothing; the next holder's generation follows
-    /// on from the released one.
-    fn force_release(&self, key: &K) -> StoreFuture<Option<Holder>>;
+    /// Ends the current holding of the key at once and returns it; with
+    /// `only`, only if that is the holding. The old holder's guard is stale
+    /// from then on: its renewals fail and its drop frees nothing; the next
+    /// holder's generation follows on from the released one.
+    fn force_release(&self, key: &K, only: Option<LeaseId>) -> StoreFuture<Option<Holder>>;
 }
 
 /// A shared store is a store: keep an `Arc` to look at it while a table uses it.
@@ -205,8 +207,8 @@ impl<K, S: LeaseStore<K>> LeaseStore<K> for std::sync::Arc<S> {
         (**self).renew(key, lease, ttl)
     }
 
-    fn release(&self, key: &K, lease: LeaseId) {
-        (**self).release(key, lease);
+    fn release(&self, key: &K, lease: LeaseId) -> bool {
+        (**self).release(key, lease)
     }
 
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
@@ -221,8 +223,8 @@ impl<K, S: LeaseStore<K>> LeaseStore<K> for std::sync::Arc<S> {
         (**self).list()
     }
 
-    fn force_release(&self, key: &K) -> StoreFuture<Option<Holder>> {
-        (**self).force_release(key)
+    fn force_release(&self, key: &K, only: Option<LeaseId>) -> StoreFuture<Option<Holder>> {
+        (**self).force_release(key, only)
     }
 }
 

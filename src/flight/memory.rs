@@ -22,13 +22,20 @@ use super::{
 /// Leases kept in this process, in a mutex-guarded map.
 ///
 /// Expiry is lazy: an expired holding is treated as free by every call and
-/// replaced by the next `acquire`; its entry goes when its holder drops or
-/// somebody takes the key, so a hung holder costs one entry, no timer. A
-/// forced release is an expiry now.
+/// replaced by the next `acquire`, so a hung holder costs one entry, no timer.
+/// A forced release is an expiry now. An expired entry stays as a tombstone
+/// (so that the next holder's generation follows on) until the key is taken
+/// again or, ten minutes after its expiry, a periodic sweep removes it.
 pub struct MemoryStore<K> {
     entries: Mutex<HashMap<K, Holder>>,
     next_token: AtomicU64,
 }
+
+/// How long an expired entry keeps the key's generation count.
+const TOMBSTONE: Duration = Duration::from_secs(600);
+
+/// Every this many acquisitions, old tombstones are swept.
+const SWEEP_EVERY: u64 = 1024;
 
 impl<K> MemoryStore<K> {
     /// An empty store.
@@ -79,6 +86,9 @@ where
             None => 1,
         };
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        if token % SWEEP_EVERY == 0 {
+            entries.retain(|_, holder| holder.expires_at() + TOMBSTONE > now);
+        }
         let lease = LeaseId::new(generation, token);
         entries.insert(key.clone(), Holder::new(lease, now, deadline(now, ttl)));
         StoreFuture::ready(Ok(lease))
@@ -97,14 +107,16 @@ where
         StoreFuture::ready(renewed)
     }
 
-    fn release(&self, key: &K, lease: LeaseId) {
+    fn release(&self, key: &K, lease: LeaseId) -> bool {
+        let now = Instant::now();
         let mut entries = lock(&self.entries);
-        if entries
+        let current = entries
             .get(key)
-            .is_some_and(|holder| holder.lease() == lease)
-        {
+            .is_some_and(|holder| holder.lease() == lease && holder.expires_at() > now);
+        if current {
             entries.remove(key);
         }
+        current
     }
 
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
@@ -143,12 +155,13 @@ where
         StoreFuture::ready(held)
     }
 
-    fn force_release(&self, key: &K) -> StoreFuture<Option<Holder>> {
+    fn force_release(&self, key: &K, only: Option<LeaseId>) -> StoreFuture<Option<Holder>> {
         let now = Instant::now();
         let mut entries = lock(&self.entries);
         let released = entries
             .get_mut(key)
             .filter(|holder| holder.expires_at() > now)
+            .filter(|holder| only.is_none_or(|lease| holder.lease() == lease))
             .map(|holder| {
                 // Kept, expired, so that the next holder's generation follows
                 // on; the entry goes when the old guard drops or the key is
@@ -213,7 +226,7 @@ mod tests {
         let new = acquire(&store, "k").await.unwrap();
 
         assert!(!store.renew(&"k", old, TTL).await);
-        store.release(&"k", old);
+        assert!(!store.release(&"k", old));
         assert_eq!(store.holder(&"k").await.map(|h| h.lease()), Some(new));
     }
 
@@ -221,15 +234,15 @@ mod tests {
     async fn tokens_are_never_reused_after_the_key_is_freed() {
         let store = MemoryStore::new();
         let first = acquire(&store, "k").await.unwrap();
-        store.release(&"k", first);
+        assert!(store.release(&"k", first));
         let second = acquire(&store, "k").await.unwrap();
         assert_eq!(second.generation(), first.generation());
         assert_ne!(second, first);
 
         // The first holder's late release must not free the second holding.
-        store.release(&"k", first);
+        assert!(!store.release(&"k", first));
         assert!(store.holder(&"k").await.is_some());
-        store.release(&"k", second);
+        assert!(store.release(&"k", second));
         assert!(store.is_empty());
     }
 
@@ -246,11 +259,14 @@ mod tests {
     async fn a_forced_release_locks_the_old_holder_out() {
         let store = MemoryStore::new();
         let old = acquire(&store, "k").await.unwrap();
-        let released = store.force_release(&"k").await.unwrap();
+        let someone_else = LeaseId::new(1, u64::MAX);
+        let refused = store.force_release(&"k", Some(someone_else)).await;
+        assert!(refused.is_none(), "only the holding the caller named");
+        let released = store.force_release(&"k", Some(old)).await.unwrap();
         assert_eq!(released.lease(), old);
         assert!(store.holder(&"k").await.is_none());
         assert!(
-            store.force_release(&"k").await.is_none(),
+            store.force_release(&"k", None).await.is_none(),
             "nothing left to release"
         );
 
@@ -258,8 +274,39 @@ mod tests {
         assert_eq!(new.generation(), 2, "the generation follows on");
         assert!(!store.renew(&"k", old, TTL).await);
         assert!(!store.set_progress(&"k", old, Progress::steps(1, 2)).await);
-        store.release(&"k", old);
+        assert!(!store.release(&"k", old));
         assert_eq!(store.holder(&"k").await.map(|h| h.lease()), Some(new));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_holder_leaving_first_keeps_the_generation_count() {
+        let store = MemoryStore::new();
+        let forced = acquire(&store, "forced").await.unwrap();
+        store.force_release(&"forced", None).await;
+        assert!(
+            !store.release(&"forced", forced),
+            "it no longer held the key"
+        );
+        assert_eq!(acquire(&store, "forced").await.unwrap().generation(), 2);
+
+        let hung = acquire(&store, "hung").await.unwrap();
+        tokio::time::advance(TTL).await;
+        assert!(!store.release(&"hung", hung));
+        assert_eq!(acquire(&store, "hung").await.unwrap().generation(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_tombstones_are_swept() {
+        let store = MemoryStore::new();
+        // Tokens 1 to SWEEP_EVERY - 1 leave tombstones; token SWEEP_EVERY sweeps.
+        for key in 1..SWEEP_EVERY {
+            let lease = store.acquire(&key, TTL).await.unwrap();
+            store.force_release(&key, None).await;
+            assert!(!store.release(&key, lease));
+        }
+        tokio::time::advance(TOMBSTONE + Duration::from_secs(1)).await;
+        store.acquire(&u64::MAX, TTL).await.unwrap();
+        assert_eq!(store.len(), 1, "only the live holding is left");
     }
 
     #[tokio::test(start_paused = true)]

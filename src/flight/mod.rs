@@ -194,9 +194,9 @@ where
     }
 
     /// Takes the key for `ttl` and runs `job` in a spawned task that owns the
-    /// lease: the key is held until the job ends, fails, panics or is aborted
-    /// (or the lease expires), whatever `job` keeps. `job` receives a
-    /// [`LeaseHandle`], to report progress or renew.
+    /// lease: the key is held until the job ends, fails, panics or is aborted,
+    /// whatever `job` keeps, or until the lease ends: `job` receives a
+    /// [`LeaseHandle`], to report progress and to renew a long run.
     ///
     /// Resolves to the task's handle, or to the holder when the key is held.
     ///
@@ -255,7 +255,13 @@ where
     /// out (its renewals fail, its drop frees nothing); the next holder gets
     /// the next generation.
     pub fn force_release(&self, key: &K) -> StoreFuture<Option<Holder>> {
-        self.table.store.force_release(key)
+        self.table.store.force_release(key, None)
+    }
+
+    /// Like [`force_release`](Self::force_release), but only if `lease` is
+    /// still the holding: for an operator who decided on what they saw.
+    pub fn force_release_if(&self, key: &K, lease: LeaseId) -> StoreFuture<Option<Holder>> {
+        self.table.store.force_release(key, Some(lease))
     }
 
     /// The shared calls running now.

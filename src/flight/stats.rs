@@ -34,7 +34,8 @@ pub struct FlightStats {
     pub overloaded: u64,
     /// Shared flights running now.
     pub in_flight: usize,
-    /// Lease guards alive now.
+    /// Lease guards alive now, current or stale (a hung guard whose lease
+    /// expired counts until it is dropped).
     pub leases_held: usize,
 }
 

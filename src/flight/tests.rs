@@ -285,3 +285,22 @@ async fn a_guard_moves_into_a_task_and_a_panic_there_frees_the_key() {
     assert!(task.await.unwrap_err().is_panic());
     assert!(flights.try_acquire("job".to_owned(), TTL).await.is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_runs_that_ended_holding_their_key_inform_retry_after() {
+    let ttl = Duration::from_secs(7200);
+    let flights: Flights<&str> = Flights::new();
+    for _ in 0..4 {
+        let run = flights.try_acquire("k", ttl).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(run);
+    }
+    let hung = flights.try_acquire("k", ttl).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    flights.force_release(&"k").await.unwrap();
+    let _new = flights.try_acquire("k", ttl).await.unwrap();
+    drop(hung);
+
+    let holder = flights.holder(&"k").await.unwrap();
+    assert_eq!(flights.retry_hint(&"k", &holder), Duration::from_secs(10));
+}
