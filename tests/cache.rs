@@ -352,3 +352,41 @@ async fn answers_can_be_invalidated() {
     cache.run_pending_tasks();
     assert_eq!(send(&app, get("/item?page=2")).await.text(), "6");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_answer_is_served_only_to_requests_it_varies_with() {
+    let runs = Runs::default();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/hello",
+                routing::get(move |headers: HeaderMap| async move {
+                    runs.bump();
+                    let language = headers
+                        .get(header::ACCEPT_LANGUAGE)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or("en")
+                        .to_owned();
+                    ([(header::VARY, "accept-language")], language)
+                }),
+            )
+            .layer(cached(CacheConfig::new()))
+    };
+    let in_language = |language: &'static str| {
+        let mut request = get("/hello");
+        request
+            .headers_mut()
+            .insert(header::ACCEPT_LANGUAGE, language.parse().unwrap());
+        request
+    };
+    assert_eq!(send(&app, in_language("fr")).await.text(), "fr");
+    let french = send(&app, in_language("fr")).await;
+    assert_eq!(
+        (french.text(), french.role),
+        ("fr", Some(FlightRole::CacheHit))
+    );
+    let german = send(&app, in_language("de")).await;
+    assert_eq!(german.text(), "de", "never the French answer");
+    assert_eq!(runs.get(), 2);
+}

@@ -52,6 +52,11 @@ impl CachedResponse {
         self.windows.at(self.stored_at, now)
     }
 
+    /// Whether a request with these headers may have it (its `Vary`).
+    pub(crate) fn fits(&self, request: &http::HeaderMap) -> bool {
+        self.response.fits(request)
+    }
+
     /// Whether a refresh may be tried now (not backing off after a failure).
     pub(crate) fn may_refresh(&self, now: Instant) -> bool {
         self.retry_at.is_none_or(|retry_at| now >= retry_at)

@@ -495,6 +495,9 @@ where
     let answer = match cache.lookup(key, now) {
         Lookup::Pass => return Consulted::Pass,
         Lookup::Miss => return ask(None),
+        // Stored for a request that differs in a header the answer varies
+        // on: not this request's answer.
+        Lookup::Answer(answer) if !answer.fits(request.headers()) => return ask(None),
         Lookup::Answer(answer) => answer,
     };
     let counters = cache.counters();
