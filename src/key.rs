@@ -203,6 +203,12 @@ impl Identity {
     pub(crate) fn is_anonymous(&self) -> bool {
         self.values.is_empty()
     }
+
+    /// The bytes of its header values.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.values.iter().map(|(_, value)| value.len()).sum()
+    }
 }
 
 /// The key share mode coalesces on: the user's key, kept apart by method kind

@@ -20,6 +20,18 @@ pub(crate) enum Unshareable {
     TooLarge,
     BodyFailed,
     ServiceError,
+    /// A `5xx` that could not be shared: a failure all the same.
+    ServerError,
+}
+
+impl Unshareable {
+    /// Whether the origin failed (rather than answered something private).
+    pub(crate) fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Self::ServiceError | Self::BodyFailed | Self::ServerError
+        )
+    }
 }
 
 impl fmt::Display for Unshareable {
@@ -33,6 +45,7 @@ impl fmt::Display for Unshareable {
             Self::TooLarge => "response body exceeds the buffer cap",
             Self::BodyFailed => "response body failed",
             Self::ServiceError => "inner service failed",
+            Self::ServerError => "server error not shareable",
         })
     }
 }

@@ -49,14 +49,15 @@ impl BufferedResponse {
         &self.parts
     }
 
+    /// Roughly what it keeps on the heap: body, headers, trailers.
     #[cfg_attr(not(feature = "cache"), allow(dead_code))]
-    pub(crate) fn headers(&self) -> &HeaderMap {
-        &self.parts.headers
-    }
-
-    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
-    pub(crate) fn body_len(&self) -> usize {
-        self.data.len()
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let headers = |map: &HeaderMap| -> usize {
+            map.iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 32)
+                .sum()
+        };
+        self.data.len() + headers(&self.parts.headers) + self.trailers.as_ref().map_or(0, headers)
     }
 
     /// Whether a follower that sent these request headers may have a copy.

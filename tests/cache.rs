@@ -4,7 +4,7 @@ mod common;
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering::SeqCst},
+        atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
         Arc,
     },
     time::Duration,
@@ -15,7 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing, Router,
 };
-use common::{count, get, played, request, send, send_all, Runs};
+use common::{count, get, played, request, send, send_all, spawn, Runs};
 use tokio::time::{sleep, Instant};
 use tower_singleflight::{CacheConfig, FlightRole, ShareLayer, SingleFlightLayer};
 
@@ -389,4 +389,223 @@ async fn a_cached_answer_is_served_only_to_requests_it_varies_with() {
     let german = send(&app, in_language("de")).await;
     assert_eq!(german.text(), "de", "never the French answer");
     assert_eq!(runs.get(), 2);
+}
+
+/// `GET /total`: run 1 answers 200; afterwards, while `failing`, a `503`
+/// with `Cache-Control: no-store` (what many error pages send).
+fn flaky_no_store(
+    layer: ShareLayer,
+    runs: &Runs,
+    failing: &Arc<AtomicBool>,
+    slow: Duration,
+) -> Router {
+    let (runs, failing) = (runs.clone(), failing.clone());
+    Router::new()
+        .route(
+            "/total",
+            routing::get(move || async move {
+                let run = runs.bump();
+                sleep(if run == 1 { WORK } else { slow }).await;
+                if failing.load(SeqCst) {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::CACHE_CONTROL, "no-store")],
+                        "down",
+                    )
+                        .into_response();
+                }
+                format!("run {run}").into_response()
+            }),
+        )
+        .layer(layer)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_5xx_no_store_still_serves_stale_if_error() {
+    let (runs, failing) = (Runs::default(), Arc::new(AtomicBool::new(false)));
+    let config = CacheConfig::new()
+        .ttl(Duration::from_secs(1))
+        .stale_if_error(Duration::from_secs(30));
+    let app = flaky_no_store(
+        SingleFlightLayer::share().cache(config),
+        &runs,
+        &failing,
+        WORK,
+    );
+    assert_eq!(send(&app, get("/total")).await.text(), "run 1");
+    failing.store(true, SeqCst);
+    sleep(Duration::from_millis(1500)).await;
+    let during = send_all(&app, (0..10).map(|_| get("/total"))).await;
+    assert_eq!(count(&during, StatusCode::OK), 10, "stale copy, not 503");
+    assert!(runs.get() <= 2, "{} origin calls", runs.get());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_background_refresh_with_no_store_keeps_the_stale_copy() {
+    let (runs, failing) = (Runs::default(), Arc::new(AtomicBool::new(false)));
+    let config = CacheConfig::new()
+        .ttl(Duration::from_secs(1))
+        .stale_while_revalidate(Duration::from_secs(10))
+        .stale_if_error(Duration::from_secs(30));
+    let app = flaky_no_store(
+        SingleFlightLayer::share().cache(config),
+        &runs,
+        &failing,
+        WORK,
+    );
+    send(&app, get("/total")).await;
+    failing.store(true, SeqCst);
+    sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        send(&app, get("/total")).await.role,
+        Some(FlightRole::Stale)
+    );
+    sleep(Duration::from_millis(300)).await; // the refresh got its 503
+    let next = send(&app, get("/total")).await;
+    assert_eq!((next.status, next.text()), (StatusCode::OK, "run 1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_serves_the_stale_copy_not_504() {
+    let (runs, failing) = (Runs::default(), Arc::new(AtomicBool::new(false)));
+    let layer = SingleFlightLayer::share()
+        .max_wait(Duration::from_millis(100))
+        .cache(
+            CacheConfig::new()
+                .ttl(Duration::from_secs(1))
+                .stale_if_error(Duration::from_secs(30)),
+        );
+    let app = flaky_no_store(layer, &runs, &failing, Duration::from_secs(5));
+    send(&app, get("/total")).await;
+    sleep(Duration::from_millis(1500)).await;
+    let reply = send(&app, get("/total")).await;
+    assert_eq!((reply.status, reply.text()), (StatusCode::OK, "run 1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn backing_off_leaves_the_origin_alone() {
+    let (runs, failing) = (Runs::default(), Arc::new(AtomicBool::new(false)));
+    let app = {
+        let (runs, failing) = (runs.clone(), failing.clone());
+        Router::new()
+            .route(
+                "/total",
+                routing::get(move || async move {
+                    let run = runs.bump();
+                    sleep(WORK).await;
+                    if failing.load(SeqCst) {
+                        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                    }
+                    format!("run {run}").into_response()
+                }),
+            )
+            .layer(
+                SingleFlightLayer::share().cache(
+                    CacheConfig::new()
+                        .ttl(Duration::from_secs(2))
+                        .stale_while_revalidate(Duration::from_secs(30)),
+                ),
+            )
+    };
+    send(&app, get("/total")).await;
+    failing.store(true, SeqCst);
+    sleep(Duration::from_millis(2100)).await;
+    send(&app, get("/total")).await; // refresh -> 500 -> back off 2 s
+    sleep(Duration::from_millis(300)).await;
+    for _ in 0..4 {
+        assert_eq!(send(&app, get("/total")).await.text(), "run 1");
+        sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(runs.get(), 2, "the origin was called during the back-off");
+}
+
+/// moka evicts on its own clock, which Tokio cannot pause: this one runs on
+/// real time, with a second of margin either side.
+#[tokio::test]
+async fn a_refreshed_answer_is_not_evicted_by_the_old_expiry() {
+    let runs = Runs::default();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/t",
+                routing::get(move || async move { format!("run {}", runs.bump()) }),
+            )
+            .layer(
+                SingleFlightLayer::share().cache(
+                    CacheConfig::new()
+                        .ttl(Duration::from_secs(3))
+                        .stale_while_revalidate(Duration::from_millis(500)),
+                ),
+            )
+    };
+    send(&app, get("/t")).await;
+    sleep(Duration::from_millis(3100)).await;
+    assert_eq!(send(&app, get("/t")).await.role, Some(FlightRole::Stale));
+    sleep(Duration::from_millis(100)).await; // refreshed in place: fresh till ~6.1 s
+    assert_eq!(runs.get(), 2);
+    sleep(Duration::from_millis(1800)).await; // t = 5.0 s
+    let reply = send(&app, get("/t")).await;
+    assert_eq!((reply.role, runs.get()), (Some(FlightRole::CacheHit), 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_byte_bound_counts_keys() {
+    let layer = SingleFlightLayer::share().cache(CacheConfig::new().max_bytes(64 * 1024));
+    let app = Router::new()
+        .route("/x", routing::get(|| async { "x" }))
+        .layer(layer.clone());
+    for n in 0..200 {
+        let mut req = get("/x");
+        let cookie = format!("s={n}{}", "a".repeat(16 * 1024));
+        req.headers_mut()
+            .insert(header::COOKIE, cookie.parse().unwrap());
+        send(&app, req).await;
+    }
+    let cache = layer.response_cache().unwrap();
+    cache.run_pending_tasks();
+    let held = cache.entry_count() * 16 * 1024;
+    assert!(
+        held <= 64 * 1024,
+        "{} entries hold >= {held} bytes of keys",
+        cache.entry_count()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_in_flight_during_a_write_is_not_stored() {
+    let version = Arc::new(AtomicUsize::new(1));
+    let layer = SingleFlightLayer::share().cache(CacheConfig::new().invalidate_on_write(true));
+    let app = {
+        let (read, write) = (version.clone(), version.clone());
+        Router::new()
+            .route(
+                "/item",
+                routing::get(move || async move {
+                    let seen = read.load(SeqCst);
+                    sleep(WORK).await;
+                    seen.to_string()
+                })
+                .post(move || async move {
+                    write.store(2, SeqCst);
+                    StatusCode::NO_CONTENT
+                }),
+            )
+            .layer(layer.clone())
+    };
+    let reading = spawn(&app, get("/item"));
+    sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        send(&app, request("POST", "/item")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(reading.await.unwrap().text(), "1");
+    layer.response_cache().unwrap().run_pending_tasks();
+    let after = send(&app, get("/item")).await;
+    assert_eq!(
+        after.text(),
+        "2",
+        "served {:?} data from before the write",
+        after.role
+    );
 }

@@ -15,6 +15,7 @@ pub(crate) fn windows(parts: &Parts, config: &CacheConfig) -> Option<Windows> {
     }
     let mut max_age = None;
     let mut s_maxage = None;
+    let mut must_revalidate = false;
     let mut windows = Windows {
         fresh: config.ttl,
         stale_while_revalidate: config.stale_while_revalidate,
@@ -25,6 +26,11 @@ pub(crate) fn windows(parts: &Parts, config: &CacheConfig) -> Option<Windows> {
         let seconds = || value.and_then(seconds);
         if name.eq_ignore_ascii_case(b"no-cache") {
             return None;
+        } else if name.eq_ignore_ascii_case(b"must-revalidate")
+            || name.eq_ignore_ascii_case(b"proxy-revalidate")
+        {
+            // Never served stale: not while revalidating, not on error.
+            must_revalidate = true;
         } else if name.eq_ignore_ascii_case(b"max-age") {
             max_age = seconds();
         } else if name.eq_ignore_ascii_case(b"s-maxage") {
@@ -38,6 +44,10 @@ pub(crate) fn windows(parts: &Parts, config: &CacheConfig) -> Option<Windows> {
     // A shared cache reads `s-maxage` first; either may only shorten our TTL.
     if let Some(age) = s_maxage.or(max_age) {
         windows.fresh = windows.fresh.min(age);
+    }
+    if must_revalidate {
+        windows.stale_while_revalidate = Duration::ZERO;
+        windows.stale_if_error = Duration::ZERO;
     }
     let windows = windows.jittered(config.jitter);
     (!windows.lifetime().is_zero()).then_some(windows)
@@ -109,6 +119,14 @@ mod tests {
         let windows = windows(&parts(200, cc), &config()).unwrap();
         assert_eq!(windows.stale_while_revalidate, Duration::from_secs(9));
         assert_eq!(windows.stale_if_error, Duration::from_secs(99));
+    }
+
+    #[test]
+    fn must_revalidate_is_never_served_stale() {
+        let cc = Some("max-age=5, must-revalidate, stale-while-revalidate=60");
+        let windows = windows(&parts(200, cc), &config()).unwrap();
+        assert_eq!(windows.fresh, Duration::from_secs(5));
+        assert_eq!(windows.lifetime(), Duration::from_secs(5));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{
     hash::Hash,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Arc, PoisonError, RwLock,
+        Arc,
     },
     time::Duration,
 };
@@ -73,59 +73,8 @@ impl CachedResponse {
     }
 
     fn weight(&self) -> u32 {
-        let headers: usize = self
-            .response
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len())
-            .sum();
-        // The map, the entry and its key: a fixed allowance.
-        let bytes = self.response.body_len() + headers + 256;
+        let bytes = self.response.heap_bytes() + self.target.path.len() + 256;
         u32::try_from(bytes).unwrap_or(u32::MAX)
-    }
-}
-
-/// A key's place in the cache. A refresh swaps what it holds in place: moka
-/// replacing an entry lets a concurrent read miss it, which would send that
-/// read to the origin at the very moment the fresh answer lands.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    held: RwLock<Stored>,
-}
-
-impl Slot {
-    fn new(stored: Stored) -> Self {
-        Self {
-            held: RwLock::new(stored),
-        }
-    }
-
-    fn get(&self) -> Stored {
-        self.held
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set(&self, stored: Stored) {
-        *self.held.write().unwrap_or_else(PoisonError::into_inner) = stored;
-    }
-
-    fn weight(&self) -> u32 {
-        match self.get() {
-            Stored::Answer(answer) => answer.weight(),
-            Stored::Pass(_) => 64,
-        }
-    }
-
-    /// How long what it holds is worth keeping, from now.
-    fn useful_for(&self) -> Duration {
-        let now = Instant::now();
-        let until = match self.get() {
-            Stored::Answer(answer) => answer.stored_at + answer.windows.lifetime(),
-            Stored::Pass(until) => until,
-        };
-        until.saturating_duration_since(now) + Duration::from_secs(1)
     }
 }
 
@@ -159,9 +108,13 @@ pub struct ResponseCache<K> {
 }
 
 struct Inner<K> {
-    store: Cache<ShareKey<K>, Arc<Slot>>,
+    store: Cache<ShareKey<K>, Stored>,
     config: CacheConfig,
     stats: Arc<Counters>,
+    /// Bumped by every invalidation: an answer fetched across one is not
+    /// stored, so a read in flight during a write cannot bring back the old
+    /// data.
+    invalidations: AtomicU64,
 }
 
 /// What a [`ResponseCache`] did, counted since it was made.
@@ -192,30 +145,53 @@ pub(crate) struct Counters {
 }
 
 /// moka evicts on its own (wall) clock; freshness is decided on Tokio's.
-/// A slot is kept for as long as what it holds is useful, plus a margin.
+/// An entry is kept for as long as what it holds is useful, plus a margin;
+/// a refresh re-arms it.
 struct Lifetime;
 
-impl<K> Expiry<ShareKey<K>, Arc<Slot>> for Lifetime {
+impl Stored {
+    fn useful_for(&self) -> Duration {
+        let until = match self {
+            Stored::Answer(answer) => answer.stored_at + answer.windows.lifetime(),
+            Stored::Pass(until) => *until,
+        };
+        until.saturating_duration_since(Instant::now()) + Duration::from_secs(1)
+    }
+}
+
+impl<K> Expiry<ShareKey<K>, Stored> for Lifetime {
     fn expire_after_create(
         &self,
         _key: &ShareKey<K>,
-        slot: &Arc<Slot>,
+        stored: &Stored,
         _now: std::time::Instant,
     ) -> Option<Duration> {
-        Some(slot.useful_for())
+        Some(stored.useful_for())
     }
 
-    fn expire_after_read(
+    fn expire_after_update(
         &self,
         _key: &ShareKey<K>,
-        slot: &Arc<Slot>,
+        stored: &Stored,
         _now: std::time::Instant,
         _current: Option<Duration>,
-        _last_modified_at: std::time::Instant,
     ) -> Option<Duration> {
-        // Refreshed in place: what it holds now decides.
-        Some(slot.useful_for())
+        Some(stored.useful_for())
     }
+}
+
+/// The bytes an entry costs: its answer, and the parts of its key a client
+/// controls (identity headers can be kilobytes).
+fn weigh<K>(key: &ShareKey<K>, stored: &Stored) -> u32 {
+    let key_bytes = key.host.as_ref().map_or(0, |host| host.len())
+        + key.identity.as_ref().map_or(0, |identity| identity.len());
+    let stored_bytes = match stored {
+        Stored::Answer(answer) => answer.weight(),
+        Stored::Pass(_) => 64,
+    };
+    u32::try_from(key_bytes + 64)
+        .unwrap_or(u32::MAX)
+        .saturating_add(stored_bytes)
 }
 
 impl<K> ResponseCache<K>
@@ -225,7 +201,7 @@ where
     pub(crate) fn new(config: CacheConfig) -> Self {
         let store = Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|_key, slot: &Arc<Slot>| slot.weight())
+            .weigher(weigh)
             .expire_after(Lifetime)
             .support_invalidation_closures()
             .build();
@@ -234,6 +210,7 @@ where
                 store,
                 config,
                 stats: Arc::default(),
+                invalidations: AtomicU64::new(0),
             }),
         }
     }
@@ -245,7 +222,7 @@ where
     /// Looks the key up; counts what it found.
     pub(crate) fn lookup(&self, key: &ShareKey<K>, now: Instant) -> Lookup {
         let stats = &self.inner.stats;
-        match self.inner.store.get(key).map(|slot| slot.get()) {
+        match self.inner.store.get(key) {
             Some(Stored::Answer(answer)) => Lookup::Answer(answer),
             Some(Stored::Pass(until)) if now < until => {
                 stats.passes.fetch_add(1, Relaxed);
@@ -258,6 +235,24 @@ where
         }
     }
 
+    /// A fresh answer for a request with these headers, if stored: for a
+    /// leader, in case another flight stored one since its lookup. Not
+    /// counted.
+    pub(crate) fn fresh(
+        &self,
+        key: &ShareKey<K>,
+        request: &http::HeaderMap,
+    ) -> Option<Arc<BufferedResponse>> {
+        match self.inner.store.get(key)? {
+            Stored::Answer(answer)
+                if answer.freshness(Instant::now()) == Freshness::Fresh && answer.fits(request) =>
+            {
+                Some(Arc::clone(&answer.response))
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn count_hit(&self) {
         self.inner.stats.hits.fetch_add(1, Relaxed);
     }
@@ -267,8 +262,24 @@ where
         Arc::clone(&self.inner.stats)
     }
 
-    /// Stores a shareable answer if its status and `Cache-Control` allow.
-    pub(crate) fn store(&self, key: ShareKey<K>, response: &Arc<BufferedResponse>, target: Target) {
+    /// A mark to give [`store`](Self::store): answers fetched across an
+    /// invalidation are not stored.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.inner.invalidations.load(Relaxed)
+    }
+
+    /// Stores a shareable answer if its status and `Cache-Control` allow, and
+    /// nothing was invalidated since `epoch`.
+    pub(crate) fn store(
+        &self,
+        key: ShareKey<K>,
+        response: &Arc<BufferedResponse>,
+        target: Target,
+        epoch: u64,
+    ) {
+        if self.epoch() != epoch {
+            return;
+        }
         let Some(windows) = directives::windows(response.parts(), &self.inner.config) else {
             return;
         };
@@ -289,20 +300,14 @@ where
         self.put(key, Stored::Pass(until));
     }
 
-    /// Swaps what the key's slot holds, or makes the slot. A slot is made
-    /// anew only when the weight changes, so moka's byte count stays true.
     fn put(&self, key: ShareKey<K>, stored: Stored) {
-        let fresh = Slot::new(stored);
-        match self.inner.store.get(&key) {
-            Some(slot) if slot.weight() == fresh.weight() => slot.set(fresh.get()),
-            _ => self.inner.store.insert(key, Arc::new(fresh)),
-        }
+        self.inner.store.insert(key, stored);
     }
 
     /// After a failed refresh: keep serving the stale answer, and try again
     /// only after another TTL, not on every request.
     pub(crate) fn back_off(&self, key: ShareKey<K>) {
-        let Some(Stored::Answer(stale)) = self.inner.store.get(&key).map(|slot| slot.get()) else {
+        let Some(Stored::Answer(stale)) = self.inner.store.get(&key) else {
             return;
         };
         let now = Instant::now();
@@ -322,7 +327,7 @@ where
     /// methods).
     pub(crate) fn invalidate_target(&self, target: &Target) {
         let target = target.clone();
-        self.invalidate_stored(move |_, slot| match slot.get() {
+        self.invalidate_stored(move |_, stored| match stored {
             Stored::Answer(answer) => answer.target == target,
             Stored::Pass(_) => false,
         });
@@ -342,13 +347,15 @@ where
 
     /// Drops every answer.
     pub fn invalidate_all(&self) {
+        self.inner.invalidations.fetch_add(1, Relaxed);
         self.inner.store.invalidate_all();
     }
 
     fn invalidate_stored(
         &self,
-        matches: impl Fn(&ShareKey<K>, &Arc<Slot>) -> bool + Send + Sync + 'static,
+        matches: impl Fn(&ShareKey<K>, &Stored) -> bool + Send + Sync + 'static,
     ) {
+        self.inner.invalidations.fetch_add(1, Relaxed);
         // Fails only without `support_invalidation_closures`, which `new` sets.
         if let Err(error) = self.inner.store.invalidate_entries_if(matches) {
             tracing::error!(%error, "cache invalidation failed");

@@ -64,6 +64,9 @@ pub struct ValueCache<K, V, E> {
 
 struct Inner<K, V, E> {
     store: Cache<K, Arc<StoredValue<V>>>,
+    /// Bumped by every invalidation: a value computed across one is not
+    /// stored.
+    invalidations: Arc<AtomicU64>,
     flights: Flights<K, Result<V, Arc<E>>>,
     windows: Windows,
     options: CallOptions,
@@ -238,6 +241,7 @@ where
                     .max_capacity(self.max_entries)
                     .time_to_live(lifetime)
                     .build(),
+                invalidations: Arc::default(),
                 flights: Flights::new(),
                 windows: self.windows,
                 options: self.options,
@@ -338,8 +342,10 @@ where
         }
     }
 
-    /// Drops the value stored for `key`.
+    /// Drops the value stored for `key`. A computation already running will
+    /// not store its (possibly older) result.
     pub async fn invalidate(&self, key: &K) {
+        self.inner.invalidations.fetch_add(1, Relaxed);
         self.inner.store.invalidate(key).await;
     }
 
@@ -380,20 +386,32 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let store = self.inner.store.clone();
+        let windows = self.inner.windows;
+        let invalidations = Arc::clone(&self.inner.invalidations);
+        let epoch = invalidations.load(Relaxed);
         let stats = Arc::clone(&self.inner.stats);
-        stats.computations.fetch_add(1, Relaxed);
-        let failure = CountFailure(Some(Arc::clone(&stats)));
         let work = compute();
         async move {
+            // Another computation may have stored a value since the caller
+            // looked; then this one has nothing to do.
+            if let Some(stored) = store.get(&key).await {
+                if windows.at(stored.stored_at, Instant::now()) == Freshness::Fresh {
+                    return Ok(stored.value.clone());
+                }
+            }
+            stats.computations.fetch_add(1, Relaxed);
+            let failure = CountFailure(Some(Arc::clone(&stats)));
             let result = work.await;
             match &result {
                 Ok(value) => {
-                    let stored = StoredValue {
-                        value: value.clone(),
-                        stored_at: Instant::now(),
-                    };
-                    store.insert(key, Arc::new(stored)).await;
                     failure.disarm();
+                    if invalidations.load(Relaxed) == epoch {
+                        let stored = StoredValue {
+                            value: value.clone(),
+                            stored_at: Instant::now(),
+                        };
+                        store.insert(key, Arc::new(stored)).await;
+                    }
                 }
                 Err(_) => drop(failure),
             }

@@ -46,20 +46,34 @@ where
     ResB: Body,
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
+    // Another flight may have stored an answer since this request looked.
+    if let Some(fresh) = fresh(&lead.store, request.headers()) {
+        return SharedOutcome::Response(fresh);
+    }
     // Kept to compare with followers if the response names them in `Vary`.
     let leader_headers = request.headers().clone();
     let response = match service.call(request).await {
         Ok(response) => response,
         Err(error) => {
             let _ = lead.private.send(Err(error));
+            back_off(&lead.store);
             return SharedOutcome::Unshareable(Unshareable::ServiceError);
         }
     };
     let (parts, body) = response.into_parts();
+    // A server error is never stored nor remembered as unshareable: a stale
+    // copy, if any, stands in for it.
+    let failed = parts.status.is_server_error();
+    if failed {
+        back_off(&lead.store);
+    }
     if let Err(reason) = policy::check(parts.status, &parts.headers, lead.private_ok) {
         let _ = lead
             .private
             .send(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
+        if failed {
+            return SharedOutcome::Unshareable(Unshareable::ServerError);
+        }
         remember_pass(&lead.store);
         return SharedOutcome::Unshareable(reason);
     }
@@ -71,14 +85,19 @@ where
                 trailers,
                 &leader_headers,
             ));
-            keep(&lead.store, &response);
+            if !failed {
+                keep(&lead.store, &response);
+            }
             return SharedOutcome::Response(response);
         }
         Collected::TooLarge { prefix, rest } => {
-            remember_pass(&lead.store);
+            if !failed {
+                remember_pass(&lead.store);
+            }
             (ResponseBody::resumed(prefix, rest), Unshareable::TooLarge)
         }
         Collected::Failed { prefix, error } => {
+            back_off(&lead.store);
             (ResponseBody::failed(prefix, error), Unshareable::BodyFailed)
         }
     };
@@ -93,6 +112,8 @@ pub(crate) use cached_store::Store;
 mod cached_store {
     use std::sync::Arc;
 
+    use http::HeaderMap;
+
     use crate::{
         cache::{ResponseCache, Target},
         key::ShareKey,
@@ -104,22 +125,26 @@ mod cached_store {
         pub(crate) cache: ResponseCache<K>,
         pub(crate) key: ShareKey<K>,
         pub(crate) target: Target,
+        /// The cache's invalidation count when the request looked it up.
+        pub(crate) epoch: u64,
     }
 
     impl<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static> Store<K> {
+        pub(crate) fn fresh(&self, request: &HeaderMap) -> Option<Arc<BufferedResponse>> {
+            self.cache.fresh(&self.key, request)
+        }
+
         pub(crate) fn keep(&self, response: &Arc<BufferedResponse>) {
-            if response.parts().status.is_server_error() {
-                // Never stored; a stale copy keeps serving, with a pause
-                // before the next attempt.
-                self.cache.back_off(self.key.clone());
-            } else {
-                let target = self.target.clone();
-                self.cache.store(self.key.clone(), response, target);
-            }
+            let (key, target) = (self.key.clone(), self.target.clone());
+            self.cache.store(key, response, target, self.epoch);
         }
 
         pub(crate) fn pass(&self) {
             self.cache.pass(self.key.clone());
+        }
+
+        pub(crate) fn back_off(&self) {
+            self.cache.back_off(self.key.clone());
         }
     }
 }
@@ -127,6 +152,14 @@ mod cached_store {
 /// Without the cache, there is nothing to store.
 #[cfg(not(feature = "cache"))]
 pub(crate) type Store<K> = std::marker::PhantomData<K>;
+
+#[cfg(feature = "cache")]
+fn fresh<K>(store: &Option<Store<K>>, request: &http::HeaderMap) -> Option<Arc<BufferedResponse>>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    store.as_ref()?.fresh(request)
+}
 
 #[cfg(feature = "cache")]
 fn keep<K>(store: &Option<Store<K>>, response: &Arc<BufferedResponse>)
@@ -148,8 +181,26 @@ where
     }
 }
 
+#[cfg(feature = "cache")]
+fn back_off<K>(store: &Option<Store<K>>)
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    if let Some(store) = store {
+        store.back_off();
+    }
+}
+
+#[cfg(not(feature = "cache"))]
+fn fresh<K>(_: &Option<Store<K>>, _: &http::HeaderMap) -> Option<Arc<BufferedResponse>> {
+    None
+}
+
 #[cfg(not(feature = "cache"))]
 fn keep<K>(_: &Option<Store<K>>, _: &Arc<BufferedResponse>) {}
 
 #[cfg(not(feature = "cache"))]
 fn remember_pass<K>(_: &Option<Store<K>>) {}
+
+#[cfg(not(feature = "cache"))]
+fn back_off<K>(_: &Option<Store<K>>) {}

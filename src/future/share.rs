@@ -20,7 +20,6 @@ use crate::{
     flight::{Event, FlightError, Joined, Stats, Waiter},
     key::ShareKey,
     mode::Share,
-    policy::Unshareable,
     rejection,
     role::{mark, FlightRole},
     shared::SharedOutcome,
@@ -262,7 +261,11 @@ where
                             }
                             tracing::debug!(%role, "gave up waiting for the shared response");
                             record(this.stats, Event::TimedOut);
-                            respond(rejection::timed_out(), role)
+                            match stale.take() {
+                                // Better the stale copy than a timeout.
+                                Some(stale) => stale.serve(),
+                                None => respond(rejection::timed_out(), role),
+                            }
                         }
                     }
                 }
@@ -355,10 +358,7 @@ where
         Err(FlightError::Panicked | FlightError::TimedOut) => true,
         Ok(shared) => match &**shared {
             SharedOutcome::Response(response) => response.parts().status.is_server_error(),
-            SharedOutcome::Unshareable(reason) => {
-                matches!(reason, Unshareable::ServiceError | Unshareable::BodyFailed)
-                    && own.is_some()
-            }
+            SharedOutcome::Unshareable(reason) => reason.is_failure(),
         },
         Err(_) => false,
     };
@@ -475,6 +475,7 @@ where
         return Consulted::Ask(AskOrigin::nothing());
     };
     let now = tokio::time::Instant::now();
+    let epoch = cache.epoch();
     // Where the leader stores the origin's answer.
     let store = || {
         Some(Store {
@@ -484,6 +485,7 @@ where
                 host: key.host.clone(),
                 path: request.uri().path().to_owned(),
             },
+            epoch,
         })
     };
     let ask = |stale| {
@@ -506,15 +508,15 @@ where
             cache.count_hit();
             Consulted::Answer(answer.to_response(now), FlightRole::CacheHit)
         }
-        Freshness::Revalidate => {
-            counters.count_stale();
-            let store = answer.may_refresh(now).then(store).flatten();
-            Consulted::Revalidate(answer.to_response(now), store)
-        }
-        // Backing off after a failed refresh: the stale copy, at once.
-        Freshness::IfError if !answer.may_refresh(now) => {
+        // Backing off after a failed refresh: the stale copy, at once, and
+        // the origin left alone.
+        Freshness::Revalidate | Freshness::IfError if !answer.may_refresh(now) => {
             counters.count_stale();
             Consulted::Answer(answer.to_response(now), FlightRole::Stale)
+        }
+        Freshness::Revalidate => {
+            counters.count_stale();
+            Consulted::Revalidate(answer.to_response(now), store())
         }
         Freshness::IfError => ask(Some(StaleCopy { answer, counters })),
         Freshness::Expired => ask(None),
