@@ -432,6 +432,9 @@ where
     {
         let completion = self.completion.take().expect("a leader runs once");
         let lease = self.lease;
+        // Boxed once here, so that spawning moves a pointer, not the whole
+        // (often kilobytes large) future, several times over.
+        let work = Box::pin(work);
         let task = tokio::spawn(async move {
             let caught = AssertUnwindSafe(work).catch_unwind();
             let outcome = match tokio::time::timeout(lease, caught).await {

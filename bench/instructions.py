@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Instruction ratios of the layer to the bare route, from gungraun summaries.
+
+Run after `cargo bench --bench instructions -- --save-summary=json`:
+
+    python3 bench/instructions.py            # print the ratios
+    python3 bench/instructions.py --check    # also fail on a regression
+    python3 bench/instructions.py --update   # write them as the new baseline
+
+A ratio regresses when it exceeds its value in bench/baseline.json by more
+than 3%. Ratios, not raw counts, are compared: the bare route is measured in
+the same run, so a toolchain or dependency change moves both sides.
+"""
+
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BASELINE = ROOT / "bench" / "baseline.json"
+TOLERANCE = 0.03
+
+
+def summaries():
+    """Instruction counts by benchmark id, from the newest gungraun run."""
+    target = pathlib.Path(
+        __import__("os").environ.get("CARGO_TARGET_DIR", ROOT / "target")
+    )
+    home = target / "gungraun" / "tower-singleflight" / "instructions"
+    counts = {}
+    for path in sorted(home.glob("*/*/summary.json")):
+        summary = json.loads(path.read_text())
+        metrics = summary["profiles"][0]["data"]["total"]["metrics"]
+        counts[summary["id"]] = int(metrics["Ir"]["values"]["new"])
+    if "bare" not in counts:
+        sys.exit(f"no gungraun summaries under {home}: run the benchmark first")
+    return counts
+
+
+def main():
+    counts = summaries()
+    bare = counts["bare"]
+    ratios = {name: round(count / bare, 4) for name, count in counts.items() if name != "bare"}
+    print(f"{'benchmark':<22} {'instructions':>12} {'ratio to bare':>14}")
+    print(f"{'bare':<22} {bare:>12}")
+    for name, ratio in sorted(ratios.items()):
+        print(f"{name:<22} {counts[name]:>12} {ratio:>14.3f}")
+
+    if "--update" in sys.argv:
+        BASELINE.write_text(json.dumps({"ratios": ratios}, indent=2, sort_keys=True) + "\n")
+        print(f"baseline written to {BASELINE.relative_to(ROOT)}")
+        return
+    if "--check" in sys.argv:
+        baseline = json.loads(BASELINE.read_text())["ratios"]
+        failures = [
+            f"{name}: {ratios[name]:.3f} > {expected:.3f} + 3%"
+            for name, expected in baseline.items()
+            if name in ratios and ratios[name] > expected * (1 + TOLERANCE)
+        ]
+        missing = [name for name in baseline if name not in ratios]
+        for line in failures + [f"{name}: not measured" for name in missing]:
+            print(f"REGRESSION {line}")
+        if failures or missing:
+            sys.exit(1)
+        print(f"{len(baseline)} ratios within 3% of bench/baseline.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+//! Instruction counts (callgrind, through gungraun) of one request's trip
+//! through an axum router: bare, and behind each mode of the layer.
+//!
+//! Run with: cargo bench --bench instructions -- --save-summary=json
+//! (needs `cargo install gungraun-runner@0.20.0` and valgrind), then
+//! `python3 bench/instructions.py` for the ratios to the bare route.
+//!
+//! Every benchmark sends the same 100 requests to `/hello/{n}` on a warm
+//! router; only the requests are counted, never the setup.
+
+use std::{hint::black_box, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::Path,
+    routing::{get, post},
+    Router,
+};
+use gungraun::prelude::*;
+use http::Request;
+use http_body_util::BodyExt;
+use tokio::runtime::Runtime;
+use tower::ServiceExt;
+use tower_singleflight::{CacheConfig, Flights, SingleFlightLayer};
+
+const REQUESTS: u32 = 100;
+
+/// A runtime, a router, and the requests to send through it.
+struct Bench {
+    runtime: Runtime,
+    app: Router,
+    method: &'static str,
+}
+
+async fn hello(Path(id): Path<u32>) -> String {
+    format!("hello {id}")
+}
+
+fn bench(app: Router, method: &'static str) -> Bench {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let bench = Bench {
+        runtime,
+        app,
+        method,
+    };
+    // Warm up: first-use allocations are not what is measured.
+    bench.send_all();
+    bench
+}
+
+impl Bench {
+    fn send_all(&self) -> usize {
+        self.runtime.block_on(async {
+            let mut bytes = 0;
+            for n in 0..REQUESTS {
+                let request = Request::builder()
+                    .method(self.method)
+                    .uri(format!("/hello/{n}"))
+                    .body(Body::empty())
+                    .expect("a valid request");
+                let response = self.app.clone().oneshot(request).await.expect("infallible");
+                let body = response.into_body().collect().await.expect("a body");
+                bytes += body.to_bytes().len();
+            }
+            bytes
+        })
+    }
+}
+
+fn bare() -> Bench {
+    bench(Router::new().route("/hello/{id}", get(hello)), "GET")
+}
+
+fn share_unique_keys() -> Bench {
+    let app = Router::new()
+        .route("/hello/{id}", get(hello))
+        .layer(SingleFlightLayer::share());
+    bench(app, "GET")
+}
+
+fn reject_unique_keys() -> Bench {
+    let app = Router::new()
+        .route("/hello/{id}", post(hello))
+        .layer(SingleFlightLayer::reject());
+    bench(app, "POST")
+}
+
+/// The warm-up fills the cache: every measured request is a hit.
+fn cache_hit() -> Bench {
+    let layer = SingleFlightLayer::share().cache(CacheConfig::new().ttl(Duration::from_secs(3600)));
+    let app = Router::new().route("/hello/{id}", get(hello)).layer(layer);
+    bench(app, "GET")
+}
+
+#[library_benchmark]
+#[bench::bare(setup = bare)]
+#[bench::share_unique_keys(setup = share_unique_keys)]
+#[bench::reject_unique_keys(setup = reject_unique_keys)]
+#[bench::cache_hit(setup = cache_hit)]
+fn request(bench: Bench) -> usize {
+    black_box(bench.send_all())
+}
+
+/// A table and a runtime, for leases taken outside any request.
+fn table() -> (Runtime, Flights<u32>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    (runtime, Flights::new())
+}
+
+#[library_benchmark]
+#[bench::lease_acquire_release(setup = table)]
+fn acquire_release((runtime, flights): (Runtime, Flights<u32>)) -> u32 {
+    runtime.block_on(async {
+        let mut held = 0;
+        for key in 0..REQUESTS {
+            let guard = flights.try_acquire(key, Duration::from_secs(60)).await;
+            held += u32::from(guard.is_ok());
+        }
+        black_box(held)
+    })
+}
+
+library_benchmark_group!(name = requests, benchmarks = [request]);
+library_benchmark_group!(name = leases, benchmarks = [acquire_release]);
+
+main!(library_benchmark_groups = requests, leases);
