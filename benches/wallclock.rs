@@ -1,0 +1,142 @@
+//! Wall-clock benches (divan): the same requests as `instructions.rs`, and
+//! the fan-out of one leader's outcome to N waiters.
+//!
+//! Run with: cargo bench --bench wallclock
+//!
+//! Timings vary from run to run on a shared machine; the instruction counts
+//! of `instructions.rs` are the numbers that repeat. Read these as ratios
+//! within one run.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::Path,
+    routing::{get, post},
+    Router,
+};
+use http::Request;
+use http_body_util::BodyExt;
+use tokio::{runtime::Runtime, sync::Notify, task::JoinSet};
+use tower::ServiceExt;
+use tower_singleflight::{CacheConfig, CallOptions, Flights, Joined, SingleFlightLayer};
+
+fn main() {
+    divan::main();
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+async fn hello(Path(id): Path<u32>) -> String {
+    format!("hello {id}")
+}
+
+/// Sends `/hello/0..100` through `app` and reads every body.
+async fn send_all(app: &Router, method: &'static str) {
+    for n in 0..100 {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("/hello/{n}"))
+            .body(Body::empty())
+            .expect("a valid request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        divan::black_box(response.into_body().collect().await.expect("a body"));
+    }
+}
+
+mod hundred_requests {
+    use super::*;
+
+    fn run(bencher: divan::Bencher<'_, '_>, app: Router, method: &'static str) {
+        let runtime = runtime();
+        runtime.block_on(send_all(&app, method)); // warm up (and fill a cache)
+        bencher.bench_local(|| runtime.block_on(send_all(&app, method)));
+    }
+
+    #[divan::bench]
+    fn bare(bencher: divan::Bencher<'_, '_>) {
+        run(
+            bencher,
+            Router::new().route("/hello/{id}", get(hello)),
+            "GET",
+        );
+    }
+
+    #[divan::bench]
+    fn share_unique_keys(bencher: divan::Bencher<'_, '_>) {
+        let app = Router::new()
+            .route("/hello/{id}", get(hello))
+            .layer(SingleFlightLayer::share());
+        run(bencher, app, "GET");
+    }
+
+    #[divan::bench]
+    fn reject_unique_keys(bencher: divan::Bencher<'_, '_>) {
+        let app = Router::new()
+            .route("/hello/{id}", post(hello))
+            .layer(SingleFlightLayer::reject());
+        run(bencher, app, "POST");
+    }
+
+    #[divan::bench]
+    fn cache_hit(bencher: divan::Bencher<'_, '_>) {
+        let cache = CacheConfig::new().ttl(Duration::from_secs(3600));
+        let app = Router::new()
+            .route("/hello/{id}", get(hello))
+            .layer(SingleFlightLayer::share().cache(cache));
+        run(bencher, app, "GET");
+    }
+}
+
+/// One leader, N waiters parked on its flight: the time from the leader's
+/// outcome to the last waiter having it.
+#[divan::bench(args = [10, 1_000, 10_000])]
+fn fan_out(bencher: divan::Bencher<'_, '_>, waiters: usize) {
+    let runtime = runtime();
+    bencher
+        .with_inputs(|| runtime.block_on(parked(waiters)))
+        .bench_local_values(|(gate, mut woken)| {
+            runtime.block_on(async move {
+                gate.notify_one();
+                while let Some(outcome) = woken.join_next().await {
+                    divan::black_box(outcome.expect("a waiter").expect("the outcome"));
+                }
+            })
+        });
+}
+
+/// A flight whose work waits on the returned gate, and `waiters` tasks
+/// (the leader's included) waiting for its outcome.
+async fn parked(
+    waiters: usize,
+) -> (
+    Arc<Notify>,
+    JoinSet<Result<Arc<u64>, tower_singleflight::FlightError>>,
+) {
+    let flights: Flights<u32, u64> = Flights::new();
+    let options = CallOptions::default().max_waiters(waiters + 1);
+    let gate = Arc::new(Notify::new());
+    let mut woken = JoinSet::new();
+    let Ok(Joined::Leader(leader)) = flights.join(7, &options) else {
+        unreachable!("a fresh table");
+    };
+    let release = Arc::clone(&gate);
+    woken.spawn(leader.run(async move {
+        release.notified().await;
+        42
+    }));
+    for _ in 1..waiters {
+        let Ok(Joined::Follower(waiter)) = flights.join(7, &options) else {
+            unreachable!("the flight runs");
+        };
+        woken.spawn(waiter);
+    }
+    // Let every waiter park before the clock starts.
+    tokio::task::yield_now().await;
+    (gate, woken)
+}
