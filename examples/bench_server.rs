@@ -1,0 +1,170 @@
+//! Run with: cargo run --release --example bench_server
+//!
+//! The server `bench/run.sh` measures. Listens on `127.0.0.1:${PORT:-3100}`
+//! and prints `listening on http://ADDR`.
+//!
+//! - `/bare`: hello, no layer: the baseline.
+//! - `/sf/{key}`: share mode, a fast handler.
+//! - `/reject/{key}`: reject mode, a fast handler.
+//! - `/cached/{key}`: share mode with the cache (TTL 60 s).
+//! - `/slow/{key}?ms=N`: share mode over a handler of N ms (default 200).
+//! - `/ttl/{key}?ms=N`: share mode with the cache (TTL 1 s,
+//!   stale-while-revalidate 10 s) over a handler of N ms.
+//! - `/nostore/{key}?ms=N`: share mode, a handler of N ms answering
+//!   `Cache-Control: no-store`.
+//! - `/origin/slow/{key}?ms=N`, `/origin/nostore/{key}?ms=N`: the same
+//!   handlers with no layer, for nginx and Varnish to sit in front of
+//!   (`/origin/slow` answers `Cache-Control: max-age=1`); both count their
+//!   runs as `origin`.
+//! - `/stats`: handler runs per route, and the flights in the air.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    net::SocketAddr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Query, State},
+    http::header,
+    response::IntoResponse,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
+use tower_singleflight::{CacheConfig, RejectLayer, ShareLayer, SingleFlightLayer};
+
+/// Handler runs, by route: statics, so that every route, `/bare` included,
+/// pays the same (one atomic add) to be counted.
+static RUNS: [(&str, AtomicU64); 8] = [
+    ("bare", AtomicU64::new(0)),
+    ("sf", AtomicU64::new(0)),
+    ("reject", AtomicU64::new(0)),
+    ("cached", AtomicU64::new(0)),
+    ("slow", AtomicU64::new(0)),
+    ("ttl", AtomicU64::new(0)),
+    ("nostore", AtomicU64::new(0)),
+    ("origin", AtomicU64::new(0)),
+];
+
+fn count(route: usize) {
+    RUNS[route].1.fetch_add(1, Ordering::Relaxed);
+}
+
+#[derive(Deserialize)]
+struct Work {
+    ms: Option<u64>,
+}
+
+impl Work {
+    fn duration(&self) -> Duration {
+        Duration::from_millis(self.ms.unwrap_or(200).min(60_000))
+    }
+}
+
+#[derive(Clone)]
+struct Layers {
+    share: ShareLayer,
+    reject: RejectLayer,
+    cached: ShareLayer,
+    ttl: ShareLayer,
+}
+
+#[tokio::main]
+async fn main() {
+    let layers = Layers {
+        share: SingleFlightLayer::share(),
+        reject: SingleFlightLayer::reject(),
+        cached: SingleFlightLayer::share().cache(CacheConfig::new().ttl(Duration::from_secs(60))),
+        ttl: SingleFlightLayer::share().cache(
+            CacheConfig::new()
+                .ttl(Duration::from_secs(1))
+                .stale_while_revalidate(Duration::from_secs(10)),
+        ),
+    };
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(3100);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .expect("bind the listening socket");
+    let addr = listener.local_addr().expect("the bound address");
+    println!("listening on http://{addr}");
+    std::io::stdout().flush().expect("flush stdout");
+    axum::serve(listener, app(layers)).await.expect("serve");
+}
+
+fn app(layers: Layers) -> Router {
+    let share = Router::new()
+        .route("/sf/{key}", get(|| async { fast(1) }))
+        .route("/slow/{key}", get(|work| slow(4, work)))
+        .route("/nostore/{key}", get(|work| no_store(6, work)))
+        .layer(layers.share.clone());
+    let reject = Router::new()
+        .route("/reject/{key}", post(|| async { fast(2) }))
+        .layer(layers.reject.clone());
+    let cached = Router::new()
+        .route("/cached/{key}", get(|| async { fast(3) }))
+        .layer(layers.cached.clone());
+    let ttl = Router::new()
+        .route("/ttl/{key}", get(|work| slow(5, work)))
+        .layer(layers.ttl.clone());
+    let origin = Router::new()
+        .route("/origin/slow/{key}", get(slow_max_age))
+        .route("/origin/nostore/{key}", get(|work| no_store(7, work)));
+    Router::new()
+        .route("/bare", get(|| async { fast(0) }))
+        .merge(share)
+        .merge(reject)
+        .merge(cached)
+        .merge(ttl)
+        .merge(origin)
+        .route("/stats", get(stats))
+        .with_state(layers)
+}
+
+fn fast(route: usize) -> &'static str {
+    count(route);
+    "hello"
+}
+
+async fn slow(route: usize, Query(work): Query<Work>) -> &'static str {
+    count(route);
+    tokio::time::sleep(work.duration()).await;
+    "slow answer"
+}
+
+async fn slow_max_age(Query(work): Query<Work>) -> impl IntoResponse {
+    count(7);
+    tokio::time::sleep(work.duration()).await;
+    ([(header::CACHE_CONTROL, "max-age=1")], "slow answer")
+}
+
+async fn no_store(route: usize, Query(work): Query<Work>) -> impl IntoResponse {
+    count(route);
+    tokio::time::sleep(work.duration()).await;
+    ([(header::CACHE_CONTROL, "no-store")], "not for sharing")
+}
+
+async fn stats(State(layers): State<Layers>) -> Json<serde_json::Value> {
+    let runs: BTreeMap<_, _> = RUNS
+        .iter()
+        .map(|(route, runs)| (*route, runs.load(Ordering::Relaxed)))
+        .collect();
+    let in_flight = layers.share.stats().in_flight
+        + layers.cached.stats().in_flight
+        + layers.ttl.stats().in_flight;
+    Json(json!({
+        "runs": runs,
+        "in_flight": in_flight,
+        "leases_held": layers.reject.stats().leases_held,
+        "share": layers.share.stats(),
+        "reject": layers.reject.stats(),
+        "cached": layers.cached.stats(),
+        "ttl": layers.ttl.stats(),
+    }))
+}
