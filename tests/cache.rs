@@ -15,7 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing, Router,
 };
-use common::{count, get, played, request, send, send_all, spawn, Runs};
+use common::{count, get, get_with, played, request, send, send_all, spawn, Runs};
 use tokio::time::{sleep, Instant};
 use tower_singleflight::{CacheConfig, FlightRole, ShareLayer, SingleFlightLayer};
 
@@ -221,13 +221,7 @@ async fn private_is_cached_for_one_identity_only() {
             )
             .layer(cached(CacheConfig::new()))
     };
-    let as_caller = |token: &'static str| {
-        let mut request = get("/me");
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, token.parse().unwrap());
-        request
-    };
+    let as_caller = |token| get_with("/me", header::AUTHORIZATION, token);
     assert_eq!(send(&app, as_caller("a")).await.text(), "a");
     let again = send(&app, as_caller("a")).await;
     assert_eq!(
@@ -373,13 +367,7 @@ async fn a_cached_answer_is_served_only_to_requests_it_varies_with() {
             )
             .layer(cached(CacheConfig::new()))
     };
-    let in_language = |language: &'static str| {
-        let mut request = get("/hello");
-        request
-            .headers_mut()
-            .insert(header::ACCEPT_LANGUAGE, language.parse().unwrap());
-        request
-    };
+    let in_language = |language| get_with("/hello", header::ACCEPT_LANGUAGE, language);
     assert_eq!(send(&app, in_language("fr")).await.text(), "fr");
     let french = send(&app, in_language("fr")).await;
     assert_eq!(

@@ -17,7 +17,7 @@ use axum::{
     response::IntoResponse,
     routing, Json, Router,
 };
-use common::{count, get, played, send, send_all, spawn, until, Runs};
+use common::{count, get, get_with, played, send, send_all, spawn, until, Runs};
 use serde_json::json;
 use tokio::time::{sleep, Instant};
 use tower::ServiceExt;
@@ -299,12 +299,7 @@ async fn vary_shares_only_with_followers_that_match_the_leader() {
             format!("run {run} in {language}"),
         )
     });
-    let with_language = |language: &str| {
-        let mut request = get("/thing");
-        let value = language.parse().unwrap();
-        request.headers_mut().insert(header::ACCEPT_LANGUAGE, value);
-        request
-    };
+    let with_language = |value| get_with("/thing", header::ACCEPT_LANGUAGE, value);
     let start = Instant::now();
 
     let replies = send_all(&app, ["fr", "fr", "de", "de"].map(with_language)).await;
@@ -334,13 +329,7 @@ async fn callers_with_different_credentials_never_share() {
             format!("run {run} for {caller}"),
         )
     });
-    let as_caller = |token: &str| {
-        let mut request = get("/thing");
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, token.parse().unwrap());
-        request
-    };
+    let as_caller = |value| get_with("/thing", header::AUTHORIZATION, value);
 
     let replies = send_all(
         &app,
@@ -363,13 +352,7 @@ async fn sharing_across_identities_is_an_explicit_opt_out() {
     let runs = Runs::default();
     let layer = SingleFlightLayer::share().share_across_identities();
     let app = app_responding(layer, &runs, |run, _| format!("run {run}"));
-    let as_caller = |token: &str| {
-        let mut request = get("/thing");
-        request
-            .headers_mut()
-            .insert(header::COOKIE, token.parse().unwrap());
-        request
-    };
+    let as_caller = |value| get_with("/thing", header::COOKIE, value);
     let replies = send_all(&app, ["a=1", "a=2"].map(as_caller)).await;
     assert_eq!(runs.get(), 1);
     assert_eq!(replies[0].body, replies[1].body);

@@ -51,6 +51,15 @@ pub fn get(uri: &str) -> Request<Body> {
     request("GET", uri)
 }
 
+/// `GET uri` with one header set.
+pub fn get_with(uri: &str, name: http::header::HeaderName, value: &'static str) -> Request<Body> {
+    let mut request = get(uri);
+    request
+        .headers_mut()
+        .insert(name, http::HeaderValue::from_static(value));
+    request
+}
+
 pub fn request(method: &str, uri: &str) -> Request<Body> {
     Request::builder()
         .method(method)
