@@ -343,9 +343,14 @@ where
     fn finish(&self, key: &K, generation: u64, outcome: Outcome<T>) {
         let call = {
             let mut map = lock(&self.map);
-            match map.get(key) {
-                Some(call) if call.generation == generation => map.remove(key),
-                _ => None,
+            // One hash in the usual case; a later flight (rare) goes back.
+            match map.remove_entry(key) {
+                Some((_, call)) if call.generation == generation => Some(call),
+                Some((key, later)) => {
+                    map.insert(key, later);
+                    None
+                }
+                None => None,
             }
         };
         match &outcome {

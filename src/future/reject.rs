@@ -35,7 +35,8 @@ pin_project! {
         // Only with a lease store that answers later.
         Acquiring {
             acquire: Acquire<K>,
-            waiting: Option<Waiting<S, ReqB, K>>,
+            // Boxed: this rare state would otherwise double the future's size.
+            waiting: Option<Box<Waiting<S, ReqB, K>>>,
         },
         Running {
             #[pin]
@@ -84,11 +85,11 @@ impl<S: Service<Request<ReqB>>, ReqB, K: 'static> ResponseFuture<S, ReqB, K> {
         mode: &Reject<K>,
         expose_role: bool,
     ) -> Self {
-        let waiting = Some(Waiting {
+        let waiting = Some(Box::new(Waiting {
             service,
             request,
             mode: mode.clone(),
-        });
+        }));
         Self::new(State::Acquiring { acquire, waiting }, expose_role)
     }
 
@@ -111,14 +112,14 @@ where
             match this.state.as_mut().project() {
                 StateProj::Acquiring { acquire, waiting } => {
                     let settled = ready!(acquire.poll_settled(cx));
-                    let Some(Waiting {
+                    let Some(waiting) = waiting.take() else {
+                        unreachable!("the store answers once");
+                    };
+                    let Waiting {
                         mut service,
                         request,
                         mode,
-                    }) = waiting.take()
-                    else {
-                        unreachable!("the store answers once");
-                    };
+                    } = *waiting;
                     let next = match settled {
                         Settled::Acquired(guard) => State::Running {
                             future: service.call(request),
