@@ -98,7 +98,7 @@ pub use cache::{
 pub use flight::{
     Acquire, CallInfo, CallOptions, FlightError, FlightStats, FlightStatus, Flights, Holder,
     Joined, Leader, LeaseGuard, LeaseHandle, LeaseId, LeaseStore, MemoryStore, Outcome, Overloaded,
-    Progress, StoreFuture, Waiter,
+    Peers, Progress, StoreFuture, Waiter,
 };
 pub use future::{reject, share};
 pub use layer::{RejectLayer, ShareLayer, SingleFlightLayer};

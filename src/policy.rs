@@ -22,6 +22,8 @@ pub(crate) enum Unshareable {
     ServiceError,
     /// A `5xx` that could not be shared: a failure all the same.
     ServerError,
+    /// Nobody but the leader waited: its response went to it, unbuffered.
+    Alone,
 }
 
 impl Unshareable {
@@ -46,6 +48,7 @@ impl fmt::Display for Unshareable {
             Self::BodyFailed => "response body failed",
             Self::ServiceError => "inner service failed",
             Self::ServerError => "server error not shareable",
+            Self::Alone => "nobody else waited",
         })
     }
 }

@@ -582,3 +582,27 @@ async fn waiting_followers_hold_none_of_the_inner_services_capacity() {
         request.abort();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_nobody_else_waits_for_gets_its_own_response_streamed() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share();
+    let app = report_app(layer.clone(), &runs);
+    let alone = send(&app, get("/report/1")).await;
+    assert_eq!(
+        (alone.status, alone.role),
+        (StatusCode::OK, Some(FlightRole::Leader))
+    );
+    assert_eq!(alone.json()["execution"], 1);
+    // Nobody fell back: there was nobody to share with.
+    let stats = layer.stats();
+    assert_eq!(
+        (
+            stats.leaders,
+            stats.followers,
+            stats.fell_back,
+            stats.in_flight
+        ),
+        (1, 0, 0, 0)
+    );
+}

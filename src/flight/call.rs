@@ -197,6 +197,7 @@ trait CallHandle<T>: Send + Sync {
     fn finish(&self, outcome: Outcome<T>);
     fn waiter_left(&self);
     fn set_abort(&self, abort: AbortHandle);
+    fn followers(&self) -> usize;
 }
 
 struct Handle<K, T> {
@@ -220,6 +221,20 @@ where
 
     fn set_abort(&self, abort: AbortHandle) {
         self.calls.set_abort(&self.key, self.generation, abort);
+    }
+
+    fn followers(&self) -> usize {
+        let map = lock(&self.calls.map);
+        // The leader's waiter is the first; followers come after it.
+        map.get(&self.key)
+            .filter(|call| call.generation == self.generation)
+            .map_or(0, |call| {
+                call.waiters
+                    .iter()
+                    .skip(1)
+                    .filter(|w| !w.is_closed())
+                    .count()
+            })
     }
 }
 
@@ -284,7 +299,7 @@ where
                 }
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
                 let completion = Completion {
-                    handle: self.handle(entry.key(), generation),
+                    handle: Arc::from(self.handle(entry.key(), generation)),
                     finished: false,
                 };
                 let membership = options
@@ -431,11 +446,24 @@ where
     /// # Panics
     ///
     /// Outside a Tokio runtime, like [`tokio::spawn`].
-    pub fn run<F>(mut self, work: F) -> Waiter<T>
+    pub fn run<F>(self, work: F) -> Waiter<T>
     where
         F: Future<Output = T> + Send + 'static,
     {
+        self.run_with(|_| work)
+    }
+
+    /// Like [`run`](Self::run), with a view of the flight for the work: to
+    /// ask whether anybody but the leader waits for its outcome.
+    pub fn run_with<F, Fut>(mut self, make: F) -> Waiter<T>
+    where
+        F: FnOnce(Peers<T>) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+    {
         let completion = self.completion.take().expect("a leader runs once");
+        let work = make(Peers {
+            call: Arc::clone(&completion.handle),
+        });
         let lease = self.lease;
         // Boxed once here, so that spawning moves a pointer, not the whole
         // (often kilobytes large) future, several times over.
@@ -466,10 +494,28 @@ impl<T> fmt::Debug for Leader<T> {
     }
 }
 
+/// A view of a running flight, for its work.
+pub struct Peers<T> {
+    call: Arc<dyn CallHandle<T>>,
+}
+
+impl<T> Peers<T> {
+    /// How many callers besides the leader wait for the outcome now.
+    pub fn followers(&self) -> usize {
+        self.call.followers()
+    }
+}
+
+impl<T> fmt::Debug for Peers<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peers").finish_non_exhaustive()
+    }
+}
+
 /// Publishes the outcome exactly once; if the work is dropped before it
 /// finishes (aborted, never run, runtime shut down), publishes `Abandoned`.
 struct Completion<T> {
-    handle: Box<dyn CallHandle<T>>,
+    handle: Arc<dyn CallHandle<T>>,
     finished: bool,
 }
 

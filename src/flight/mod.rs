@@ -24,7 +24,9 @@ use std::{
     time::Duration,
 };
 
-pub use call::{CallInfo, CallOptions, FlightError, Joined, Leader, Outcome, Overloaded, Waiter};
+pub use call::{
+    CallInfo, CallOptions, FlightError, Joined, Leader, Outcome, Overloaded, Peers, Waiter,
+};
 pub use guard::{LeaseGuard, LeaseHandle};
 pub use lease::{FlightStatus, Holder, LeaseId, LeaseStore, StoreFuture};
 pub use memory::MemoryStore;

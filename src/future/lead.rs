@@ -10,6 +10,7 @@ use tower_service::Service;
 use crate::{
     body::ResponseBody,
     buffer::{self, Collected},
+    flight::Peers,
     policy::{self, Unshareable},
     shared::{BufferedResponse, SharedOutcome},
 };
@@ -28,6 +29,8 @@ where
     pub(crate) max_body: usize,
     pub(crate) private_ok: bool,
     pub(crate) store: Option<Store<K>>,
+    /// Who else waits; `None` for a background refresh.
+    pub(crate) peers: Option<Peers<SharedOutcome>>,
 }
 
 /// Calls the inner service, and turns its response into something every
@@ -76,6 +79,20 @@ where
         }
         remember_pass(&lead.store);
         return SharedOutcome::Unshareable(reason);
+    }
+    // Nobody to share with and nothing to store: the leader takes its own
+    // response, streamed, instead of a buffered copy. (A follower joining
+    // this very moment runs its own request, as for any unshared answer.)
+    let alone = lead.store.is_none()
+        && lead
+            .peers
+            .as_ref()
+            .is_some_and(|peers| peers.followers() == 0);
+    if alone {
+        let _ = lead
+            .private
+            .send(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
+        return SharedOutcome::Unshareable(Unshareable::Alone);
     }
     let (body, reason) = match buffer::collect(body, lead.max_body).await {
         Collected::Complete { data, trailers } => {

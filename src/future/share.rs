@@ -151,14 +151,18 @@ where
             },
             Ok(Joined::Leader(leader)) => {
                 let (sender, receiver) = oneshot::channel();
-                let work = Lead {
-                    private: sender,
-                    max_body: mode.max_body,
-                    private_ok,
-                    store: consulted.store,
-                };
+                let waiter = leader.run_with(|peers| {
+                    let work = Lead {
+                        private: sender,
+                        max_body: mode.max_body,
+                        private_ok,
+                        store: consulted.store,
+                        peers: Some(peers),
+                    };
+                    lead(service, request, work)
+                });
                 State::Waiting {
-                    waiter: leader.run(lead(service, request, work)),
+                    waiter,
                     deadline,
                     own: None,
                     private: Some(receiver),
@@ -222,6 +226,7 @@ fn refresh<S, ReqB, ResB, K>(
             max_body: mode.max_body,
             private_ok,
             store,
+            peers: None,
         };
         drop(leader.run(lead(service, request, work)));
     }
