@@ -127,7 +127,8 @@ impl SingleFlightLayer<Share<RequestKey>> {
     /// and the caller is not anonymous), `Vary: *`, a `Vary` header naming
     /// request headers on which a follower differs from the leader, a body
     /// over the cap, or an error. The leader gets its own response, streamed;
-    /// each waiting follower then runs its own request, all at once.
+    /// each waiting follower then runs its own request, all at once, and the
+    /// key passes straight through for [`hit_for_pass`](Self::hit_for_pass).
     ///
     /// # Cancellation
     ///
@@ -344,6 +345,15 @@ where
     /// The `Retry-After` of a `503`. Default: 1 second.
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.mode.retry_after = after;
+        self
+    }
+
+    /// How long a key whose last answer could not be shared (`Set-Cookie`,
+    /// `no-store`, `private`, too large...) passes straight through, instead
+    /// of its next burst queueing behind a leader only to run its own
+    /// requests anyway. Default: 10 seconds; zero turns it off.
+    pub fn hit_for_pass(mut self, window: Duration) -> Self {
+        self.mode.passes = std::sync::Arc::new(crate::pass::PassList::new(window));
         self
     }
 

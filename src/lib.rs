@@ -82,6 +82,7 @@ mod future;
 pub mod key;
 mod layer;
 mod mode;
+mod pass;
 mod policy;
 mod rejection;
 mod role;

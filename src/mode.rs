@@ -7,6 +7,7 @@ use http::Method;
 use crate::{
     flight::{CallOptions, Flights, Holder},
     key::{IdentityHeaders, ShareKey},
+    pass::PassList,
     rejection::{AlreadyRunning, Conflict},
     shared::SharedOutcome,
 };
@@ -113,6 +114,8 @@ pub struct Share<K> {
     /// `None` when responses are shared across identities.
     pub(crate) identity: Option<IdentityHeaders>,
     pub(crate) retry_after: Duration,
+    /// Keys whose last answer could not be shared (hit-for-pass).
+    pub(crate) passes: std::sync::Arc<PassList>,
     #[cfg(feature = "cache")]
     pub(crate) cache: Option<crate::cache::ResponseCache<K>>,
 }
@@ -130,6 +133,7 @@ where
             methods: vec![Method::GET, Method::HEAD],
             identity: Some(IdentityHeaders::default()),
             retry_after: Duration::from_secs(1),
+            passes: std::sync::Arc::new(PassList::new(Duration::from_secs(10))),
             #[cfg(feature = "cache")]
             cache: None,
         }
@@ -148,6 +152,7 @@ where
             methods: self.methods,
             identity: self.identity,
             retry_after: self.retry_after,
+            passes: std::sync::Arc::new(PassList::new(self.passes.window())),
             // A cache is keyed by the old key type: set it after the key.
             #[cfg(feature = "cache")]
             cache: self
@@ -167,6 +172,7 @@ impl<K> Clone for Share<K> {
             methods: self.methods.clone(),
             identity: self.identity.clone(),
             retry_after: self.retry_after,
+            passes: std::sync::Arc::clone(&self.passes),
             #[cfg(feature = "cache")]
             cache: self.cache.clone(),
         }

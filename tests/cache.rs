@@ -278,41 +278,6 @@ async fn the_byte_bound_holds() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unshareable_key_passes_straight_through_for_a_while() {
-    let runs = Runs::default();
-    let app = {
-        let runs = runs.clone();
-        Router::new()
-            .route(
-                "/session",
-                routing::get(move || async move {
-                    let run = runs.bump();
-                    sleep(WORK).await;
-                    ([(header::SET_COOKIE, format!("s={run}"))], "hi")
-                }),
-            )
-            .layer(cached(
-                CacheConfig::new().hit_for_pass(Duration::from_secs(10)),
-            ))
-    };
-    send(&app, get("/session")).await;
-
-    let start = Instant::now();
-    let burst = send_all(&app, (0..10).map(|_| get("/session"))).await;
-    assert_eq!(start.elapsed(), WORK, "nobody queued behind a leader");
-    assert_eq!(played(&burst, FlightRole::Bypass), 10);
-    assert_eq!(runs.get(), 11);
-
-    sleep(Duration::from_secs(10)).await;
-    let later = send_all(&app, (0..2).map(|_| get("/session"))).await;
-    assert_eq!(
-        played(&later, FlightRole::Leader),
-        1,
-        "coalescing again after the window"
-    );
-}
-
-#[tokio::test(start_paused = true)]
 async fn answers_can_be_invalidated() {
     let runs = Runs::default();
     let layer = cached(CacheConfig::new().invalidate_on_write(true));

@@ -612,3 +612,40 @@ async fn a_leader_nobody_else_waits_for_gets_its_own_response_streamed() {
         .unwrap();
     assert_eq!(first.into_data().unwrap(), "tick");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unshareable_key_passes_straight_through_for_a_while() {
+    let runs = Runs::default();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/session",
+                routing::get(move || async move {
+                    let run = runs.bump();
+                    sleep(WORK).await;
+                    ([(header::SET_COOKIE, format!("s={run}"))], "hi")
+                }),
+            )
+            .layer(SingleFlightLayer::share().hit_for_pass(Duration::from_secs(10)))
+    };
+    send(&app, get("/session")).await;
+
+    let start = Instant::now();
+    let burst = send_all(&app, (0..10).map(|_| get("/session"))).await;
+    assert_eq!(
+        start.elapsed(),
+        WORK,
+        "1x the handler time: nobody queued behind a leader"
+    );
+    assert_eq!(played(&burst, FlightRole::Bypass), 10);
+    assert_eq!(runs.get(), 11);
+
+    sleep(Duration::from_secs(10)).await;
+    let later = send_all(&app, (0..2).map(|_| get("/session"))).await;
+    assert_eq!(
+        played(&later, FlightRole::Leader),
+        1,
+        "coalescing again after the window"
+    );
+}

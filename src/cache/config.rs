@@ -36,7 +36,6 @@ pub struct CacheConfig {
     pub(crate) max_bytes: u64,
     pub(crate) jitter: f64,
     pub(crate) statuses: Vec<StatusCode>,
-    pub(crate) hit_for_pass: Duration,
     pub(crate) invalidate_on_write: bool,
 }
 
@@ -52,7 +51,6 @@ impl Default for CacheConfig {
                 .into_iter()
                 .filter_map(|code| StatusCode::from_u16(code).ok())
                 .collect(),
-            hit_for_pass: Duration::from_secs(10),
             invalidate_on_write: false,
         }
     }
@@ -105,14 +103,6 @@ impl CacheConfig {
     /// Whatever the list, an answer that cannot be shared is never stored.
     pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
         self.statuses = statuses.into_iter().collect();
-        self
-    }
-
-    /// How long a key whose last answer could not be shared (`Set-Cookie`,
-    /// `no-store`, too large...) passes straight through, instead of its next
-    /// burst queueing behind a leader for nothing. Default: 10 seconds.
-    pub fn hit_for_pass(mut self, window: Duration) -> Self {
-        self.hit_for_pass = window;
         self
     }
 

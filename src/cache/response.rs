@@ -82,15 +82,11 @@ impl CachedResponse {
 #[derive(Debug, Clone)]
 pub(crate) enum Stored {
     Answer(Arc<CachedResponse>),
-    /// Hit-for-pass: its last answer could not be shared; pass through until
-    /// then.
-    Pass(Instant),
 }
 
 /// What a lookup found.
 pub(crate) enum Lookup {
     Answer(Arc<CachedResponse>),
-    Pass,
     Miss,
 }
 
@@ -131,8 +127,6 @@ pub struct CacheStats {
     pub misses: u64,
     /// Answers stored.
     pub stored: u64,
-    /// Requests passed straight through (hit-for-pass).
-    pub passes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +135,6 @@ pub(crate) struct Counters {
     stale: AtomicU64,
     misses: AtomicU64,
     stored: AtomicU64,
-    passes: AtomicU64,
 }
 
 /// moka evicts on its own (wall) clock; freshness is decided on Tokio's.
@@ -151,10 +144,8 @@ struct Lifetime;
 
 impl Stored {
     fn useful_for(&self) -> Duration {
-        let until = match self {
-            Stored::Answer(answer) => answer.stored_at + answer.windows.lifetime(),
-            Stored::Pass(until) => *until,
-        };
+        let Stored::Answer(answer) = self;
+        let until = answer.stored_at + answer.windows.lifetime();
         until.saturating_duration_since(Instant::now()) + Duration::from_secs(1)
     }
 }
@@ -185,10 +176,8 @@ impl<K> Expiry<ShareKey<K>, Stored> for Lifetime {
 fn weigh<K>(key: &ShareKey<K>, stored: &Stored) -> u32 {
     let key_bytes = key.host.as_ref().map_or(0, |host| host.len())
         + key.identity.as_ref().map_or(0, |identity| identity.len());
-    let stored_bytes = match stored {
-        Stored::Answer(answer) => answer.weight(),
-        Stored::Pass(_) => 64,
-    };
+    let Stored::Answer(answer) = stored;
+    let stored_bytes = answer.weight();
     u32::try_from(key_bytes + 64)
         .unwrap_or(u32::MAX)
         .saturating_add(stored_bytes)
@@ -220,15 +209,11 @@ where
     }
 
     /// Looks the key up; counts what it found.
-    pub(crate) fn lookup(&self, key: &ShareKey<K>, now: Instant) -> Lookup {
+    pub(crate) fn lookup(&self, key: &ShareKey<K>) -> Lookup {
         let stats = &self.inner.stats;
         match self.inner.store.get(key) {
             Some(Stored::Answer(answer)) => Lookup::Answer(answer),
-            Some(Stored::Pass(until)) if now < until => {
-                stats.passes.fetch_add(1, Relaxed);
-                Lookup::Pass
-            }
-            _ => {
+            None => {
                 stats.misses.fetch_add(1, Relaxed);
                 Lookup::Miss
             }
@@ -249,7 +234,7 @@ where
             {
                 Some(Arc::clone(&answer.response))
             }
-            _ => None,
+            Stored::Answer(_) => None,
         }
     }
 
@@ -294,12 +279,6 @@ where
         self.put(key, Stored::Answer(Arc::new(answer)));
     }
 
-    /// Remembers that the key's answers cannot be shared, for a while.
-    pub(crate) fn pass(&self, key: ShareKey<K>) {
-        let until = Instant::now() + self.inner.config.hit_for_pass;
-        self.put(key, Stored::Pass(until));
-    }
-
     fn put(&self, key: ShareKey<K>, stored: Stored) {
         self.inner.store.insert(key, stored);
     }
@@ -327,10 +306,7 @@ where
     /// methods).
     pub(crate) fn invalidate_target(&self, target: &Target) {
         let target = target.clone();
-        self.invalidate_stored(move |_, stored| match stored {
-            Stored::Answer(answer) => answer.target == target,
-            Stored::Pass(_) => false,
-        });
+        self.invalidate_stored(move |_, Stored::Answer(answer)| answer.target == target);
     }
 
     /// Drops every answer stored under this key (for every caller, host and
@@ -370,7 +346,6 @@ where
             stale: stats.stale.load(Relaxed),
             misses: stats.misses.load(Relaxed),
             stored: stats.stored.load(Relaxed),
-            passes: stats.passes.load(Relaxed),
         }
     }
 

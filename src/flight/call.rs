@@ -198,6 +198,7 @@ trait CallHandle<T>: Send + Sync {
     fn waiter_left(&self);
     fn set_abort(&self, abort: AbortHandle);
     fn followers(&self) -> usize;
+    fn key_hash(&self, state: &std::hash::RandomState) -> u64;
 }
 
 struct Handle<K, T> {
@@ -221,6 +222,10 @@ where
 
     fn set_abort(&self, abort: AbortHandle) {
         self.calls.set_abort(&self.key, self.generation, abort);
+    }
+
+    fn key_hash(&self, state: &std::hash::RandomState) -> u64 {
+        std::hash::BuildHasher::hash_one(state, &self.key)
     }
 
     fn followers(&self) -> usize {
@@ -503,6 +508,12 @@ impl<T> Peers<T> {
     /// How many callers besides the leader wait for the outcome now.
     pub fn followers(&self) -> usize {
         self.call.followers()
+    }
+
+    /// The flight's key, hashed with `state`: to remember the key without
+    /// a copy of it.
+    pub(crate) fn key_hash(&self, state: &std::hash::RandomState) -> u64 {
+        self.call.key_hash(state)
     }
 }
 

@@ -11,6 +11,7 @@ use crate::{
     body::ResponseBody,
     buffer::{self, Collected},
     flight::Peers,
+    pass::PassList,
     policy::{self, Unshareable},
     shared::{BufferedResponse, SharedOutcome},
 };
@@ -29,8 +30,23 @@ where
     pub(crate) max_body: usize,
     pub(crate) private_ok: bool,
     pub(crate) store: Option<Store<K>>,
-    /// Who else waits; `None` for a background refresh.
+    /// Who else waits, and the flight's key.
     pub(crate) peers: Option<Peers<SharedOutcome>>,
+    /// Where to remember that this key's answers cannot be shared.
+    pub(crate) passes: Arc<PassList>,
+}
+
+impl<S, ReqB, ResB, K> Lead<S, ReqB, ResB, K>
+where
+    S: Service<Request<ReqB>>,
+    ResB: Body,
+{
+    /// Remembers the flight's key as unshareable, for a while.
+    fn pass(&self) {
+        if let Some(peers) = &self.peers {
+            self.passes.mark_hash(peers.key_hash(self.passes.hasher()));
+        }
+    }
 }
 
 /// Calls the inner service, and turns its response into something every
@@ -71,13 +87,17 @@ where
         back_off(&lead.store);
     }
     if let Err(reason) = policy::check(parts.status, &parts.headers, lead.private_ok) {
+        if !failed {
+            lead.pass();
+        }
         let _ = lead
             .private
             .send(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
-        if failed {
-            return SharedOutcome::Unshareable(Unshareable::ServerError);
-        }
-        remember_pass(&lead.store);
+        let reason = if failed {
+            Unshareable::ServerError
+        } else {
+            reason
+        };
         return SharedOutcome::Unshareable(reason);
     }
     // Nobody to share with and nothing to store: the leader takes its own
@@ -109,7 +129,7 @@ where
         }
         Collected::TooLarge { prefix, rest } => {
             if !failed {
-                remember_pass(&lead.store);
+                lead.pass();
             }
             (ResponseBody::resumed(prefix, rest), Unshareable::TooLarge)
         }
@@ -156,10 +176,6 @@ mod cached_store {
             self.cache.store(key, response, target, self.epoch);
         }
 
-        pub(crate) fn pass(&self) {
-            self.cache.pass(self.key.clone());
-        }
-
         pub(crate) fn back_off(&self) {
             self.cache.back_off(self.key.clone());
         }
@@ -189,16 +205,6 @@ where
 }
 
 #[cfg(feature = "cache")]
-fn remember_pass<K>(store: &Option<Store<K>>)
-where
-    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-{
-    if let Some(store) = store {
-        store.pass();
-    }
-}
-
-#[cfg(feature = "cache")]
 fn back_off<K>(store: &Option<Store<K>>)
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
@@ -215,9 +221,6 @@ fn fresh<K>(_: &Option<Store<K>>, _: &http::HeaderMap) -> Option<Arc<BufferedRes
 
 #[cfg(not(feature = "cache"))]
 fn keep<K>(_: &Option<Store<K>>, _: &Arc<BufferedResponse>) {}
-
-#[cfg(not(feature = "cache"))]
-fn remember_pass<K>(_: &Option<Store<K>>) {}
 
 #[cfg(not(feature = "cache"))]
 fn back_off<K>(_: &Option<Store<K>>) {}

@@ -126,9 +126,12 @@ where
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
+        if mode.passes.passes(&key) {
+            // Its last answer could not be shared: do not queue for nothing.
+            return Self::bypass(service.call(request), expose_role);
+        }
         let consulted = match consult_cache(mode, &key, &request) {
             Consulted::Answer(response, role) => return Self::respond(response, role, expose_role),
-            Consulted::Pass => return Self::bypass(service.call(request), expose_role),
             Consulted::Revalidate(response, store) => {
                 refresh(service, request, key, mode, private_ok, store);
                 return Self::respond(response, FlightRole::Stale, expose_role);
@@ -158,6 +161,7 @@ where
                         private_ok,
                         store: consulted.store,
                         peers: Some(peers),
+                        passes: Arc::clone(&mode.passes),
                     };
                     lead(service, request, work)
                 });
@@ -221,14 +225,19 @@ fn refresh<S, ReqB, ResB, K>(
     let options = mode.options.clone().abort_when_unused(false);
     if let Some(leader) = mode.flights.try_lead(key, &options) {
         let (private, _) = oneshot::channel();
-        let work = Lead {
-            private,
-            max_body: mode.max_body,
-            private_ok,
-            store,
-            peers: None,
-        };
-        drop(leader.run(lead(service, request, work)));
+        let passes = Arc::clone(&mode.passes);
+        drop(leader.run_with(|peers| {
+            let work = Lead {
+                private,
+                max_body: mode.max_body,
+                private_ok,
+                store,
+                // Nobody waits on a refresh: never "alone" (it must store).
+                peers: Some(peers),
+                passes,
+            };
+            lead(service, request, work)
+        }));
     }
 }
 
@@ -459,7 +468,6 @@ impl<K> AskOrigin<K> {
 #[cfg_attr(not(feature = "cache"), allow(dead_code))]
 enum Consulted<B: Body, K> {
     Answer(Response<ResponseBody<B>>, FlightRole),
-    Pass,
     Revalidate(Response<ResponseBody<B>>, Option<Store<K>>),
     Ask(AskOrigin<K>),
 }
@@ -499,8 +507,7 @@ where
             store: store(),
         })
     };
-    let answer = match cache.lookup(key, now) {
-        Lookup::Pass => return Consulted::Pass,
+    let answer = match cache.lookup(key) {
         Lookup::Miss => return ask(None),
         // Stored for a request that differs in a header the answer varies
         // on: not this request's answer.
