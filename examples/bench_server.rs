@@ -5,7 +5,7 @@
 //!
 //! - `/bare`: hello, no layer: the baseline.
 //! - `/sf/{key}`: share mode, a fast handler.
-//! - `/reject/{key}`: reject mode, a fast handler.
+//! - `/reject/{key}?ms=N`: reject mode; instant, or N ms with `ms`.
 //! - `/cached/{key}`: share mode with the cache (TTL 60 s).
 //! - `/slow/{key}?ms=N`: share mode over a handler of N ms (default 200).
 //! - `/ttl/{key}?ms=N`: share mode with the cache (TTL 1 s,
@@ -105,7 +105,7 @@ fn app(layers: Layers) -> Router {
         .route("/nostore/{key}", get(|work| no_store(6, work)))
         .layer(layers.share.clone());
     let reject = Router::new()
-        .route("/reject/{key}", post(|| async { fast(2) }))
+        .route("/reject/{key}", post(trigger))
         .layer(layers.reject.clone());
     let cached = Router::new()
         .route("/cached/{key}", get(|| async { fast(3) }))
@@ -125,6 +125,15 @@ fn app(layers: Layers) -> Router {
         .merge(origin)
         .route("/stats", get(stats))
         .with_state(layers)
+}
+
+/// A trigger: instant, or `?ms=N` long.
+async fn trigger(Query(work): Query<Work>) -> &'static str {
+    count(2);
+    if work.ms.is_some() {
+        tokio::time::sleep(work.duration()).await;
+    }
+    "done"
 }
 
 fn fast(route: usize) -> &'static str {

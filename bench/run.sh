@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The load benchmark: the crate and its peers (nginx with proxy_cache_lock,
+# with and without use_stale updating; Varnish with its default VCL) in one
+# run, on this machine. Writes bench/results/latest.json, renders
+# bench/results/latest.svg and BENCHMARKS.md.
+#
+# Installs what it needs (wrk, nginx, varnish from Debian). The server runs on
+# core 0 with one Tokio worker, the clients on core 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT=3100
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null || true; pkill -f "varnishd.*$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v varnishd >/dev/null; then
+    apt-get update -qq
+    apt-get install -y -qq wrk nginx-light varnish >/dev/null
+fi
+
+cargo build --release --example bench_server
+TOKIO_WORKER_THREADS=1 PORT=$PORT taskset -c 0 target/release/examples/bench_server > "$WORK/server.log" &
+for _ in $(seq 50); do grep -q listening "$WORK/server.log" && break; sleep 0.1; done
+
+# nginx: a cache with proxy_cache_lock, twice: plain, and serving stale
+# while updating. Both in front of the uncoalesced /origin routes.
+cat > "$WORK/nginx.conf" <<NGINX
+user root;
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    proxy_cache_path $WORK/cache-lock keys_zone=lock:10m;
+    proxy_cache_path $WORK/cache-stale keys_zone=stale:10m;
+    upstream origin { server 127.0.0.1:$PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:8081;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache lock;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 10s;
+        }
+    }
+    server {
+        listen 127.0.0.1:8082;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache stale;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 10s;
+            proxy_cache_use_stale updating;
+            proxy_cache_background_update on;
+        }
+    }
+}
+NGINX
+taskset -c 0 nginx -c "$WORK/nginx.conf"
+
+# Varnish, default VCL.
+taskset -c 0 varnishd -a 127.0.0.1:8083 -b 127.0.0.1:$PORT -n "$WORK/varnish" -s malloc,64m -p thread_pools=1 >/dev/null
+sleep 1
+
+ulimit -n 20000
+taskset -c 1 python3 bench/load.py \
+    --crate "http://127.0.0.1:$PORT" \
+    --nginx "http://127.0.0.1:8081" \
+    --nginx-stale "http://127.0.0.1:8082" \
+    --varnish "http://127.0.0.1:8083" \
+    --out bench/results/latest.json > /dev/null
+python3 bench/report.py bench/results/latest.json
+echo "bench/results/latest.json, bench/results/latest.svg and BENCHMARKS.md written"
