@@ -562,3 +562,39 @@ async fn a_read_in_flight_during_a_write_is_not_stored() {
         after.role
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unshareable_refresh_does_not_cost_the_stale_copy() {
+    let runs = Runs::default();
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/total",
+                routing::get(move || async move {
+                    // The first answer is shareable; later ones set a cookie.
+                    let run = runs.bump();
+                    sleep(WORK).await;
+                    if run == 1 {
+                        return "run 1".into_response();
+                    }
+                    ([(header::SET_COOKIE, "s=1")], format!("run {run}")).into_response()
+                }),
+            )
+            .layer(cached(
+                CacheConfig::new()
+                    .ttl(TTL)
+                    .stale_while_revalidate(Duration::from_secs(10)),
+            ))
+    };
+    assert_eq!(send(&app, get("/total")).await.text(), "run 1");
+    sleep(Duration::from_millis(1500)).await;
+    // Stale, and a refresh whose answer cannot be stored.
+    assert_eq!(
+        send(&app, get("/total")).await.role,
+        Some(FlightRole::Stale)
+    );
+    sleep(WORK * 2).await;
+    let next = send(&app, get("/total")).await;
+    assert_eq!((next.text(), next.role), ("run 1", Some(FlightRole::Stale)));
+}

@@ -155,7 +155,10 @@ pub(crate) struct Calls<K, T> {
 struct Call<T> {
     generation: u64,
     started: Instant,
-    waiters: Vec<oneshot::Sender<Outcome<T>>>,
+    /// The leader's own waiter, apart: "does anybody else wait?" must not
+    /// depend on where it sits among the followers.
+    leader: oneshot::Sender<Outcome<T>>,
+    followers: Vec<oneshot::Sender<Outcome<T>>>,
     /// Fixed by the leader's options: callers joining later with other
     /// options cannot turn it on or off.
     abort_when_unused: bool,
@@ -166,8 +169,19 @@ impl<T> Call<T> {
     fn info(&self) -> CallInfo {
         CallInfo {
             started: self.started,
-            waiters: self.waiters.iter().filter(|w| !w.is_closed()).count(),
+            waiters: usize::from(!self.leader.is_closed()) + self.followers(),
         }
+    }
+
+    /// Followers still waiting.
+    fn followers(&self) -> usize {
+        self.followers.iter().filter(|w| !w.is_closed()).count()
+    }
+
+    /// What `max_waiters` bounds: the leader while it waits, and the
+    /// followers' slots (those who left keep theirs until reclaimed).
+    fn slots(&self) -> usize {
+        usize::from(!self.leader.is_closed()) + self.followers.len()
     }
 }
 
@@ -230,16 +244,9 @@ where
 
     fn followers(&self) -> usize {
         let map = lock(&self.calls.map);
-        // The leader's waiter is the first; followers come after it.
         map.get(&self.key)
             .filter(|call| call.generation == self.generation)
-            .map_or(0, |call| {
-                call.waiters
-                    .iter()
-                    .skip(1)
-                    .filter(|w| !w.is_closed())
-                    .count()
-            })
+            .map_or(0, Call::followers)
     }
 }
 
@@ -282,15 +289,15 @@ where
         let joined = match map.entry(key) {
             Entry::Occupied(mut entry) => {
                 let call = entry.get_mut();
-                if call.waiters.len() >= options.max_waiters {
-                    // Callers who left still have a slot; reclaim them first.
-                    call.waiters.retain(|waiter| !waiter.is_closed());
+                if call.slots() >= options.max_waiters {
+                    // Followers who left still have a slot; reclaim them first.
+                    call.followers.retain(|waiter| !waiter.is_closed());
                 }
-                if call.waiters.len() >= options.max_waiters {
+                if call.slots() >= options.max_waiters {
                     drop(map);
                     return Err(self.overloaded(Overloaded::TooManyWaiters));
                 }
-                call.waiters.push(sender);
+                call.followers.push(sender);
                 let generation = call.generation;
                 let membership = call
                     .abort_when_unused
@@ -313,7 +320,8 @@ where
                 entry.insert(Call {
                     generation,
                     started: Instant::now(),
-                    waiters: vec![sender],
+                    leader: sender,
+                    followers: Vec::new(),
                     abort_when_unused: options.abort_when_unused,
                     abort: None,
                 });
@@ -390,9 +398,12 @@ where
             }
             _ => tracing::trace!(generation, "single-flight work finished"),
         }
-        for waiter in call.into_iter().flat_map(|call| call.waiters) {
+        if let Some(call) = call {
             // A waiter that left has closed its receiver; nothing to do.
-            let _ = waiter.send(outcome.clone());
+            for waiter in call.followers {
+                let _ = waiter.send(outcome.clone());
+            }
+            let _ = call.leader.send(outcome);
         }
     }
 
@@ -411,9 +422,7 @@ where
     fn waiter_left(&self, key: &K, generation: u64) {
         let mut map = lock(&self.map);
         let unused = map.get(key).is_some_and(|call| {
-            call.generation == generation
-                && call.abort_when_unused
-                && call.waiters.iter().all(|w| w.is_closed())
+            call.generation == generation && call.abort_when_unused && call.info().waiters == 0
         });
         if !unused {
             return;

@@ -304,3 +304,27 @@ async fn only_runs_that_ended_holding_their_key_inform_retry_after() {
     let holder = flights.holder(&"k").await.unwrap();
     assert_eq!(flights.retry_hint(&"k", &holder), Duration::from_secs(10));
 }
+
+#[tokio::test(start_paused = true)]
+async fn followers_are_counted_after_the_leader_left_and_slots_were_reclaimed() {
+    let flights: Flights<&str, usize> = Flights::new();
+    let options = CallOptions::default().max_waiters(1);
+    let Ok(Joined::Leader(leader)) = flights.join("k", &options) else {
+        panic!("first caller leads");
+    };
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let (report, counted) = tokio::sync::oneshot::channel();
+    let leader = leader.run_with(move |peers| async move {
+        let _ = gate.await;
+        let followers = peers.followers();
+        let _ = report.send(followers);
+        followers
+    });
+    drop(leader); // the leader's client left: its slot is reclaimable
+    let Ok(Joined::Follower(follower)) = flights.join("k", &options) else {
+        panic!("a slot was reclaimed for the follower");
+    };
+    let _ = release.send(());
+    assert_eq!(counted.await.unwrap(), 1, "the follower is counted");
+    assert_eq!(*follower.await.unwrap(), 1);
+}

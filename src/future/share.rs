@@ -126,10 +126,6 @@ where
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
-        if mode.passes.passes(&key) {
-            // Its last answer could not be shared: do not queue for nothing.
-            return Self::bypass(service.call(request), expose_role);
-        }
         let consulted = match consult_cache(mode, &key, &request) {
             Consulted::Answer(response, role) => return Self::respond(response, role, expose_role),
             Consulted::Revalidate(response, store) => {
@@ -138,6 +134,11 @@ where
             }
             Consulted::Ask(consulted) => consulted,
         };
+        // Its last answer could not be shared: do not queue for nothing. (A
+        // stale copy to fall back on keeps the request in the flight.)
+        if consulted.stale.is_none() && mode.passes.passes(&key) {
+            return Self::bypass(service.call(request), expose_role);
+        }
         let deadline = mode.max_wait.map(|wait| Box::pin(tokio::time::sleep(wait)));
         let state = match mode.flights.join(key, &mode.options) {
             Ok(Joined::Follower(waiter)) => State::Waiting {
