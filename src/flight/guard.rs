@@ -84,8 +84,10 @@ impl<K: 'static> Drop for LeaseGuard<K> {
     fn drop(&mut self) {
         let LeaseHandle { table, key, lease } = &self.handle;
         // Only runs that ended while holding their key say how long runs
-        // take; a hung or force-released one would skew `Retry-After`.
-        if table.store.release(key, *lease) {
+        // take (a hung or force-released one would skew `Retry-After`), and
+        // only keys that get duplicates need to know.
+        let released = table.store.release(key, *lease);
+        if released.is_some_and(|holder| holder.was_contended()) {
             table.history.record(key, self.acquired.elapsed());
         }
         table.stats.lease_dropped();

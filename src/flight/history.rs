@@ -1,4 +1,7 @@
 //! How long recent runs of each key took, to tell duplicates when to retry.
+//! Only runs that turned a duplicate away are recorded: keys nobody
+//! duplicates never need an estimate, and recording them would cost every
+//! lease a second map update.
 
 use std::{collections::HashMap, hash::Hash, sync::Mutex, time::Duration};
 

@@ -49,6 +49,7 @@ pub struct Holder {
     since: Instant,
     expires_at: Instant,
     progress: Option<Progress>,
+    contended: bool,
 }
 
 impl Holder {
@@ -59,7 +60,21 @@ impl Holder {
             since,
             expires_at,
             progress: None,
+            contended: false,
         }
+    }
+
+    /// The same holding, having turned a duplicate away.
+    #[must_use]
+    pub fn contended(mut self) -> Self {
+        self.contended = true;
+        self
+    }
+
+    /// Whether a duplicate was turned away while it held the key: only such
+    /// runs inform when duplicates are told to retry.
+    pub fn was_contended(&self) -> bool {
+        self.contended
     }
 
     /// The same holding, having reported `progress`.
@@ -160,6 +175,8 @@ impl From<Option<Holder>> for FlightStatus {
 ///   gives every success a `token` never given before.
 /// - `release` and `renew` act only when the stored holding has the same
 ///   `token`; anything else is a stale holder and is ignored.
+/// - A holding that turned a duplicate away is marked
+///   [`contended`](Holder::contended).
 /// - An expired holding is never reported as held.
 ///
 /// A caller that stops waiting for `acquire` cannot tell the store: a remote
@@ -173,13 +190,14 @@ pub trait LeaseStore<K>: Send + Sync + 'static {
     /// the current holding (expired, released, or taken over).
     fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool>;
 
-    /// Frees the key if `lease` still holds it, and says so: `false` for a
-    /// stale holding (expired, force-released, taken over), whose entry the
-    /// store may keep so that the next generation follows on.
+    /// Frees the key if `lease` still holds it, and returns the holding it
+    /// freed; `None` for a stale holding (expired, force-released, taken
+    /// over), whose entry the store may keep so that the next generation
+    /// follows on.
     ///
     /// Called from `Drop`, so it must not block: a remote store sends the
-    /// release from a spawned task and answers `false` (unknown).
-    fn release(&self, key: &K, lease: LeaseId) -> bool;
+    /// release from a spawned task and answers `None` (unknown).
+    fn release(&self, key: &K, lease: LeaseId) -> Option<Holder>;
 
     /// The current, unexpired holder of the key.
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>>;
@@ -207,7 +225,7 @@ impl<K, S: LeaseStore<K>> LeaseStore<K> for std::sync::Arc<S> {
         (**self).renew(key, lease, ttl)
     }
 
-    fn release(&self, key: &K, lease: LeaseId) -> bool {
+    fn release(&self, key: &K, lease: LeaseId) -> Option<Holder> {
         (**self).release(key, lease)
     }
 

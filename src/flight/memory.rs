@@ -78,9 +78,12 @@ where
     fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>> {
         let now = Instant::now();
         let mut entries = lock(&self.entries);
-        let generation = match entries.get(key) {
+        let generation = match entries.get_mut(key) {
             Some(holder) if holder.expires_at() > now => {
-                return StoreFuture::ready(Err(holder.clone()))
+                if !holder.was_contended() {
+                    *holder = holder.clone().contended();
+                }
+                return StoreFuture::ready(Err(holder.clone()));
             }
             Some(expired) => expired.generation() + 1,
             None => 1,
@@ -107,16 +110,17 @@ where
         StoreFuture::ready(renewed)
     }
 
-    fn release(&self, key: &K, lease: LeaseId) -> bool {
+    fn release(&self, key: &K, lease: LeaseId) -> Option<Holder> {
         let now = Instant::now();
         let mut entries = lock(&self.entries);
         let current = entries
             .get(key)
             .is_some_and(|holder| holder.lease() == lease && holder.expires_at() > now);
         if current {
-            entries.remove(key);
+            entries.remove(key)
+        } else {
+            None
         }
-        current
     }
 
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
@@ -226,7 +230,7 @@ mod tests {
         let new = acquire(&store, "k").await.unwrap();
 
         assert!(!store.renew(&"k", old, TTL).await);
-        assert!(!store.release(&"k", old));
+        assert!(store.release(&"k", old).is_none());
         assert_eq!(store.holder(&"k").await.map(|h| h.lease()), Some(new));
     }
 
@@ -234,15 +238,15 @@ mod tests {
     async fn tokens_are_never_reused_after_the_key_is_freed() {
         let store = MemoryStore::new();
         let first = acquire(&store, "k").await.unwrap();
-        assert!(store.release(&"k", first));
+        assert!(store.release(&"k", first).is_some());
         let second = acquire(&store, "k").await.unwrap();
         assert_eq!(second.generation(), first.generation());
         assert_ne!(second, first);
 
         // The first holder's late release must not free the second holding.
-        assert!(!store.release(&"k", first));
+        assert!(store.release(&"k", first).is_none());
         assert!(store.holder(&"k").await.is_some());
-        assert!(store.release(&"k", second));
+        assert!(store.release(&"k", second).is_some());
         assert!(store.is_empty());
     }
 
@@ -274,7 +278,7 @@ mod tests {
         assert_eq!(new.generation(), 2, "the generation follows on");
         assert!(!store.renew(&"k", old, TTL).await);
         assert!(!store.set_progress(&"k", old, Progress::steps(1, 2)).await);
-        assert!(!store.release(&"k", old));
+        assert!(store.release(&"k", old).is_none());
         assert_eq!(store.holder(&"k").await.map(|h| h.lease()), Some(new));
     }
 
@@ -284,14 +288,14 @@ mod tests {
         let forced = acquire(&store, "forced").await.unwrap();
         store.force_release(&"forced", None).await;
         assert!(
-            !store.release(&"forced", forced),
+            store.release(&"forced", forced).is_none(),
             "it no longer held the key"
         );
         assert_eq!(acquire(&store, "forced").await.unwrap().generation(), 2);
 
         let hung = acquire(&store, "hung").await.unwrap();
         tokio::time::advance(TTL).await;
-        assert!(!store.release(&"hung", hung));
+        assert!(store.release(&"hung", hung).is_none());
         assert_eq!(acquire(&store, "hung").await.unwrap().generation(), 2);
     }
 
@@ -302,7 +306,7 @@ mod tests {
         for key in 1..SWEEP_EVERY {
             let lease = store.acquire(&key, TTL).await.unwrap();
             store.force_release(&key, None).await;
-            assert!(!store.release(&key, lease));
+            assert!(store.release(&key, lease).is_none());
         }
         tokio::time::advance(TOMBSTONE + Duration::from_secs(1)).await;
         store.acquire(&u64::MAX, TTL).await.unwrap();

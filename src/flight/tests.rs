@@ -292,6 +292,8 @@ async fn only_runs_that_ended_holding_their_key_inform_retry_after() {
     let flights: Flights<&str> = Flights::new();
     for _ in 0..4 {
         let run = flights.try_acquire("k", ttl).await.unwrap();
+        // A duplicate turned away: this key's runs are worth knowing.
+        assert!(flights.try_acquire("k", ttl).await.is_err());
         tokio::time::sleep(Duration::from_secs(10)).await;
         drop(run);
     }
@@ -327,4 +329,24 @@ async fn followers_are_counted_after_the_leader_left_and_slots_were_reclaimed() 
     let _ = release.send(());
     assert_eq!(counted.await.unwrap(), 1, "the follower is counted");
     assert_eq!(*follower.await.unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_nobody_duplicated_are_not_recorded() {
+    let ttl = Duration::from_secs(600);
+    let flights: Flights<&str> = Flights::new();
+    let quiet = flights.try_acquire("k", ttl).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    drop(quiet);
+
+    let run = flights.try_acquire("k", ttl).await.unwrap();
+    let holder = flights.try_acquire("k", ttl).await.unwrap_err();
+    assert!(holder.was_contended());
+    let fallback = Duration::from_secs(1);
+    assert_eq!(
+        flights.retry_hint(&"k", &holder),
+        fallback,
+        "no history yet"
+    );
+    drop(run);
 }
