@@ -41,6 +41,8 @@ fn bench(app: Router, method: &'static str) -> Bench {
         .enable_all()
         .build()
         .expect("a runtime");
+    // What `axum::serve` does: routes are built once, not per request.
+    let app = app.with_state(());
     let bench = Bench {
         runtime,
         app,

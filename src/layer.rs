@@ -117,10 +117,12 @@ impl SingleFlightLayer<Share<RequestKey>> {
     ///
     /// # Concurrent calls on the same key
     ///
-    /// The first request is the leader: the inner service is called for it
-    /// in a spawned task, and its response is read into memory (up to
-    /// [`max_body`](Self::max_body), 8 MiB by default). Every waiter, the
-    /// leader included, receives a copy: same status, headers and body.
+    /// The first request is the leader: the inner service is called for it,
+    /// in the leader's own response future (no task is spawned while it
+    /// waits). If others wait too, the response is read into memory (up to
+    /// [`max_body`](Self::max_body), 8 MiB by default) and every waiter, the
+    /// leader included, receives a copy: same status, headers and body. A
+    /// leader nobody else waits for gets its response streamed, untouched.
     ///
     /// A response that cannot be shared is not: `Set-Cookie`,
     /// `Cache-Control: no-store`, `private` (unless the key is per identity
@@ -132,8 +134,9 @@ impl SingleFlightLayer<Share<RequestKey>> {
     ///
     /// # Cancellation
     ///
-    /// The leader's client disconnecting does not cancel the work: it runs in
-    /// its own task, and its followers still get the response. A follower
+    /// The leader's client disconnecting (or its `max_wait` passing) does not
+    /// cancel the work: it is handed to a task that finishes it, within the
+    /// same lease, and the followers still get the response. A follower
     /// that leaves disturbs nobody. With
     /// [`abort_when_unused`](Self::abort_when_unused) the work stops once
     /// every waiter has left.

@@ -37,9 +37,9 @@
 //!   panic and cancellation all release) with a TTL for work that hangs.
 //! - A lease that expired cannot release or renew its successor's: every
 //!   holding has its own fencing token ([`LeaseId`]).
-//! - In share mode the work runs in its own task: a leader whose client leaves
-//!   does not fail its followers; a panic gives every waiter `500` (never the
-//!   panic's message) and frees the key.
+//! - In share mode a leader whose client leaves does not fail its followers:
+//!   its work is handed to a task that finishes it; a panic gives every
+//!   waiter `500` (never the panic's message) and frees the key.
 //! - A response for one caller is never handed to another: callers with
 //!   different `Authorization` or `Cookie` and requests for different hosts
 //!   are kept apart; conditional, range and upgrade requests are not

@@ -4,7 +4,6 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, RandomState},
     sync::{
         atomic::{AtomicUsize, Ordering::Relaxed},
         Mutex, PoisonError,
@@ -17,15 +16,15 @@ use tokio::time::Instant;
 /// Keys remembered at most. Past it, expired marks go first, then any.
 const CAPACITY: usize = 4096;
 
-/// Marks by key hash: small whatever the keys, and a collision only makes a
-/// key pass through (uncoalesced) for a while, never answer wrongly.
+/// Marks by key hash (the flights table's keyed hash): small whatever the
+/// keys, and a collision only makes a key pass through (uncoalesced) for a
+/// while, never answer wrongly.
 #[derive(Debug)]
 pub(crate) struct PassList {
     until: Mutex<HashMap<u64, Instant>>,
     /// How many marks there are, read without the lock: most tables have
     /// none, and then a request pays nothing.
     marks: AtomicUsize,
-    hasher: RandomState,
     window: Duration,
 }
 
@@ -34,7 +33,6 @@ impl PassList {
         Self {
             until: Mutex::new(HashMap::new()),
             marks: AtomicUsize::new(0),
-            hasher: RandomState::new(),
             window,
         }
     }
@@ -43,12 +41,11 @@ impl PassList {
         self.window
     }
 
-    /// Whether `key` passes through now.
-    pub(crate) fn passes<K: Hash>(&self, key: &K) -> bool {
+    /// Whether the key with this hash passes through now.
+    pub(crate) fn passes(&self, hash: u64) -> bool {
         if self.marks.load(Relaxed) == 0 {
             return false;
         }
-        let hash = self.hasher.hash_one(key);
         let mut until = self.lock();
         match until.get(&hash) {
             Some(until) if Instant::now() < *until => true,
@@ -61,20 +58,8 @@ impl PassList {
         }
     }
 
-    /// Makes `key` pass through for the window.
-    #[cfg(test)]
-    pub(crate) fn mark<K: Hash>(&self, key: &K) {
-        self.mark_hash(self.hasher.hash_one(key));
-    }
-
-    /// The hasher keys are remembered by.
-    pub(crate) fn hasher(&self) -> &RandomState {
-        &self.hasher
-    }
-
-    /// Makes the key with this hash (by [`hasher`](Self::hasher)) pass
-    /// through for the window.
-    pub(crate) fn mark_hash(&self, hash: u64) {
+    /// Makes the key with this hash pass through for the window.
+    pub(crate) fn mark(&self, hash: u64) {
         if self.window.is_zero() {
             return;
         }
@@ -104,12 +89,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_mark_lasts_its_window() {
         let passes = PassList::new(Duration::from_secs(10));
-        assert!(!passes.passes(&"k"));
-        passes.mark(&"k");
-        assert!(passes.passes(&"k"));
-        assert!(!passes.passes(&"other"));
+        assert!(!passes.passes(1));
+        passes.mark(1);
+        assert!(passes.passes(1));
+        assert!(!passes.passes(2));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(!passes.passes(&"k"));
+        assert!(!passes.passes(1));
         assert_eq!(passes.marks.load(Relaxed), 0, "the expired mark is gone");
     }
 
@@ -117,7 +102,7 @@ mod tests {
     async fn marks_are_bounded() {
         let passes = PassList::new(Duration::from_secs(10));
         for key in 0..CAPACITY * 2 {
-            passes.mark(&key);
+            passes.mark(key as u64);
         }
         assert_eq!(passes.lock().len(), CAPACITY);
     }
@@ -125,7 +110,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_zero_window_disables_it() {
         let passes = PassList::new(Duration::ZERO);
-        passes.mark(&"k");
-        assert!(!passes.passes(&"k"));
+        passes.mark(1);
+        assert!(!passes.passes(1));
     }
 }

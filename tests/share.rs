@@ -105,6 +105,50 @@ async fn a_leader_whose_client_leaves_still_serves_its_followers() {
     assert_eq!(layer.stats().in_flight, 0);
 }
 
+/// `GET /slow`: counts its start, sleeps `WORK`, then sets `finished`.
+fn finishing_app(layer: ShareLayer, runs: &Runs, finished: Arc<AtomicBool>) -> Router {
+    let runs = runs.clone();
+    Router::new()
+        .route(
+            "/slow",
+            routing::get(move || async move {
+                runs.bump();
+                sleep(WORK).await;
+                finished.store(true, SeqCst);
+                "done"
+            }),
+        )
+        .layer(layer)
+}
+
+/// The leader runs the work in its own future; when its client leaves with
+/// nobody else waiting, the work still ends in a task (what it cost is not
+/// wasted), unless `abort_when_unused` says to drop it.
+async fn a_lone_leader_leaves(abort_when_unused: bool) -> bool {
+    let (runs, finished) = (Runs::default(), Arc::new(AtomicBool::new(false)));
+    let layer = SingleFlightLayer::share().abort_when_unused(abort_when_unused);
+    let app = finishing_app(layer.clone(), &runs, finished.clone());
+
+    let leader = spawn(&app, get("/slow"));
+    until(|| runs.get() == 1).await;
+    leader.abort();
+    sleep(WORK * 2).await;
+
+    assert_eq!(runs.get(), 1);
+    assert_eq!(layer.stats().in_flight, 0, "the key is free either way");
+    finished.load(SeqCst)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_leader_that_leaves_lets_its_work_finish() {
+    assert!(a_lone_leader_leaves(false).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_leader_that_leaves_drops_its_work_when_told_to() {
+    assert!(!a_lone_leader_leaves(true).await);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_follower_that_leaves_disturbs_nobody() {
     let runs = Runs::default();
@@ -154,7 +198,11 @@ async fn every_waiter_gets_500_when_the_handler_panics(in_call: bool) {
 
     let replies = send_all(&app, (0..20).map(|_| get("/panic"))).await;
     assert_eq!(count(&replies, StatusCode::INTERNAL_SERVER_ERROR), 20);
-    assert_eq!(runs.get(), 1);
+    // A panic in the future comes after `WORK`, when all twenty wait on the
+    // one run. A panic in `call` ends each run as it starts, before the next
+    // request arrives: each is its own flight, and its own 500.
+    let expected_runs = if in_call { 20 } else { 1 };
+    assert_eq!(runs.get(), expected_runs);
     for reply in &replies {
         assert!(
             !reply.text().contains("secret"),
@@ -165,7 +213,11 @@ async fn every_waiter_gets_500_when_the_handler_panics(in_call: bool) {
 
     armed.store(false, SeqCst);
     let next = send(&app, get("/panic")).await;
-    assert_eq!((next.status, next.text()), (StatusCode::OK, "run 2"));
+    let expected = format!("run {}", expected_runs + 1);
+    assert_eq!(
+        (next.status, next.text()),
+        (StatusCode::OK, expected.as_str())
+    );
 }
 
 #[tokio::test(start_paused = true)]

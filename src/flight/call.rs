@@ -1,10 +1,9 @@
 //! Shared calls: one future per key, its outcome handed to every waiter.
 
 use std::{
-    collections::{hash_map::Entry, HashMap},
     fmt,
     future::Future,
-    hash::Hash,
+    hash::{BuildHasher, Hash, RandomState},
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
@@ -16,6 +15,7 @@ use std::{
 };
 
 use futures_util::FutureExt;
+use hashbrown::{hash_table, HashTable};
 use tokio::{sync::oneshot, task::AbortHandle, time::Instant};
 
 use super::{
@@ -94,10 +94,10 @@ impl std::error::Error for Overloaded {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct CallOptions {
-    lease: Duration,
+    pub(super) lease: Duration,
     max_waiters: usize,
     max_flights: usize,
-    abort_when_unused: bool,
+    pub(super) abort_when_unused: bool,
 }
 
 impl Default for CallOptions {
@@ -146,18 +146,25 @@ impl CallOptions {
 }
 
 /// The table of running flights.
+///
+/// A key is hashed once, when a caller enters; afterwards its call is found by
+/// that hash and its generation, which no other call shares, so handles keep
+/// no copy of the key and never hash it again.
 pub(crate) struct Calls<K, T> {
-    map: Mutex<HashMap<K, Call<T>>>,
+    map: Mutex<HashTable<Call<K, T>>>,
+    hasher: RandomState,
     next_generation: AtomicU64,
     stats: Arc<Stats>,
 }
 
-struct Call<T> {
+struct Call<K, T> {
+    key: K,
+    hash: u64,
     generation: u64,
     started: Instant,
-    /// The leader's own waiter, apart: "does anybody else wait?" must not
-    /// depend on where it sits among the followers.
-    leader: oneshot::Sender<Outcome<T>>,
+    /// Apart from the followers: "does anybody else wait?" must not depend
+    /// on where the leader sits among them.
+    leader: Seat<T>,
     followers: Vec<oneshot::Sender<Outcome<T>>>,
     /// Fixed by the leader's options: callers joining later with other
     /// options cannot turn it on or off.
@@ -165,11 +172,31 @@ struct Call<T> {
     abort: Option<AbortHandle>,
 }
 
-impl<T> Call<T> {
+/// Where a flight's leader waits for its outcome.
+pub(super) enum Seat<T> {
+    /// The work runs in a spawned task; the outcome comes on a channel.
+    Channel(oneshot::Sender<Outcome<T>>),
+    /// The leader polls the work in its own future and needs no channel.
+    Inline,
+    /// The leader left; its work was handed to a task.
+    Left,
+}
+
+impl<T> Seat<T> {
+    fn waits(&self) -> bool {
+        match self {
+            Self::Channel(sender) => !sender.is_closed(),
+            Self::Inline => true,
+            Self::Left => false,
+        }
+    }
+}
+
+impl<K, T> Call<K, T> {
     fn info(&self) -> CallInfo {
         CallInfo {
             started: self.started,
-            waiters: usize::from(!self.leader.is_closed()) + self.followers(),
+            waiters: usize::from(self.leader.waits()) + self.followers(),
         }
     }
 
@@ -181,7 +208,7 @@ impl<T> Call<T> {
     /// What `max_waiters` bounds: the leader while it waits, and the
     /// followers' slots (those who left keep theirs until reclaimed).
     fn slots(&self) -> usize {
-        usize::from(!self.leader.is_closed()) + self.followers.len()
+        usize::from(self.leader.waits()) + self.followers.len()
     }
 }
 
@@ -205,19 +232,32 @@ pub enum Joined<T> {
     Follower(Waiter<T>),
 }
 
+/// Who a caller entering the table is, before the public wrapping.
+pub(super) enum Entered<T> {
+    /// Leads: publishes the outcome through the completion; with a channel
+    /// seat, also receives it on the receiver.
+    Leader {
+        completion: Completion<T>,
+        receiver: Option<oneshot::Receiver<Outcome<T>>>,
+        generation: u64,
+    },
+    Follower(Waiter<T>),
+}
+
 /// A handle on one call of the table. Erased over the key, so that leaders and
 /// waiters carry no key type and no bounds.
-trait CallHandle<T>: Send + Sync {
-    fn finish(&self, outcome: Outcome<T>);
+pub(super) trait CallHandle<T>: Send + Sync {
+    fn finish(&self, outcome: Result<T, FlightError>);
     fn waiter_left(&self);
+    fn leader_left(&self);
     fn set_abort(&self, abort: AbortHandle);
     fn followers(&self) -> usize;
-    fn key_hash(&self, state: &std::hash::RandomState) -> u64;
+    fn hash(&self) -> u64;
 }
 
 struct Handle<K, T> {
     calls: Arc<Calls<K, T>>,
-    key: K,
+    hash: u64,
     generation: u64,
 }
 
@@ -226,27 +266,34 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Send + Sync + 'static,
 {
-    fn finish(&self, outcome: Outcome<T>) {
-        self.calls.finish(&self.key, self.generation, outcome);
+    fn finish(&self, outcome: Result<T, FlightError>) {
+        self.calls.finish(self.hash, self.generation, outcome);
     }
 
     fn waiter_left(&self) {
-        self.calls.waiter_left(&self.key, self.generation);
+        self.calls.waiter_left(self.hash, self.generation);
+    }
+
+    fn leader_left(&self) {
+        self.calls.with_call(self.hash, self.generation, |call| {
+            call.leader = Seat::Left;
+        });
     }
 
     fn set_abort(&self, abort: AbortHandle) {
-        self.calls.set_abort(&self.key, self.generation, abort);
-    }
-
-    fn key_hash(&self, state: &std::hash::RandomState) -> u64 {
-        std::hash::BuildHasher::hash_one(state, &self.key)
+        self.calls.with_call(self.hash, self.generation, |call| {
+            call.abort = Some(abort);
+        });
     }
 
     fn followers(&self) -> usize {
-        let map = lock(&self.calls.map);
-        map.get(&self.key)
-            .filter(|call| call.generation == self.generation)
-            .map_or(0, Call::followers)
+        self.calls
+            .with_call(self.hash, self.generation, |call| call.followers())
+            .unwrap_or(0)
+    }
+
+    fn hash(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -257,10 +304,17 @@ where
 {
     pub(crate) fn new(stats: Arc<Stats>) -> Self {
         Self {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(HashTable::new()),
+            hasher: RandomState::new(),
             next_generation: AtomicU64::new(1),
             stats,
         }
+    }
+
+    /// The key's hash in this table (keyed per table: clients cannot aim
+    /// collisions at it).
+    pub(crate) fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -268,13 +322,16 @@ where
     }
 
     pub(crate) fn info(&self, key: &K) -> Option<CallInfo> {
-        lock(&self.map).get(key).map(Call::info)
+        let hash = self.hash(key);
+        lock(&self.map)
+            .find(hash, |call| call.key == *key)
+            .map(Call::info)
     }
 
     pub(crate) fn snapshot(&self) -> Vec<(K, CallInfo)> {
         lock(&self.map)
             .iter()
-            .map(|(key, call)| (key.clone(), call.info()))
+            .map(|call| (call.key.clone(), call.info()))
             .collect()
     }
 
@@ -283,11 +340,40 @@ where
         key: K,
         options: &CallOptions,
     ) -> Result<Joined<T>, Overloaded> {
-        let (sender, receiver) = oneshot::channel();
+        let hash = self.hash(&key);
+        Ok(match self.enter(key, hash, options, false)? {
+            Entered::Leader {
+                completion,
+                receiver,
+                generation,
+            } => {
+                let membership = options
+                    .abort_when_unused
+                    .then(|| self.handle(hash, generation));
+                Joined::Leader(Leader {
+                    completion: Some(completion),
+                    waiter: receiver.map(|receiver| Waiter::new(receiver, membership)),
+                    lease: options.lease,
+                })
+            }
+            Entered::Follower(waiter) => Joined::Follower(waiter),
+        })
+    }
+
+    /// Joins the flight for `key` (whose [`hash`](Self::hash) is `hash`), or
+    /// leads it: with `inline`, the leader polls the work itself and takes
+    /// no channel.
+    pub(super) fn enter(
+        self: &Arc<Self>,
+        key: K,
+        hash: u64,
+        options: &CallOptions,
+        inline: bool,
+    ) -> Result<Entered<T>, Overloaded> {
         let mut map = lock(&self.map);
         let flights = map.len();
-        let joined = match map.entry(key) {
-            Entry::Occupied(mut entry) => {
+        let entered = match map.entry(hash, |call| call.key == key, |call| call.hash) {
+            hash_table::Entry::Occupied(mut entry) => {
                 let call = entry.get_mut();
                 if call.slots() >= options.max_waiters {
                     // Followers who left still have a slot; reclaim them first.
@@ -297,53 +383,63 @@ where
                     drop(map);
                     return Err(self.overloaded(Overloaded::TooManyWaiters));
                 }
+                let (sender, receiver) = oneshot::channel();
                 call.followers.push(sender);
-                let generation = call.generation;
                 let membership = call
                     .abort_when_unused
-                    .then(|| self.handle(entry.key(), generation));
-                Joined::Follower(Waiter::new(receiver, membership))
+                    .then(|| self.handle(hash, call.generation));
+                Entered::Follower(Waiter::new(receiver, membership))
             }
-            Entry::Vacant(entry) => {
+            hash_table::Entry::Vacant(entry) => {
                 if flights >= options.max_flights {
                     drop(map);
                     return Err(self.overloaded(Overloaded::TooManyFlights));
                 }
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-                let completion = Completion {
-                    handle: Arc::from(self.handle(entry.key(), generation)),
-                    finished: false,
+                let (leader, receiver) = if inline {
+                    (Seat::Inline, None)
+                } else {
+                    let (sender, receiver) = oneshot::channel();
+                    (Seat::Channel(sender), Some(receiver))
                 };
-                let membership = options
-                    .abort_when_unused
-                    .then(|| self.handle(entry.key(), generation));
                 entry.insert(Call {
+                    key,
+                    hash,
                     generation,
                     started: Instant::now(),
-                    leader: sender,
+                    leader,
                     followers: Vec::new(),
                     abort_when_unused: options.abort_when_unused,
                     abort: None,
                 });
-                Joined::Leader(Leader {
-                    completion: Some(completion),
-                    waiter: Some(Waiter::new(receiver, membership)),
-                    lease: options.lease,
-                })
+                let completion = Completion {
+                    handle: Arc::new(Handle {
+                        calls: Arc::clone(self),
+                        hash,
+                        generation,
+                    }),
+                    finished: false,
+                };
+                Entered::Leader {
+                    completion,
+                    receiver,
+                    generation,
+                }
             }
         };
         drop(map);
-        self.stats.record(match joined {
-            Joined::Leader(_) => Event::Led,
-            Joined::Follower(_) => Event::Followed,
+        self.stats.record(match entered {
+            Entered::Leader { .. } => Event::Led,
+            Entered::Follower(_) => Event::Followed,
         });
-        Ok(joined)
+        Ok(entered)
     }
 
     /// Leads a new flight for `key`, or does nothing if one runs: for work
     /// nobody waits for (a background refresh).
     pub(crate) fn try_lead(self: &Arc<Self>, key: K, options: &CallOptions) -> Option<Leader<T>> {
-        if lock(&self.map).contains_key(&key) {
+        let hash = self.hash(&key);
+        if lock(&self.map).find(hash, |call| call.key == key).is_some() {
             return None;
         }
         match self.join(key, options) {
@@ -352,12 +448,24 @@ where
         }
     }
 
-    fn handle(self: &Arc<Self>, key: &K, generation: u64) -> Box<dyn CallHandle<T>> {
+    fn handle(self: &Arc<Self>, hash: u64, generation: u64) -> Box<dyn CallHandle<T>> {
         Box::new(Handle {
             calls: Arc::clone(self),
-            key: key.clone(),
+            hash,
             generation,
         })
+    }
+
+    /// Runs `f` on the call of this generation, if it is still in the table.
+    fn with_call<R>(
+        &self,
+        hash: u64,
+        generation: u64,
+        f: impl FnOnce(&mut Call<K, T>) -> R,
+    ) -> Option<R> {
+        lock(&self.map)
+            .find_mut(hash, |call| call.generation == generation)
+            .map(f)
     }
 
     fn overloaded(&self, reason: Overloaded) -> Overloaded {
@@ -368,19 +476,11 @@ where
 
     /// Removes the call (if it is still this generation's) and hands every
     /// waiter the outcome.
-    fn finish(&self, key: &K, generation: u64, outcome: Outcome<T>) {
-        let call = {
-            let mut map = lock(&self.map);
-            // One hash in the usual case; a later flight (rare) goes back.
-            match map.remove_entry(key) {
-                Some((_, call)) if call.generation == generation => Some(call),
-                Some((key, later)) => {
-                    map.insert(key, later);
-                    None
-                }
-                None => None,
-            }
-        };
+    fn finish(&self, hash: u64, generation: u64, outcome: Result<T, FlightError>) {
+        let call = lock(&self.map)
+            .find_entry(hash, |call| call.generation == generation)
+            .ok()
+            .map(|entry| entry.remove().0);
         match &outcome {
             Err(FlightError::Panicked) => {
                 self.stats.record(Event::Panicked);
@@ -398,38 +498,40 @@ where
             }
             _ => tracing::trace!(generation, "single-flight work finished"),
         }
-        if let Some(call) = call {
-            // A waiter that left has closed its receiver; nothing to do.
-            for waiter in call.followers {
-                let _ = waiter.send(outcome.clone());
-            }
-            let _ = call.leader.send(outcome);
+        let Some(call) = call else { return };
+        let leader = match call.leader {
+            Seat::Channel(sender) => Some(sender),
+            Seat::Inline | Seat::Left => None,
+        };
+        if call.followers.is_empty() && leader.is_none() {
+            // Nobody to hand it to: not even worth an `Arc`.
+            return;
         }
-    }
-
-    fn set_abort(&self, key: &K, generation: u64, abort: AbortHandle) {
-        let mut map = lock(&self.map);
-        if let Some(call) = map
-            .get_mut(key)
-            .filter(|call| call.generation == generation)
-        {
-            call.abort = Some(abort);
+        let outcome = outcome.map(Arc::new);
+        // A waiter that left has closed its receiver; nothing to do.
+        for waiter in call.followers {
+            let _ = waiter.send(outcome.clone());
+        }
+        if let Some(leader) = leader {
+            let _ = leader.send(outcome);
         }
     }
 
     /// With `abort_when_unused`: once no waiter is left, free the key and stop
     /// the work.
-    fn waiter_left(&self, key: &K, generation: u64) {
-        let mut map = lock(&self.map);
-        let unused = map.get(key).is_some_and(|call| {
-            call.generation == generation && call.abort_when_unused && call.info().waiters == 0
-        });
-        if !unused {
-            return;
-        }
-        let call = map.remove(key);
-        drop(map);
-        if let Some(abort) = call.and_then(|call| call.abort) {
+    fn waiter_left(&self, hash: u64, generation: u64) {
+        let call = {
+            let mut map = lock(&self.map);
+            let Ok(entry) = map.find_entry(hash, |call| call.generation == generation) else {
+                return;
+            };
+            let call = entry.get();
+            if !call.abort_when_unused || call.info().waiters > 0 {
+                return;
+            }
+            entry.remove().0
+        };
+        if let Some(abort) = call.abort {
             tracing::debug!(generation, "every waiter left; single-flight work aborted");
             abort.abort();
         }
@@ -475,29 +577,36 @@ where
         Fut: Future<Output = T> + Send + 'static,
     {
         let completion = self.completion.take().expect("a leader runs once");
-        let work = make(Peers {
-            call: Arc::clone(&completion.handle),
-        });
-        let lease = self.lease;
-        // Boxed once here, so that spawning moves a pointer, not the whole
-        // (often kilobytes large) future, several times over.
-        let work = Box::pin(work);
-        let task = tokio::spawn(async move {
-            let caught = AssertUnwindSafe(work).catch_unwind();
-            let outcome = match tokio::time::timeout(lease, caught).await {
-                Ok(Ok(value)) => Ok(Arc::new(value)),
-                // The panic payload is dropped here: it never reaches a waiter.
-                Ok(Err(_panic)) => Err(FlightError::Panicked),
-                Err(_elapsed) => Err(FlightError::TimedOut),
-            };
-            completion.finish(outcome);
-        });
+        let work = make(completion.peers());
+        let deadline = Instant::now() + self.lease;
+        let task = spawn_to_finish(Box::pin(work), completion, deadline);
         let waiter = self.waiter.take().expect("a leader runs once");
         if let Some(membership) = &waiter.membership {
             membership.set_abort(task.abort_handle());
         }
         waiter
     }
+}
+
+/// Runs `work` in a task until `deadline`, then publishes what came of it.
+///
+/// Boxed before it gets here, so that spawning moves a pointer, not the whole
+/// (often kilobytes large) future, several times over.
+pub(super) fn spawn_to_finish<T: Send + 'static>(
+    work: Pin<Box<dyn Future<Output = T> + Send>>,
+    completion: Completion<T>,
+    deadline: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let caught = AssertUnwindSafe(work).catch_unwind();
+        let outcome = match tokio::time::timeout_at(deadline, caught).await {
+            Ok(Ok(value)) => Ok(value),
+            // The panic payload is dropped here: it never reaches a waiter.
+            Ok(Err(_panic)) => Err(FlightError::Panicked),
+            Err(_elapsed) => Err(FlightError::TimedOut),
+        };
+        completion.finish(outcome);
+    })
 }
 
 impl<T> fmt::Debug for Leader<T> {
@@ -519,10 +628,10 @@ impl<T> Peers<T> {
         self.call.followers()
     }
 
-    /// The flight's key, hashed with `state`: to remember the key without
-    /// a copy of it.
-    pub(crate) fn key_hash(&self, state: &std::hash::RandomState) -> u64 {
-        self.call.key_hash(state)
+    /// The flight's key as its table hashed it: to remember the key
+    /// without a copy of it.
+    pub(crate) fn key_hash(&self) -> u64 {
+        self.call.hash()
     }
 }
 
@@ -534,15 +643,21 @@ impl<T> fmt::Debug for Peers<T> {
 
 /// Publishes the outcome exactly once; if the work is dropped before it
 /// finishes (aborted, never run, runtime shut down), publishes `Abandoned`.
-struct Completion<T> {
-    handle: Arc<dyn CallHandle<T>>,
+pub(super) struct Completion<T> {
+    pub(super) handle: Arc<dyn CallHandle<T>>,
     finished: bool,
 }
 
 impl<T> Completion<T> {
-    fn finish(mut self, outcome: Outcome<T>) {
+    pub(super) fn finish(mut self, outcome: Result<T, FlightError>) {
         self.finished = true;
         self.handle.finish(outcome);
+    }
+
+    pub(super) fn peers(&self) -> Peers<T> {
+        Peers {
+            call: Arc::clone(&self.handle),
+        }
     }
 }
 

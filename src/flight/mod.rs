@@ -7,6 +7,7 @@
 mod call;
 mod guard;
 mod history;
+mod inline;
 mod lease;
 mod memory;
 mod progress;
@@ -35,10 +36,11 @@ pub use stats::FlightStats;
 
 pub(crate) use stats::{Event, Stats};
 
-use call::Calls;
+use call::{Calls, Entered};
 pub(crate) use guard::spawn_holding;
 use guard::GuardTable;
 use history::RunHistory;
+pub(crate) use inline::{InlineLeader, Inlined};
 
 /// A table of keys in flight: leases for work that must not run twice, and
 /// shared calls whose one outcome every concurrent caller receives.
@@ -341,6 +343,30 @@ where
             Ok(Joined::Follower(waiter)) => waiter.await,
             Err(overloaded) => Err(FlightError::Overloaded(overloaded)),
         }
+    }
+
+    /// The key's hash in the table of shared calls, for
+    /// [`enter_inline`](Self::enter_inline).
+    pub(crate) fn key_hash(&self, key: &K) -> u64 {
+        self.calls.hash(key)
+    }
+
+    /// Like [`join`](Self::join), for a leader that polls the work in its own
+    /// future. `hash` is the key's [`key_hash`](Self::key_hash).
+    pub(crate) fn enter_inline(
+        &self,
+        key: K,
+        hash: u64,
+        options: &CallOptions,
+    ) -> Result<Inlined<T>, Overloaded> {
+        Ok(match self.calls.enter(key, hash, options, true)? {
+            Entered::Leader { completion, .. } => Inlined::Leader(InlineLeader::new(
+                completion,
+                options.lease,
+                options.abort_when_unused,
+            )),
+            Entered::Follower(waiter) => Inlined::Follower(waiter),
+        })
     }
 
     /// How many shared calls are running now.

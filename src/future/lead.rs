@@ -1,10 +1,10 @@
-//! The leader's work in share mode, run in the flight's own task.
+//! The leader's work in share mode: its request, and what becomes of the
+//! response.
 
 use std::sync::Arc;
 
 use http::{Request, Response};
 use http_body::Body;
-use tokio::sync::oneshot;
 use tower_service::Service;
 
 use crate::{
@@ -20,13 +20,39 @@ use crate::{
 pub(crate) type Private<S, ReqB, ResB> =
     Result<Response<ResponseBody<ResB>>, <S as Service<Request<ReqB>>>::Error>;
 
-/// What the leader needs besides the request.
-pub(crate) struct Lead<S, ReqB, ResB, K>
+/// What came of the leader's request: what the followers get, and the
+/// leader's own response when it could not be shared.
+pub(crate) struct Led<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>>,
     ResB: Body,
 {
-    pub(crate) private: oneshot::Sender<Private<S, ReqB, ResB>>,
+    pub(crate) outcome: SharedOutcome,
+    pub(crate) private: Option<Private<S, ReqB, ResB>>,
+}
+
+impl<S, ReqB, ResB> Led<S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>>,
+    ResB: Body,
+{
+    fn shared(outcome: SharedOutcome) -> Self {
+        Self {
+            outcome,
+            private: None,
+        }
+    }
+
+    fn private(reason: Unshareable, private: Private<S, ReqB, ResB>) -> Self {
+        Self {
+            outcome: SharedOutcome::Unshareable(reason),
+            private: Some(private),
+        }
+    }
+}
+
+/// What the leader needs besides the request.
+pub(crate) struct Lead<K> {
     pub(crate) max_body: usize,
     pub(crate) private_ok: bool,
     pub(crate) store: Option<Store<K>>,
@@ -36,15 +62,11 @@ where
     pub(crate) passes: Arc<PassList>,
 }
 
-impl<S, ReqB, ResB, K> Lead<S, ReqB, ResB, K>
-where
-    S: Service<Request<ReqB>>,
-    ResB: Body,
-{
+impl<K> Lead<K> {
     /// Remembers the flight's key as unshareable, for a while.
     fn pass(&self) {
         if let Some(peers) = &self.peers {
-            self.passes.mark_hash(peers.key_hash(self.passes.hasher()));
+            self.passes.mark(peers.key_hash());
         }
     }
 }
@@ -52,14 +74,14 @@ where
 /// Calls the inner service, and turns its response into something every
 /// waiter can have a copy of.
 ///
-/// When the response cannot be shared, the leader gets it whole through
-/// `private` (streamed, with whatever was already read put back in front),
-/// and the followers are told to run their own requests.
+/// When the response cannot be shared, the leader gets it whole as its
+/// `private` response (streamed, with whatever was already read put back in
+/// front), and the followers are told to run their own requests.
 pub(crate) async fn lead<S, ReqB, ResB, K>(
     mut service: S,
     request: Request<ReqB>,
-    lead: Lead<S, ReqB, ResB, K>,
-) -> SharedOutcome
+    lead: Lead<K>,
+) -> Led<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
@@ -67,16 +89,15 @@ where
 {
     // Another flight may have stored an answer since this request looked.
     if let Some(fresh) = fresh(&lead.store, request.headers()) {
-        return SharedOutcome::Response(fresh);
+        return Led::shared(SharedOutcome::Response(fresh));
     }
     // Kept to compare with followers if the response names them in `Vary`.
     let leader_headers = request.headers().clone();
     let response = match service.call(request).await {
         Ok(response) => response,
         Err(error) => {
-            let _ = lead.private.send(Err(error));
             back_off(&lead.store);
-            return SharedOutcome::Unshareable(Unshareable::ServiceError);
+            return Led::private(Unshareable::ServiceError, Err(error));
         }
     };
     let (parts, body) = response.into_parts();
@@ -90,15 +111,13 @@ where
         if !failed {
             lead.pass();
         }
-        let _ = lead
-            .private
-            .send(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
         let reason = if failed {
             Unshareable::ServerError
         } else {
             reason
         };
-        return SharedOutcome::Unshareable(reason);
+        let response = Response::from_parts(parts, ResponseBody::inner(body));
+        return Led::private(reason, Ok(response));
     }
     // Nobody to share with and nothing to store: the leader takes its own
     // response, streamed, instead of a buffered copy. (A follower joining
@@ -109,10 +128,8 @@ where
             .as_ref()
             .is_some_and(|peers| peers.followers() == 0);
     if alone {
-        let _ = lead
-            .private
-            .send(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
-        return SharedOutcome::Unshareable(Unshareable::Alone);
+        let response = Response::from_parts(parts, ResponseBody::inner(body));
+        return Led::private(Unshareable::Alone, Ok(response));
     }
     let (body, reason) = match buffer::collect(body, lead.max_body).await {
         Collected::Complete { data, trailers } => {
@@ -125,7 +142,7 @@ where
             if !failed {
                 keep(&lead.store, &response);
             }
-            return SharedOutcome::Response(response);
+            return Led::shared(SharedOutcome::Response(response));
         }
         Collected::TooLarge { prefix, rest } => {
             if !failed {
@@ -138,8 +155,7 @@ where
             (ResponseBody::failed(prefix, error), Unshareable::BodyFailed)
         }
     };
-    let _ = lead.private.send(Ok(Response::from_parts(parts, body)));
-    SharedOutcome::Unshareable(reason)
+    Led::private(reason, Ok(Response::from_parts(parts, body)))
 }
 
 #[cfg(feature = "cache")]

@@ -1,4 +1,4 @@
-//! The response future of share mode, and the leader's work.
+//! The response future of share mode.
 
 use std::{
     fmt,
@@ -11,13 +11,16 @@ use std::{
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::{sync::oneshot, time::Sleep};
+use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::lead::{lead, Lead, Private, Store};
+use super::{
+    lead::{lead, Lead, Led, Private, Store},
+    leading::{finish_in_task, Leading, Timer, Work},
+};
 use crate::{
     body::ResponseBody,
-    flight::{Event, FlightError, Joined, Stats, Waiter},
+    flight::{Event, FlightError, Inlined, Stats, Waiter},
     key::ShareKey,
     mode::Share,
     rejection,
@@ -38,22 +41,23 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<S: Service<Request<ReqB>>, ReqB, ResB: Body> {
-        // Waiting for the flight's outcome. A follower keeps its own request
-        // (`own`) in case the outcome cannot be shared with it; the leader
-        // keeps the channel of its own response (`private`) for that case.
-        Waiting {
-            waiter: Waiter<SharedOutcome>,
-            deadline: Option<Pin<Box<Sleep>>>,
-            own: Option<Own<S, ReqB>>,
-            private: Option<oneshot::Receiver<Private<S, ReqB, ResB>>>,
+        // The leader, running the flight's work in this future. The timer
+        // ends its wait: at the flight's lease, or sooner at `max_wait`.
+        Leading {
+            lead: Leading<S, ReqB, ResB>,
+            timer: Timer,
             stale: Option<StaleCopy>,
         },
-        Private {
-            receiver: oneshot::Receiver<Private<S, ReqB, ResB>>,
+        // A follower, waiting for the flight's outcome. It keeps its own
+        // request in case the outcome cannot be shared with it.
+        Following {
+            waiter: Waiter<SharedOutcome>,
+            deadline: Option<Pin<Box<Sleep>>>,
+            own: Option<Box<Own<S, ReqB>>>,
             stale: Option<StaleCopy>,
         },
         Fallback {
-            own: Option<Own<S, ReqB>>,
+            own: Option<Box<Own<S, ReqB>>>,
         },
         Inner {
             #[pin]
@@ -64,6 +68,9 @@ pin_project! {
         Respond {
             response: Option<Response<ResponseBody<ResB>>>,
             role: FlightRole,
+        },
+        Failed {
+            error: Option<S::Error>,
         },
         Done,
     }
@@ -134,43 +141,41 @@ where
             }
             Consulted::Ask(consulted) => consulted,
         };
+        // The one hash of the key, for the pass list and the flights table.
+        let hash = mode.flights.key_hash(&key);
         // Its last answer could not be shared: do not queue for nothing. (A
         // stale copy to fall back on keeps the request in the flight.)
-        if consulted.stale.is_none() && mode.passes.passes(&key) {
+        if consulted.stale.is_none() && mode.passes.passes(hash) {
             return Self::bypass(service.call(request), expose_role);
         }
-        let deadline = mode.max_wait.map(|wait| Box::pin(tokio::time::sleep(wait)));
-        let state = match mode.flights.join(key, &mode.options) {
-            Ok(Joined::Follower(waiter)) => State::Waiting {
+        let state = match mode.flights.enter_inline(key, hash, &mode.options) {
+            Ok(Inlined::Follower(waiter)) => State::Following {
                 waiter,
-                deadline,
+                deadline: mode.max_wait.map(|wait| Box::pin(tokio::time::sleep(wait))),
                 // A clone carries no readiness: it is polled again if the
                 // follower has to run its own request.
-                own: Some(Own {
+                own: Some(Box::new(Own {
                     service: service.clone(),
                     request,
-                }),
-                private: None,
+                })),
                 stale: consulted.stale,
             },
-            Ok(Joined::Leader(leader)) => {
-                let (sender, receiver) = oneshot::channel();
-                let waiter = leader.run_with(|peers| {
-                    let work = Lead {
-                        private: sender,
-                        max_body: mode.max_body,
-                        private_ok,
-                        store: consulted.store,
-                        peers: Some(peers),
-                        passes: Arc::clone(&mode.passes),
-                    };
-                    lead(service, request, work)
-                });
-                State::Waiting {
-                    waiter,
-                    deadline,
-                    own: None,
-                    private: Some(receiver),
+            Ok(Inlined::Leader(flight)) => {
+                let work = Lead {
+                    max_body: mode.max_body,
+                    private_ok,
+                    store: consulted.store,
+                    peers: Some(flight.peers()),
+                    passes: Arc::clone(&mode.passes),
+                };
+                let work: Work<S, ReqB, ResB> = Box::pin(lead(service, request, work));
+                let timer = Timer::new(flight.deadline(), mode.max_wait);
+                State::Leading {
+                    lead: Leading {
+                        running: Some((work, flight)),
+                        finish_in_task: finish_in_task::<S, ReqB, ResB>,
+                    },
+                    timer,
                     stale: consulted.stale,
                 }
             }
@@ -225,11 +230,9 @@ fn refresh<S, ReqB, ResB, K>(
     // The refresh must survive the request that started it.
     let options = mode.options.clone().abort_when_unused(false);
     if let Some(leader) = mode.flights.try_lead(key, &options) {
-        let (private, _) = oneshot::channel();
         let passes = Arc::clone(&mode.passes);
         drop(leader.run_with(|peers| {
             let work = Lead {
-                private,
                 max_body: mode.max_body,
                 private_ok,
                 store,
@@ -237,7 +240,8 @@ fn refresh<S, ReqB, ResB, K>(
                 peers: Some(peers),
                 passes,
             };
-            lead(service, request, work)
+            let led = lead::<S, ReqB, ResB, K>(service, request, work);
+            async move { led.await.outcome }
         }));
     }
 }
@@ -253,68 +257,69 @@ where
         let mut this = self.project();
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Waiting {
+                StateProj::Leading { lead, timer, stale } => match lead.poll_work(cx) {
+                    Poll::Ready(Ok((led, flight))) => {
+                        let Led { outcome, private } = led;
+                        let next =
+                            settle(Ok(&outcome), FlightRole::Leader, &mut None, private, stale);
+                        flight.finish(Ok(outcome));
+                        next
+                    }
+                    Poll::Ready(Err(error)) => {
+                        settle(Err(error), FlightRole::Leader, &mut None, None, stale)
+                    }
+                    Poll::Pending => {
+                        ready!(timer.poll(cx));
+                        if timer.lease_ends {
+                            lead.time_out();
+                        } else {
+                            tracing::debug!("leader gave up waiting; its work goes on");
+                            record(this.stats, Event::TimedOut);
+                            lead.hand_off();
+                        }
+                        give_up(FlightRole::Leader, stale)
+                    }
+                },
+                StateProj::Following {
                     waiter,
                     deadline,
                     own,
-                    private,
                     stale,
-                } => {
-                    let role = if private.is_some() {
-                        FlightRole::Leader
-                    } else {
-                        FlightRole::Follower
-                    };
-                    match Pin::new(waiter).poll(cx) {
-                        Poll::Ready(outcome) => settle(outcome, role, own, private, stale),
-                        Poll::Pending => {
-                            let expired = deadline
-                                .as_mut()
-                                .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                            if !expired {
-                                return Poll::Pending;
-                            }
-                            tracing::debug!(%role, "gave up waiting for the shared response");
-                            record(this.stats, Event::TimedOut);
-                            match stale.take() {
-                                // Better the stale copy than a timeout.
-                                Some(stale) => stale.serve(),
-                                None => respond(rejection::timed_out(), role),
-                            }
+                } => match Pin::new(waiter).poll(cx) {
+                    Poll::Ready(outcome) => settle(
+                        outcome.as_deref().map_err(|error| *error),
+                        FlightRole::Follower,
+                        own,
+                        None,
+                        stale,
+                    ),
+                    Poll::Pending => {
+                        let expired = deadline
+                            .as_mut()
+                            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                        if !expired {
+                            return Poll::Pending;
                         }
+                        tracing::debug!("follower gave up waiting for the shared response");
+                        record(this.stats, Event::TimedOut);
+                        give_up(FlightRole::Follower, stale)
                     }
-                }
-                StateProj::Private { receiver, stale } => {
-                    match (ready!(Pin::new(receiver).poll(cx)), stale.take()) {
-                        // The leader's own answer failed: a stale copy is better.
-                        (Ok(Err(_)) | Err(_), Some(stale)) => stale.serve(),
-                        (Ok(Ok(response)), _) => State::Respond {
-                            response: Some(response),
-                            role: FlightRole::Leader,
-                        },
-                        (Ok(Err(error)), None) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(error));
-                        }
-                        // The work ended without sending: it was aborted.
-                        (Err(_closed), None) => respond(rejection::failed(), FlightRole::Leader),
-                    }
-                }
+                },
                 StateProj::Fallback { own } => {
-                    let Some(Own { service, .. }) = own.as_mut() else {
+                    let Some(follower) = own.as_mut() else {
                         unreachable!("a fallback runs once");
                     };
-                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                    if let Err(error) = ready!(follower.service.poll_ready(cx)) {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
-                    let Some(Own {
-                        mut service,
-                        request,
-                    }) = own.take()
-                    else {
+                    let Some(follower) = own.take() else {
                         unreachable!("a fallback runs once");
                     };
+                    let Own {
+                        mut service,
+                        request,
+                    } = *follower;
                     record(this.stats, Event::FellBack);
                     State::Inner {
                         future: service.call(request),
@@ -349,6 +354,13 @@ where
                     mark(&mut response, role, *this.expose_role);
                     return Poll::Ready(Ok(response));
                 }
+                StateProj::Failed { error } => {
+                    let Some(error) = error.take() else {
+                        unreachable!("an error is given once");
+                    };
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
             this.state.set(next);
@@ -356,12 +368,26 @@ where
     }
 }
 
-/// What a waiter does with the flight's outcome.
+/// A waiter out of time: the stale copy if there is one, else `504`.
+fn give_up<S, ReqB, ResB>(role: FlightRole, stale: &mut Option<StaleCopy>) -> State<S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>>,
+    ResB: Body,
+{
+    match stale.take() {
+        // Better the stale copy than a timeout.
+        Some(stale) => stale.serve(),
+        None => respond(rejection::timed_out(), role),
+    }
+}
+
+/// What a waiter does with the flight's outcome. A follower has its `own`
+/// request to run instead; the leader may have its `private` response.
 fn settle<S, ReqB, ResB>(
-    outcome: Result<Arc<SharedOutcome>, FlightError>,
+    outcome: Result<&SharedOutcome, FlightError>,
     role: FlightRole,
-    own: &mut Option<Own<S, ReqB>>,
-    private: &mut Option<oneshot::Receiver<Private<S, ReqB, ResB>>>,
+    own: &mut Option<Box<Own<S, ReqB>>>,
+    private: Option<Private<S, ReqB, ResB>>,
     stale: &mut Option<StaleCopy>,
 ) -> State<S, ReqB, ResB>
 where
@@ -369,12 +395,10 @@ where
     ResB: Body,
 {
     // The origin failed and a stale copy may stand in (stale-if-error).
-    let failed = match &outcome {
+    let failed = match outcome {
         Err(FlightError::Panicked | FlightError::TimedOut) => true,
-        Ok(shared) => match &**shared {
-            SharedOutcome::Response(response) => response.parts().status.is_server_error(),
-            SharedOutcome::Unshareable(reason) => reason.is_failure(),
-        },
+        Ok(SharedOutcome::Response(response)) => response.parts().status.is_server_error(),
+        Ok(SharedOutcome::Unshareable(reason)) => reason.is_failure(),
         Err(_) => false,
     };
     if failed {
@@ -390,7 +414,7 @@ where
         Err(_) if own.is_some() => return fall_back(own, "the shared work was abandoned"),
         Err(_) => return respond(rejection::failed(), role),
     };
-    match (&*shared, own.as_ref()) {
+    match (shared, own.as_ref()) {
         (SharedOutcome::Response(response), None) => State::Respond {
             response: Some(response.to_response()),
             role,
@@ -412,18 +436,19 @@ where
             tracing::debug!(%reason, "response not shared");
             fall_back(own, "the response could not be shared")
         }
-        (SharedOutcome::Unshareable(_), None) => match private.take() {
-            Some(receiver) => State::Private {
-                receiver,
-                stale: stale.take(),
+        (SharedOutcome::Unshareable(_), None) => match private {
+            Some(Ok(response)) => State::Respond {
+                response: Some(response),
+                role,
             },
+            Some(Err(error)) => State::Failed { error: Some(error) },
             None => respond(rejection::failed(), role),
         },
     }
 }
 
 fn fall_back<S, ReqB, ResB>(
-    own: &mut Option<Own<S, ReqB>>,
+    own: &mut Option<Box<Own<S, ReqB>>>,
     why: &'static str,
 ) -> State<S, ReqB, ResB>
 where
@@ -587,9 +612,9 @@ fn record(stats: &Option<Arc<Stats>>, event: Event) {
 impl<S: Service<Request<ReqB>>, ReqB, ResB: Body> fmt::Debug for ResponseFuture<S, ReqB, ResB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Waiting { own: Some(_), .. } => "Following",
-            State::Waiting { own: None, .. } => "Leading",
-            State::Private { .. } => "Private",
+            State::Leading { .. } => "Leading",
+            State::Following { .. } => "Following",
+            State::Failed { .. } => "Failed",
             State::Fallback { .. } => "Fallback",
             State::Inner { .. } => "Inner",
             State::Respond { .. } => "Respond",

@@ -1,0 +1,81 @@
+//! A flight led from the leader's own future.
+//!
+//! The leader polls the work itself: no task, no channel and no `Arc` of the
+//! outcome unless somebody else waits. Only if the leader stops waiting before
+//! the work ends (its client left, its `max_wait` passed) is the work handed
+//! to a task, which finishes it for the followers.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+
+use super::call::{spawn_to_finish, Completion, FlightError, Peers, Waiter};
+
+/// Who a caller of [`Flights::enter_inline`](super::Flights::enter_inline) is.
+pub(crate) enum Inlined<T> {
+    Leader(InlineLeader<T>),
+    Follower(Waiter<T>),
+}
+
+/// The leader of a flight it runs in its own future.
+///
+/// Dropped without [`finish`](Self::finish) or [`hand_off`](Self::hand_off),
+/// it frees the key and gives the followers [`FlightError::Abandoned`].
+pub(crate) struct InlineLeader<T> {
+    completion: Completion<T>,
+    /// When the flight's lease ends.
+    deadline: Instant,
+    abort_when_unused: bool,
+}
+
+impl<T: Send + Sync + 'static> InlineLeader<T> {
+    pub(super) fn new(completion: Completion<T>, lease: Duration, abort_when_unused: bool) -> Self {
+        Self {
+            completion,
+            deadline: Instant::now() + lease,
+            abort_when_unused,
+        }
+    }
+
+    /// A view of the flight, for the work.
+    pub(crate) fn peers(&self) -> Peers<T> {
+        self.completion.peers()
+    }
+
+    /// When the flight's lease ends: past it, the leader must stop the work
+    /// and [`finish`](Self::finish) with [`FlightError::TimedOut`].
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Frees the key and hands the followers the outcome.
+    pub(crate) fn finish(self, outcome: Result<T, FlightError>) {
+        self.completion.finish(outcome);
+    }
+
+    /// The leader stops waiting: a task finishes `work` for the followers,
+    /// within the same lease. With `abort_when_unused` and nobody else
+    /// waiting, the work is dropped instead.
+    pub(crate) fn hand_off(self, work: Pin<Box<dyn Future<Output = T> + Send>>) {
+        let Self {
+            completion,
+            deadline,
+            abort_when_unused,
+        } = self;
+        if abort_when_unused && completion.handle.followers() == 0 {
+            tracing::debug!("leader left and nobody else waits; single-flight work dropped");
+            return;
+        }
+        // No runtime (it is shutting down): the work cannot go on, and the
+        // completion, dropped, tells the followers so.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let call = Arc::clone(&completion.handle);
+        call.leader_left();
+        let task = spawn_to_finish(work, completion, deadline);
+        if abort_when_unused {
+            call.set_abort(task.abort_handle());
+        }
+    }
+}
