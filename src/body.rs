@@ -63,10 +63,10 @@ impl<B: Body> ResponseBody<B> {
     }
 
     /// The inner body, with a value dropped when the body ends or is dropped.
-    pub(crate) fn holding(body: B, hold: impl Hold + 'static) -> Self {
+    pub(crate) fn holding(body: B, hold: Box<dyn Hold>) -> Self {
         Self::from_kind(Kind::Inner {
             body,
-            hold: Some(Box::new(hold)),
+            hold: Some(hold),
         })
     }
 
@@ -219,7 +219,10 @@ mod tests {
     async fn the_hold_goes_when_the_body_ends() {
         let released = Arc::new(AtomicBool::new(false));
         let body = Full::new(Bytes::from_static(b"done"));
-        let mut body = std::pin::pin!(ResponseBody::holding(body, SetOnDrop(released.clone())));
+        let mut body = std::pin::pin!(ResponseBody::holding(
+            body,
+            Box::new(SetOnDrop(released.clone()))
+        ));
         assert!(body.frame().await.unwrap().is_ok());
         assert!(!released.load(Ordering::SeqCst));
         assert!(body.frame().await.is_none());

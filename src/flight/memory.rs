@@ -1,9 +1,8 @@
 //! The in-process lease store.
 
 use std::{
-    collections::HashMap,
     fmt,
-    hash::Hash,
+    hash::{BuildHasher, Hash, RandomState},
     sync::{
         atomic::{AtomicU64, Ordering},
         Mutex,
@@ -11,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use hashbrown::{hash_table, HashTable};
 use tokio::time::Instant;
 
 use super::{
@@ -19,16 +19,26 @@ use super::{
     progress::Progress,
 };
 
-/// Leases kept in this process, in a mutex-guarded map.
+/// Leases kept in this process, in a mutex-guarded table.
 ///
 /// Expiry is lazy: an expired holding is treated as free by every call and
 /// replaced by the next `acquire`, so a hung holder costs one entry, no timer.
 /// A forced release is an expiry now. An expired entry stays as a tombstone
 /// (so that the next holder's generation follows on) until the key is taken
 /// again or, ten minutes after its expiry, a periodic sweep removes it.
+///
+/// Every call hashes its key once (SipHash, keyed per store: clients cannot
+/// aim collisions at it); entries keep their hash for the table to grow.
 pub struct MemoryStore<K> {
-    entries: Mutex<HashMap<K, Holder>>,
+    entries: Mutex<HashTable<Entry<K>>>,
+    hasher: RandomState,
     next_token: AtomicU64,
+}
+
+struct Entry<K> {
+    key: K,
+    hash: u64,
+    holder: Holder,
 }
 
 /// How long an expired entry keeps the key's generation count.
@@ -41,7 +51,8 @@ impl<K> MemoryStore<K> {
     /// An empty store.
     pub fn new() -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashTable::new()),
+            hasher: RandomState::new(),
             next_token: AtomicU64::new(1),
         }
     }
@@ -54,6 +65,16 @@ impl<K> MemoryStore<K> {
     /// Whether no key has an entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl<K: Hash + Eq> MemoryStore<K> {
+    /// Runs `f` on the key's holder (expired or not), if it has an entry.
+    fn with_holder<R>(&self, key: &K, f: impl FnOnce(&mut Holder) -> R) -> Option<R> {
+        let hash = self.hasher.hash_one(key);
+        lock(&self.entries)
+            .find_mut(hash, |entry| entry.key == *key)
+            .map(|entry| f(&mut entry.holder))
     }
 }
 
@@ -77,47 +98,62 @@ where
 {
     fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>> {
         let now = Instant::now();
+        let hash = self.hasher.hash_one(key);
         let mut entries = lock(&self.entries);
-        let generation = match entries.get_mut(key) {
-            Some(holder) if holder.expires_at() > now => {
-                if !holder.was_contended() {
-                    *holder = holder.clone().contended();
-                }
-                return StoreFuture::ready(Err(holder.clone()));
-            }
-            Some(expired) => expired.generation() + 1,
-            None => 1,
-        };
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         if token % SWEEP_EVERY == 0 {
-            entries.retain(|_, holder| holder.expires_at() + TOMBSTONE > now);
+            entries.retain(|entry| entry.holder.expires_at() + TOMBSTONE > now);
         }
-        let lease = LeaseId::new(generation, token);
-        entries.insert(key.clone(), Holder::new(lease, now, deadline(now, ttl)));
+        let taken = |generation| {
+            let lease = LeaseId::new(generation, token);
+            (lease, Holder::new(lease, now, deadline(now, ttl)))
+        };
+        let lease = match entries.entry(hash, |entry| entry.key == *key, |entry| entry.hash) {
+            hash_table::Entry::Occupied(mut occupied) => {
+                let holder = &mut occupied.get_mut().holder;
+                if holder.expires_at() > now {
+                    if !holder.was_contended() {
+                        *holder = holder.clone().contended();
+                    }
+                    return StoreFuture::ready(Err(holder.clone()));
+                }
+                let (lease, next) = taken(holder.generation() + 1);
+                *holder = next;
+                lease
+            }
+            hash_table::Entry::Vacant(vacant) => {
+                let (lease, holder) = taken(1);
+                vacant.insert(Entry {
+                    key: key.clone(),
+                    hash,
+                    holder,
+                });
+                lease
+            }
+        };
         StoreFuture::ready(Ok(lease))
     }
 
     fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool> {
         let now = Instant::now();
-        let mut entries = lock(&self.entries);
-        let renewed = match entries.get_mut(key) {
-            Some(holder) if holder.lease() == lease && holder.expires_at() > now => {
+        let renewed = self.with_holder(key, |holder| {
+            let current = holder.lease() == lease && holder.expires_at() > now;
+            if current {
                 *holder = holder.clone().expiring_at(deadline(now, ttl));
-                true
             }
-            _ => false,
-        };
-        StoreFuture::ready(renewed)
+            current
+        });
+        StoreFuture::ready(renewed.unwrap_or(false))
     }
 
     fn release(&self, key: &K, lease: LeaseId) -> Option<Holder> {
         let now = Instant::now();
+        let hash = self.hasher.hash_one(key);
         let mut entries = lock(&self.entries);
-        let current = entries
-            .get(key)
-            .is_some_and(|holder| holder.lease() == lease && holder.expires_at() > now);
-        if current {
-            entries.remove(key)
+        let entry = entries.find_entry(hash, |entry| entry.key == *key).ok()?;
+        let holder = &entry.get().holder;
+        if holder.lease() == lease && holder.expires_at() > now {
+            Some(entry.remove().0.holder)
         } else {
             None
         }
@@ -125,56 +161,49 @@ where
 
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
         let now = Instant::now();
-        let entries = lock(&self.entries);
-        let holder = entries
-            .get(key)
-            .filter(|holder| holder.expires_at() > now)
-            .cloned();
+        let holder = self
+            .with_holder(key, |holder| holder.clone())
+            .filter(|holder| holder.expires_at() > now);
         StoreFuture::ready(holder)
     }
 
     fn set_progress(&self, key: &K, lease: LeaseId, progress: Progress) -> StoreFuture<bool> {
         let now = Instant::now();
-        let mut entries = lock(&self.entries);
-        let current = entries
-            .get_mut(key)
-            .filter(|holder| holder.lease() == lease && holder.expires_at() > now);
-        let recorded = match current {
-            Some(holder) => {
+        let recorded = self.with_holder(key, |holder| {
+            let current = holder.lease() == lease && holder.expires_at() > now;
+            if current {
                 *holder = holder.clone().with_progress(progress);
-                true
             }
-            None => false,
-        };
-        StoreFuture::ready(recorded)
+            current
+        });
+        StoreFuture::ready(recorded.unwrap_or(false))
     }
 
     fn list(&self) -> StoreFuture<Vec<(K, Holder)>> {
         let now = Instant::now();
         let held = lock(&self.entries)
             .iter()
-            .filter(|(_, holder)| holder.expires_at() > now)
-            .map(|(key, holder)| (key.clone(), holder.clone()))
+            .filter(|entry| entry.holder.expires_at() > now)
+            .map(|entry| (entry.key.clone(), entry.holder.clone()))
             .collect();
         StoreFuture::ready(held)
     }
 
     fn force_release(&self, key: &K, only: Option<LeaseId>) -> StoreFuture<Option<Holder>> {
         let now = Instant::now();
-        let mut entries = lock(&self.entries);
-        let released = entries
-            .get_mut(key)
-            .filter(|holder| holder.expires_at() > now)
-            .filter(|holder| only.is_none_or(|lease| holder.lease() == lease))
-            .map(|holder| {
-                // Kept, expired, so that the next holder's generation follows
-                // on; the entry goes when the old guard drops or the key is
-                // taken again.
-                let released = holder.clone();
-                *holder = holder.clone().expiring_at(now);
-                released
-            });
-        StoreFuture::ready(released)
+        let released = self.with_holder(key, |holder| {
+            let named = only.is_none_or(|lease| holder.lease() == lease);
+            if holder.expires_at() <= now || !named {
+                return None;
+            }
+            // Kept, expired, so that the next holder's generation follows
+            // on; the entry goes when the old guard drops or the key is
+            // taken again.
+            let released = holder.clone();
+            *holder = holder.clone().expiring_at(now);
+            Some(released)
+        });
+        StoreFuture::ready(released.flatten())
     }
 }
 

@@ -41,7 +41,9 @@ pin_project! {
         Running {
             #[pin]
             future: S::Future,
-            guard: Option<LeaseGuard<K>>,
+            // Boxed now, as the response body will keep it: the future stays
+            // small, and the box is made once.
+            guard: Option<Box<LeaseGuard<K>>>,
         },
         Rejected {
             response: Option<Response<Bytes>>,
@@ -69,7 +71,7 @@ impl<S: Service<Request<ReqB>>, ReqB, K: 'static> ResponseFuture<S, ReqB, K> {
     }
 
     pub(crate) fn running(future: S::Future, guard: LeaseGuard<K>, expose_role: bool) -> Self {
-        let guard = Some(guard);
+        let guard = Some(Box::new(guard));
         Self::new(State::Running { future, guard }, expose_role)
     }
 
@@ -123,7 +125,7 @@ where
                     let next = match settled {
                         Settled::Acquired(guard) => State::Running {
                             future: service.call(request),
-                            guard: Some(guard),
+                            guard: Some(Box::new(guard)),
                         },
                         Settled::Held(holder, key) => {
                             let busy = mode.already_running(&key, &holder);
