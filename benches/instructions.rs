@@ -30,23 +30,38 @@ struct Bench {
     runtime: Runtime,
     app: Router,
     method: &'static str,
+    /// The path of the n-th request.
+    path: fn(u32) -> String,
 }
 
 async fn hello(Path(id): Path<u32>) -> String {
     format!("hello {id}")
 }
 
-fn bench(app: Router, method: &'static str) -> Bench {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Every request its own key.
+fn unique(n: u32) -> String {
+    format!("/hello/{n}")
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a runtime");
+        .expect("a runtime")
+}
+
+fn bench(app: Router, method: &'static str) -> Bench {
+    bench_on(runtime(), app, method, unique)
+}
+
+fn bench_on(runtime: Runtime, app: Router, method: &'static str, path: fn(u32) -> String) -> Bench {
     // What `axum::serve` does: routes are built once, not per request.
     let app = app.with_state(());
     let bench = Bench {
         runtime,
         app,
         method,
+        path,
     };
     // Warm up: first-use allocations are not what is measured.
     bench.send_all();
@@ -60,7 +75,7 @@ impl Bench {
             for n in 0..REQUESTS {
                 let request = Request::builder()
                     .method(self.method)
-                    .uri(format!("/hello/{n}"))
+                    .uri((self.path)(n))
                     .body(Body::empty())
                     .expect("a valid request");
                 let response = self.app.clone().oneshot(request).await.expect("infallible");
@@ -90,6 +105,23 @@ fn reject_unique_keys() -> Bench {
     bench(app, "POST")
 }
 
+/// One request holds `/held/0` (its handler never ends): every measured
+/// request is a duplicate, answered `409`.
+fn reject_conflict() -> Bench {
+    let app = Router::new()
+        .route("/held/{id}", post(std::future::pending::<()>))
+        .layer(SingleFlightLayer::reject())
+        .with_state(());
+    let runtime = runtime();
+    let holder = Request::post("/held/0")
+        .body(Body::empty())
+        .expect("a valid request");
+    runtime.spawn(app.clone().oneshot(holder));
+    // Let the holder take the key.
+    runtime.block_on(tokio::task::yield_now());
+    bench_on(runtime, app, "POST", |_| "/held/0".to_owned())
+}
+
 /// The warm-up fills the cache: every measured request is a hit.
 fn cache_hit() -> Bench {
     let layer = SingleFlightLayer::share().cache(CacheConfig::new().ttl(Duration::from_secs(3600)));
@@ -101,6 +133,7 @@ fn cache_hit() -> Bench {
 #[bench::bare(setup = bare)]
 #[bench::share_unique_keys(setup = share_unique_keys)]
 #[bench::reject_unique_keys(setup = reject_unique_keys)]
+#[bench::reject_conflict(setup = reject_conflict)]
 #[bench::cache_hit(setup = cache_hit)]
 fn request(bench: Bench) -> Bench {
     black_box(bench.send_all());
@@ -110,11 +143,7 @@ fn request(bench: Bench) -> Bench {
 
 /// A table and a runtime, for leases taken outside any request.
 fn table() -> (Runtime, Flights<u32>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    (runtime, Flights::new())
+    (runtime(), Flights::new())
 }
 
 #[library_benchmark]

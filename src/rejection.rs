@@ -4,7 +4,8 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use serde_json::{json, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 
 use crate::flight::{Holder, Progress};
 
@@ -64,41 +65,71 @@ impl AlreadyRunning {
 
     /// The human-readable message of the body.
     pub fn body_text(&self) -> String {
-        self.to_string()
+        MESSAGE.to_owned()
     }
 
     /// The default JSON body.
     pub fn to_json(&self) -> Value {
-        self.with_progress(json!({
-            "status": "already_running",
-            "message": self.body_text(),
-            "running_for_ms": millis(self.running_for),
-        }))
+        self.body(Format::Json)
     }
 
     /// The RFC 9457 problem details body.
     pub fn to_problem_json(&self) -> Value {
-        self.with_progress(json!({
-            "type": "about:blank",
-            "title": "Conflict",
-            "status": 409,
-            "detail": self.body_text(),
-            "code": "already_running",
-            "running_for_ms": millis(self.running_for),
-        }))
+        self.body(Format::ProblemJson)
     }
 
-    fn with_progress(&self, mut body: Value) -> Value {
-        if let (Some(progress), Value::Object(fields)) = (&self.progress, &mut body) {
-            fields.insert("progress".into(), progress.to_json());
+    fn body(&self, format: Format) -> Value {
+        serde_json::to_value(ConflictBody {
+            rejection: self,
+            format,
+        })
+        .unwrap_or(Value::Null)
+    }
+}
+
+const MESSAGE: &str = "this work is already running; retry later";
+
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    ProblemJson,
+}
+
+/// A conflict body, serialized straight to bytes: no map of values is built
+/// for each duplicate.
+struct ConflictBody<'a> {
+    rejection: &'a AlreadyRunning,
+    format: Format,
+}
+
+impl Serialize for ConflictBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let rejection = self.rejection;
+        let mut body = serializer.serialize_map(None)?;
+        match self.format {
+            Format::Json => {
+                body.serialize_entry("status", "already_running")?;
+                body.serialize_entry("message", MESSAGE)?;
+            }
+            Format::ProblemJson => {
+                body.serialize_entry("type", "about:blank")?;
+                body.serialize_entry("title", "Conflict")?;
+                body.serialize_entry("status", &409)?;
+                body.serialize_entry("detail", MESSAGE)?;
+                body.serialize_entry("code", "already_running")?;
+            }
         }
-        body
+        body.serialize_entry("running_for_ms", &millis(rejection.running_for))?;
+        if let Some(progress) = &rejection.progress {
+            body.serialize_entry("progress", &progress.to_json())?;
+        }
+        body.end()
     }
 }
 
 impl fmt::Display for AlreadyRunning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("this work is already running; retry later")
+        f.write_str(MESSAGE)
     }
 }
 
@@ -117,13 +148,16 @@ pub(crate) enum Conflict {
 
 impl Conflict {
     pub(crate) fn respond(&self, rejection: &AlreadyRunning) -> Response<Bytes> {
+        let body = |format| {
+            let body = ConflictBody { rejection, format };
+            // Serializing strings and numbers into a `Vec` cannot fail.
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        };
         let mut response = match self {
-            Self::Json => json_response(rejection.status(), &rejection.to_json(), JSON),
-            Self::ProblemJson => json_response(
-                rejection.status(),
-                &rejection.to_problem_json(),
-                PROBLEM_JSON,
-            ),
+            Self::Json => json_response(rejection.status(), body(Format::Json), JSON),
+            Self::ProblemJson => {
+                json_response(rejection.status(), body(Format::ProblemJson), PROBLEM_JSON)
+            }
             Self::Custom(respond) => respond(rejection),
         };
         response
@@ -148,7 +182,9 @@ impl fmt::Debug for Conflict {
 pub(crate) fn overloaded(retry: Duration) -> Response<Bytes> {
     let mut response = json_response(
         StatusCode::SERVICE_UNAVAILABLE,
-        &json!({"status": "overloaded", "message": "too many requests are waiting for this response; retry later"}),
+        Bytes::from_static(
+            br#"{"status":"overloaded","message":"too many requests are waiting for this response; retry later"}"#,
+        ),
         JSON,
     );
     response
@@ -162,7 +198,7 @@ pub(crate) fn overloaded(retry: Duration) -> Response<Bytes> {
 pub(crate) fn timed_out() -> Response<Bytes> {
     json_response(
         StatusCode::GATEWAY_TIMEOUT,
-        &json!({"status": "timeout", "message": "the response took too long"}),
+        Bytes::from_static(br#"{"status":"timeout","message":"the response took too long"}"#),
         JSON,
     )
 }
@@ -171,13 +207,13 @@ pub(crate) fn timed_out() -> Response<Bytes> {
 pub(crate) fn failed() -> Response<Bytes> {
     json_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        &json!({"status": "error", "message": "the request failed"}),
+        Bytes::from_static(br#"{"status":"error","message":"the request failed"}"#),
         JSON,
     )
 }
 
-fn json_response(status: StatusCode, body: &Value, content_type: HeaderValue) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body.to_string()));
+fn json_response(status: StatusCode, body: Bytes, content_type: HeaderValue) -> Response<Bytes> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response
         .headers_mut()
