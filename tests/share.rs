@@ -701,3 +701,84 @@ async fn an_unshareable_key_passes_straight_through_for_a_while() {
         "coalescing again after the window"
     );
 }
+
+/// A leader's future kept but never polled again: the followers' own timers
+/// end the flight at its lease; the key is not held past it.
+#[tokio::test(start_paused = true)]
+async fn the_lease_ends_even_when_the_leaders_future_is_no_longer_polled() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share().lease(Duration::from_millis(100));
+    let app = report_app(layer.clone(), &runs);
+
+    let mut leader = tokio_test::task::spawn(app.clone().oneshot(get("/report/1")));
+    assert!(leader.poll().is_pending());
+    assert_eq!(layer.stats().in_flight, 1);
+    let follower = spawn(&app, get("/report/1"));
+    until(|| layer.stats().followers == 1).await;
+
+    sleep(Duration::from_millis(150)).await;
+    let in_flight = layer.stats().in_flight;
+    drop(leader);
+    let follower = follower.await.unwrap();
+    assert_eq!(follower.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(in_flight, 0, "the key is free at the lease");
+}
+
+/// The same with the layer straight on a service: `call` enters the flight,
+/// and the leader's future is never polled at all. The next request after
+/// the lease leads a new flight.
+#[tokio::test(start_paused = true)]
+async fn a_leader_future_never_polled_holds_the_key_no_longer_than_its_lease() {
+    use tower::{Layer, Service};
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share().lease(Duration::from_millis(100));
+    let service = layer.layer(tower::service_fn({
+        let runs = runs.clone();
+        move |_: http::Request<Body>| {
+            runs.bump();
+            async { Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("ok"))) }
+        }
+    }));
+    let mut owner = service.clone();
+    let leader = owner.ready().await.unwrap().call(get("/x"));
+    assert_eq!(layer.stats().in_flight, 1);
+
+    sleep(Duration::from_millis(150)).await;
+    let next = service.clone().oneshot(get("/x")).await.unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    assert_eq!(
+        runs.get(),
+        1,
+        "the later request ran; the stuck one never did"
+    );
+    let stats = layer.stats();
+    assert_eq!(
+        stats.in_flight, 0,
+        "the stuck flight was ended, the new one finished"
+    );
+    assert_eq!(stats.timed_out, 1);
+    drop(leader);
+    assert_eq!(layer.stats().in_flight, 0);
+}
+
+/// A leader dropped on a thread outside the runtime still hands its work on.
+#[tokio::test(start_paused = true)]
+async fn a_leader_dropped_off_the_runtime_still_serves_its_followers() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share();
+    let app = report_app(layer.clone(), &runs);
+
+    let mut leader = tokio_test::task::spawn(app.clone().oneshot(get("/report/1")));
+    assert!(leader.poll().is_pending());
+    let followers = tokio::spawn({
+        let app = app.clone();
+        async move { send_all(&app, (0..5).map(|_| get("/report/1"))).await }
+    });
+    until(|| layer.stats().followers == 5).await;
+    std::thread::spawn(move || drop(leader)).join().unwrap();
+
+    let replies = followers.await.unwrap();
+    assert_eq!(count(&replies, StatusCode::OK), 5);
+    assert_eq!(layer.stats().in_flight, 0);
+    assert_eq!(runs.get(), 1, "no follower ran the work again");
+}

@@ -20,6 +20,7 @@ use tokio::{sync::oneshot, task::AbortHandle, time::Instant};
 
 use super::{
     lock,
+    memory::deadline,
     stats::{Event, Stats},
 };
 
@@ -162,6 +163,8 @@ struct Call<K, T> {
     hash: u64,
     generation: u64,
     started: Instant,
+    /// When its lease ends: past it, the call no longer holds the key.
+    deadline: Instant,
     /// Apart from the followers: "does anybody else wait?" must not depend
     /// on where the leader sits among them.
     leader: Seat<T>,
@@ -240,8 +243,30 @@ pub(super) enum Entered<T> {
         completion: Completion<T>,
         receiver: Option<oneshot::Receiver<Outcome<T>>>,
         generation: u64,
+        deadline: Instant,
     },
-    Follower(Waiter<T>),
+    /// Follows, with a watch on the flight's lease.
+    Follower(Waiter<T>, LeaseWatch<T>),
+}
+
+/// A follower's watch on the lease of an inline flight, which nobody else
+/// enforces while the leader is not polled.
+pub(crate) struct LeaseWatch<T> {
+    call: Box<dyn CallHandle<T>>,
+    deadline: Instant,
+}
+
+impl<T> LeaseWatch<T> {
+    /// When the flight's lease ends.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The lease is over: ends the flight, if still running, with
+    /// [`FlightError::TimedOut`] for every waiter.
+    pub(crate) fn expire(&self) {
+        self.call.expire();
+    }
 }
 
 /// A handle on one call of the table. Erased over the key, so that leaders and
@@ -249,8 +274,12 @@ pub(super) enum Entered<T> {
 pub(super) trait CallHandle<T>: Send + Sync {
     fn finish(&self, outcome: Result<T, FlightError>);
     fn waiter_left(&self);
-    fn leader_left(&self);
+    /// The leader stopped waiting; its work goes on in the task `abort`
+    /// stops (`None`: it goes on whatever happens).
+    fn leader_left(&self, abort: Option<AbortHandle>);
     fn set_abort(&self, abort: AbortHandle);
+    /// The lease ended: everybody gets [`FlightError::TimedOut`].
+    fn expire(&self);
     fn followers(&self) -> usize;
     fn hash(&self) -> u64;
 }
@@ -274,10 +303,12 @@ where
         self.calls.waiter_left(self.hash, self.generation);
     }
 
-    fn leader_left(&self) {
-        self.calls.with_call(self.hash, self.generation, |call| {
-            call.leader = Seat::Left;
-        });
+    fn leader_left(&self, abort: Option<AbortHandle>) {
+        self.calls.leader_left(self.hash, self.generation, abort);
+    }
+
+    fn expire(&self) {
+        self.calls.expire(self.hash, self.generation);
     }
 
     fn set_abort(&self, abort: AbortHandle) {
@@ -346,6 +377,7 @@ where
                 completion,
                 receiver,
                 generation,
+                ..
             } => {
                 let membership = options
                     .abort_when_unused
@@ -356,7 +388,7 @@ where
                     lease: options.lease,
                 })
             }
-            Entered::Follower(waiter) => Joined::Follower(waiter),
+            Entered::Follower(waiter, _) => Joined::Follower(waiter),
         })
     }
 
@@ -370,9 +402,21 @@ where
         options: &CallOptions,
         inline: bool,
     ) -> Result<Entered<T>, Overloaded> {
+        let now = Instant::now();
         let mut map = lock(&self.map);
         let flights = map.len();
-        let entered = match map.entry(hash, |call| call.key == key, |call| call.hash) {
+        let mut expired = None;
+        let entry = match map.entry(hash, |call| call.key == key, |call| call.hash) {
+            // Past its lease (its leader hangs, or is never polled): it no
+            // longer holds the key.
+            hash_table::Entry::Occupied(entry) if entry.get().deadline <= now => {
+                let (call, vacant) = entry.remove();
+                expired = Some(call);
+                hash_table::Entry::Vacant(vacant)
+            }
+            entry => entry,
+        };
+        let entered = match entry {
             hash_table::Entry::Occupied(mut entry) => {
                 let call = entry.get_mut();
                 if call.slots() >= options.max_waiters {
@@ -388,11 +432,16 @@ where
                 let membership = call
                     .abort_when_unused
                     .then(|| self.handle(hash, call.generation));
-                Entered::Follower(Waiter::new(receiver, membership))
+                let watch = LeaseWatch {
+                    call: self.handle(hash, call.generation),
+                    deadline: call.deadline,
+                };
+                Entered::Follower(Waiter::new(receiver, membership), watch)
             }
             hash_table::Entry::Vacant(entry) => {
-                if flights >= options.max_flights {
+                if flights - usize::from(expired.is_some()) >= options.max_flights {
                     drop(map);
+                    self.time_out(expired);
                     return Err(self.overloaded(Overloaded::TooManyFlights));
                 }
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -402,11 +451,13 @@ where
                     let (sender, receiver) = oneshot::channel();
                     (Seat::Channel(sender), Some(receiver))
                 };
+                let deadline = deadline(now, options.lease);
                 entry.insert(Call {
                     key,
                     hash,
                     generation,
-                    started: Instant::now(),
+                    started: now,
+                    deadline,
                     leader,
                     followers: Vec::new(),
                     abort_when_unused: options.abort_when_unused,
@@ -424,13 +475,15 @@ where
                     completion,
                     receiver,
                     generation,
+                    deadline,
                 }
             }
         };
         drop(map);
+        self.time_out(expired);
         self.stats.record(match entered {
             Entered::Leader { .. } => Event::Led,
-            Entered::Follower(_) => Event::Followed,
+            Entered::Follower(..) => Event::Followed,
         });
         Ok(entered)
     }
@@ -481,6 +534,8 @@ where
             .find_entry(hash, |call| call.generation == generation)
             .ok()
             .map(|entry| entry.remove().0);
+        // Gone already (expired, or every waiter left): nobody to tell.
+        let Some(call) = call else { return };
         match &outcome {
             Err(FlightError::Panicked) => {
                 self.stats.record(Event::Panicked);
@@ -498,7 +553,6 @@ where
             }
             _ => tracing::trace!(generation, "single-flight work finished"),
         }
-        let Some(call) = call else { return };
         let leader = match call.leader {
             Seat::Channel(sender) => Some(sender),
             Seat::Inline | Seat::Left => None,
@@ -514,6 +568,63 @@ where
         }
         if let Some(leader) = leader {
             let _ = leader.send(outcome);
+        }
+    }
+
+    /// Ends the call of this generation if its lease is over: for a waiter
+    /// whose own timer says so, whatever its leader does.
+    fn expire(&self, hash: u64, generation: u64) {
+        let now = Instant::now();
+        let call = lock(&self.map)
+            .find_entry(hash, |call| call.generation == generation)
+            .ok()
+            .filter(|entry| entry.get().deadline <= now)
+            .map(|entry| entry.remove().0);
+        self.time_out(call);
+    }
+
+    /// A call removed past its lease: its work is stopped, its waiters get
+    /// [`FlightError::TimedOut`].
+    fn time_out(&self, call: Option<Call<K, T>>) {
+        let Some(call) = call else { return };
+        self.stats.record(Event::TimedOut);
+        tracing::warn!(
+            generation = call.generation,
+            "single-flight work outlived its lease; its waiters get an error"
+        );
+        if let Some(abort) = &call.abort {
+            abort.abort();
+        }
+        for waiter in call.followers {
+            let _ = waiter.send(Err(FlightError::TimedOut));
+        }
+        if let Seat::Channel(leader) = call.leader {
+            let _ = leader.send(Err(FlightError::TimedOut));
+        }
+    }
+
+    /// The leader left; its work goes on in a task. Under one lock, so that
+    /// a follower leaving meanwhile cannot be missed: with
+    /// `abort_when_unused` and nobody left, the task is stopped at once.
+    fn leader_left(&self, hash: u64, generation: u64, abort: Option<AbortHandle>) {
+        let mut map = lock(&self.map);
+        let Ok(mut entry) = map.find_entry(hash, |call| call.generation == generation) else {
+            // Already over (finished or expired): nobody waits for the work.
+            if let Some(abort) = abort {
+                abort.abort();
+            }
+            return;
+        };
+        let call = entry.get_mut();
+        call.leader = Seat::Left;
+        let Some(abort) = abort else { return };
+        if call.abort_when_unused && call.info().waiters == 0 {
+            entry.remove();
+            drop(map);
+            tracing::debug!(generation, "every waiter left; single-flight work aborted");
+            abort.abort();
+        } else {
+            call.abort = Some(abort);
         }
     }
 
@@ -578,8 +689,8 @@ where
     {
         let completion = self.completion.take().expect("a leader runs once");
         let work = make(completion.peers());
-        let deadline = Instant::now() + self.lease;
-        let task = spawn_to_finish(Box::pin(work), completion, deadline);
+        let deadline = deadline(Instant::now(), self.lease);
+        let task = spawn_to_finish(Box::pin(work), completion, deadline, None);
         let waiter = self.waiter.take().expect("a leader runs once");
         if let Some(membership) = &waiter.membership {
             membership.set_abort(task.abort_handle());
@@ -592,12 +703,15 @@ where
 ///
 /// Boxed before it gets here, so that spawning moves a pointer, not the whole
 /// (often kilobytes large) future, several times over.
+///
+/// On `runtime`, or on the current one.
 pub(super) fn spawn_to_finish<T: Send + 'static>(
     work: Pin<Box<dyn Future<Output = T> + Send>>,
     completion: Completion<T>,
     deadline: Instant,
+    runtime: Option<&tokio::runtime::Handle>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    let task = async move {
         let caught = AssertUnwindSafe(work).catch_unwind();
         let outcome = match tokio::time::timeout_at(deadline, caught).await {
             Ok(Ok(value)) => Ok(value),
@@ -606,7 +720,11 @@ pub(super) fn spawn_to_finish<T: Send + 'static>(
             Err(_elapsed) => Err(FlightError::TimedOut),
         };
         completion.finish(outcome);
-    })
+    };
+    match runtime {
+        Some(runtime) => runtime.spawn(task),
+        None => tokio::spawn(task),
+    }
 }
 
 impl<T> fmt::Debug for Leader<T> {

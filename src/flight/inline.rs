@@ -5,16 +5,17 @@
 //! the work ends (its client left, its `max_wait` passed) is the work handed
 //! to a task, which finishes it for the followers.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin};
 
-use tokio::time::Instant;
+use tokio::{runtime::Handle, time::Instant};
 
-use super::call::{spawn_to_finish, Completion, FlightError, Peers, Waiter};
+use super::call::{spawn_to_finish, Completion, FlightError, LeaseWatch, Peers, Waiter};
 
 /// Who a caller of [`Flights::enter_inline`](super::Flights::enter_inline) is.
 pub(crate) enum Inlined<T> {
     Leader(InlineLeader<T>),
-    Follower(Waiter<T>),
+    /// A follower must watch the lease: a leader that is not polled cannot.
+    Follower(Waiter<T>, LeaseWatch<T>),
 }
 
 /// The leader of a flight it runs in its own future.
@@ -26,14 +27,22 @@ pub(crate) struct InlineLeader<T> {
     /// When the flight's lease ends.
     deadline: Instant,
     abort_when_unused: bool,
+    /// Where the work goes if handed off: the leader may be dropped on a
+    /// thread outside the runtime.
+    runtime: Option<Handle>,
 }
 
 impl<T: Send + Sync + 'static> InlineLeader<T> {
-    pub(super) fn new(completion: Completion<T>, lease: Duration, abort_when_unused: bool) -> Self {
+    pub(super) fn new(
+        completion: Completion<T>,
+        deadline: Instant,
+        abort_when_unused: bool,
+    ) -> Self {
         Self {
             completion,
-            deadline: Instant::now() + lease,
+            deadline,
             abort_when_unused,
+            runtime: Handle::try_current().ok(),
         }
     }
 
@@ -61,21 +70,19 @@ impl<T: Send + Sync + 'static> InlineLeader<T> {
             completion,
             deadline,
             abort_when_unused,
+            runtime,
         } = self;
         if abort_when_unused && completion.handle.followers() == 0 {
             tracing::debug!("leader left and nobody else waits; single-flight work dropped");
             return;
         }
-        // No runtime (it is shutting down): the work cannot go on, and the
-        // completion, dropped, tells the followers so.
-        if tokio::runtime::Handle::try_current().is_err() {
+        // No runtime at all (it is shutting down): the work cannot go on, and
+        // the completion, dropped, tells the followers so.
+        let Some(runtime) = runtime.or_else(|| Handle::try_current().ok()) else {
             return;
-        }
-        let call = Arc::clone(&completion.handle);
-        call.leader_left();
-        let task = spawn_to_finish(work, completion, deadline);
-        if abort_when_unused {
-            call.set_abort(task.abort_handle());
-        }
+        };
+        let call = std::sync::Arc::clone(&completion.handle);
+        let task = spawn_to_finish(work, completion, deadline, Some(&runtime));
+        call.leader_left(abort_when_unused.then(|| task.abort_handle()));
     }
 }

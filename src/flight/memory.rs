@@ -209,7 +209,7 @@ where
 
 /// `now + ttl`, where a TTL too long to represent (`Duration::MAX` for "no
 /// TTL") means about thirty years, as in Tokio's own timers.
-fn deadline(now: Instant, ttl: Duration) -> Instant {
+pub(super) fn deadline(now: Instant, ttl: Duration) -> Instant {
     now.checked_add(ttl)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }

@@ -36,6 +36,7 @@ pub use stats::FlightStats;
 
 pub(crate) use stats::{Event, Stats};
 
+pub(crate) use call::LeaseWatch;
 use call::{Calls, Entered};
 pub(crate) use guard::spawn_holding;
 use guard::GuardTable;
@@ -360,12 +361,16 @@ where
         options: &CallOptions,
     ) -> Result<Inlined<T>, Overloaded> {
         Ok(match self.calls.enter(key, hash, options, true)? {
-            Entered::Leader { completion, .. } => Inlined::Leader(InlineLeader::new(
+            Entered::Leader {
                 completion,
-                options.lease,
+                deadline,
+                ..
+            } => Inlined::Leader(InlineLeader::new(
+                completion,
+                deadline,
                 options.abort_when_unused,
             )),
-            Entered::Follower(waiter) => Inlined::Follower(waiter),
+            Entered::Follower(waiter, watch) => Inlined::Follower(waiter, watch),
         })
     }
 

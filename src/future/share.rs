@@ -11,7 +11,6 @@ use std::{
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::{
@@ -20,7 +19,7 @@ use super::{
 };
 use crate::{
     body::ResponseBody,
-    flight::{Event, FlightError, Inlined, Stats, Waiter},
+    flight::{Event, FlightError, Inlined, LeaseWatch, Stats, Waiter},
     key::ShareKey,
     mode::Share,
     rejection,
@@ -49,10 +48,12 @@ pin_project! {
             stale: Option<StaleCopy>,
         },
         // A follower, waiting for the flight's outcome. It keeps its own
-        // request in case the outcome cannot be shared with it.
+        // request in case the outcome cannot be shared with it. Its timer
+        // ends its wait at `max_wait`, or ends the flight at its lease.
         Following {
             waiter: Waiter<SharedOutcome>,
-            deadline: Option<Pin<Box<Sleep>>>,
+            timer: Timer,
+            watch: LeaseWatch<SharedOutcome>,
             own: Option<Box<Own<S, ReqB>>>,
             stale: Option<StaleCopy>,
         },
@@ -149,9 +150,10 @@ where
             return Self::bypass(service.call(request), expose_role);
         }
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
-            Ok(Inlined::Follower(waiter)) => State::Following {
+            Ok(Inlined::Follower(waiter, watch)) => State::Following {
                 waiter,
-                deadline: mode.max_wait.map(|wait| Box::pin(tokio::time::sleep(wait))),
+                timer: Timer::new(watch.deadline(), mode.max_wait),
+                watch,
                 // A clone carries no readiness: it is polled again if the
                 // follower has to run its own request.
                 own: Some(Box::new(Own {
@@ -282,10 +284,11 @@ where
                 },
                 StateProj::Following {
                     waiter,
-                    deadline,
+                    timer,
+                    watch,
                     own,
                     stale,
-                } => match Pin::new(waiter).poll(cx) {
+                } => match Pin::new(&mut *waiter).poll(cx) {
                     Poll::Ready(outcome) => settle(
                         outcome.as_deref().map_err(|error| *error),
                         FlightRole::Follower,
@@ -294,15 +297,23 @@ where
                         stale,
                     ),
                     Poll::Pending => {
-                        let expired = deadline
-                            .as_mut()
-                            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                        if !expired {
-                            return Poll::Pending;
+                        ready!(timer.poll(cx));
+                        if timer.lease_ends {
+                            // Whatever the leader does (it may not even be
+                            // polled), the flight ends here: every waiter,
+                            // this one included, is told it timed out.
+                            watch.expire();
+                            if let Poll::Ready(outcome) = Pin::new(waiter).poll(cx) {
+                                let outcome = outcome.as_deref().map_err(|error| *error);
+                                settle(outcome, FlightRole::Follower, own, None, stale)
+                            } else {
+                                give_up(FlightRole::Follower, stale)
+                            }
+                        } else {
+                            tracing::debug!("follower gave up waiting for the shared response");
+                            record(this.stats, Event::TimedOut);
+                            give_up(FlightRole::Follower, stale)
                         }
-                        tracing::debug!("follower gave up waiting for the shared response");
-                        record(this.stats, Event::TimedOut);
-                        give_up(FlightRole::Follower, stale)
                     }
                 },
                 StateProj::Fallback { own } => {
