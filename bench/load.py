@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Load scenarios against bench_server and its peers; writes results JSON.
 
-Driven by bench/run.sh, which builds and starts everything. Uses only the
-standard library for bursts (every connection is opened first, then all
-requests are sent at once) and wrk for sustained load.
+Driven by bench/run.sh, which builds and starts everything. Uses the Rust
+burst client (examples/burst.rs: every connection is opened first, then all
+requests are sent at once) for bursts and wrk for sustained load.
 
     python3 bench/load.py --crate URL --nginx URL --nginx-stale URL \
         --varnish URL --out bench/results/latest.json
@@ -24,31 +24,19 @@ WORK_MS = 200
 
 # --- requests ------------------------------------------------------------
 
-async def burst(base, path, n, method="GET"):
-    """N identical requests sent at the same instant: statuses, latencies
-    (from each request's send) and completion times (seconds, one clock).
+BURST = "target/release/examples/burst"
 
-    Every connection is opened first; then every request is written before
-    any answer is read, so that they reach the server together."""
-    host, port = base.removeprefix("http://").split(":")
-    connections = [await asyncio.open_connection(host, int(port)) for _ in range(n)]
-    request = f"{method} {path} HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n\r\n".encode()
-    sent = []
-    for _, writer in connections:
-        writer.write(request)
-        sent.append(time.perf_counter())
 
-    async def answer(reader, writer, sent_at):
-        head = await reader.readuntil(b"\r\n\r\n")
-        await reader.read()
-        done = time.perf_counter()
-        writer.close()
-        return int(head.split(b" ", 2)[1]), (done - sent_at) * 1000, done
-
-    results = await asyncio.gather(
-        *(answer(reader, writer, at) for (reader, writer), at in zip(connections, sent))
-    )
-    return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
+def burst(base, path, n, method="GET"):
+    """N identical requests sent at the same instant, by the Rust burst client
+    (examples/burst.rs): statuses, latencies (ms, from each request's send)
+    and completion times (seconds, one clock)."""
+    addr = base.removeprefix("http://")
+    output = subprocess.run(
+        [BURST, addr, method, path, str(n)], capture_output=True, text=True, check=True
+    ).stdout
+    answers = json.loads(output)
+    return answers["statuses"], answers["latency_ms"], answers["done_s"]
 
 
 def stats(crate):
@@ -80,7 +68,7 @@ def cold_stampede(crate, base, prefix, route, label):
     out = {}
     for n in (10, 100, 1000):
         before = runs(crate, route)
-        statuses, latencies, done = asyncio.run(burst(base, f"{prefix}/cold-{label}-{n}?ms={WORK_MS}", n))
+        statuses, latencies, done = burst(base, f"{prefix}/cold-{label}-{n}?ms={WORK_MS}", n)
         # How long after the first answer (the leader's) each one came.
         extra = [(at - min(done)) * 1000 for at in done]
         out[str(n)] = {
@@ -92,9 +80,18 @@ def cold_stampede(crate, base, prefix, route, label):
     return out
 
 
+def bare_burst(crate, n=1000):
+    """The floor of the extra wait: N requests at once to /bare, which answers
+    at once. How long after the first answer the others come is what one
+    server core takes to answer N connections, with nothing coalesced."""
+    _, _, done = burst(crate, "/bare", n)
+    extra = [(at - min(done)) * 1000 for at in done]
+    return {"n": n, "extra_wait_p99_ms": round(pct(extra, 99), 2)}
+
+
 def reject(crate):
     """2. N concurrent triggers: one runs, the rest get 409 at once."""
-    statuses, latencies, _ = asyncio.run(burst(crate, "/reject/job?ms=1000", 200, "POST"))
+    statuses, latencies, _ = burst(crate, "/reject/job?ms=1000", 200, "POST")
     conflicts = [latency for status, latency in zip(statuses, latencies) if status == 409]
     return {
         "requests": len(statuses),
@@ -109,7 +106,7 @@ def unshareable(crate, base, prefix, route, label):
     out = {}
     for attempt in ("first", "second"):
         before = runs(crate, route)
-        statuses, latencies, _ = asyncio.run(burst(base, f"{prefix}/burst-{label}?ms={WORK_MS}", 100))
+        statuses, latencies, _ = burst(base, f"{prefix}/burst-{label}?ms={WORK_MS}", 100)
         median = statistics.median(latencies)
         out[attempt] = {
             "handler_runs": runs(crate, route) - before,
@@ -118,6 +115,30 @@ def unshareable(crate, base, prefix, route, label):
             "median_x_handler": round(median / WORK_MS, 2),
         }
     return out
+
+
+POST = str(__import__("pathlib").Path(__file__).with_name("post.lua"))
+
+
+def reject_under_load(crate, seconds=3, connections=64):
+    """2b. 409s under sustained load: while one run holds the key, wrk sends
+    duplicates on 64 connections; /bare under the same load, right after,
+    for comparison."""
+    import threading
+    holder = threading.Thread(target=lambda: urllib.request.urlopen(
+        urllib.request.Request(f"{crate}/reject/held?ms={(seconds + 2) * 1000}", method="POST")).read())
+    holder.start()
+    time.sleep(0.2)
+    conflicts = wrk(f"{crate}/reject/held", seconds, connections, script=POST)
+    holder.join()
+    bare = wrk(f"{crate}/bare", seconds, connections)
+    return {
+        "connections": connections,
+        "conflict_requests_per_s": conflicts["requests_per_s"],
+        "conflict_p99_ms": conflicts["p99_ms"],
+        "bare_requests_per_s": bare["requests_per_s"],
+        "bare_p99_ms": bare["p99_ms"],
+    }
 
 
 UNIQUE = str(__import__("pathlib").Path(__file__).with_name("unique.lua"))
@@ -233,7 +254,9 @@ def main():
         },
         "handler_ms": WORK_MS,
         "cold_stampede": {"crate": cold_stampede(crate, crate, "/slow", "slow", "crate")},
+        "bare_burst": bare_burst(crate),
         "reject": reject(crate),
+        "reject_under_load": reject_under_load(crate),
         "unshareable": {"crate": unshareable(crate, crate, "/nostore", "nostore", "crate")},
         "overhead": overhead(crate),
         "ttl_expiry": {"crate": ttl_expiry(crate, crate, "/ttl/hot?ms=200", "ttl")},

@@ -18,7 +18,7 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v 
     apt-get install -y -qq wrk nginx-light varnish >/dev/null
 fi
 
-cargo build --release --example bench_server
+cargo build --release --example bench_server --example burst
 TOKIO_WORKER_THREADS=1 PORT=$PORT taskset -c 0 target/release/examples/bench_server > "$WORK/server.log" &
 for _ in $(seq 50); do grep -q listening "$WORK/server.log" && break; sleep 0.1; done
 

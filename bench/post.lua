@@ -1,0 +1,2 @@
+-- wrk: every request a POST (reject mode guards only unsafe methods).
+wrk.method = "POST"
