@@ -95,8 +95,32 @@ enum Format {
     ProblemJson,
 }
 
-/// A conflict body, serialized straight to bytes: no map of values is built
-/// for each duplicate.
+/// The constant opening of each conflict body, up to `running_for_ms`.
+const JSON_HEAD: &[u8] = br#"{"status":"already_running","message":"this work is already running; retry later","running_for_ms":"#;
+const PROBLEM_HEAD: &[u8] = br#"{"type":"about:blank","title":"Conflict","status":409,"detail":"this work is already running; retry later","code":"already_running","running_for_ms":"#;
+
+impl AlreadyRunning {
+    /// The body, as bytes: the constant opening, then what varies. The same
+    /// JSON as [`ConflictBody`] serializes (a test holds them together),
+    /// without escaping constant strings for every duplicate.
+    fn render(&self, format: Format) -> Bytes {
+        let mut body = Vec::with_capacity(192);
+        body.extend_from_slice(match format {
+            Format::Json => JSON_HEAD,
+            Format::ProblemJson => PROBLEM_HEAD,
+        });
+        body.extend_from_slice(millis(self.running_for).to_string().as_bytes());
+        if let Some(progress) = &self.progress {
+            body.extend_from_slice(br#","progress":"#);
+            // A `Value` of numbers and strings always serializes.
+            let _ = serde_json::to_writer(&mut body, &progress.to_json());
+        }
+        body.push(b'}');
+        Bytes::from(body)
+    }
+}
+
+/// A conflict body, as a [`Value`] for [`AlreadyRunning::to_json`].
 struct ConflictBody<'a> {
     rejection: &'a AlreadyRunning,
     format: Format,
@@ -148,16 +172,13 @@ pub(crate) enum Conflict {
 
 impl Conflict {
     pub(crate) fn respond(&self, rejection: &AlreadyRunning) -> Response<Bytes> {
-        let body = |format| {
-            let body = ConflictBody { rejection, format };
-            // Serializing strings and numbers into a `Vec` cannot fail.
-            Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-        };
         let mut response = match self {
-            Self::Json => json_response(rejection.status(), body(Format::Json), JSON),
-            Self::ProblemJson => {
-                json_response(rejection.status(), body(Format::ProblemJson), PROBLEM_JSON)
-            }
+            Self::Json => json_response(rejection.status(), rejection.render(Format::Json), JSON),
+            Self::ProblemJson => json_response(
+                rejection.status(),
+                rejection.render(Format::ProblemJson),
+                PROBLEM_JSON,
+            ),
             Self::Custom(respond) => respond(rejection),
         };
         response
@@ -270,6 +291,24 @@ mod tests {
             serde_json::json!({"done": 10, "total": 289})
         );
         assert!(rejection().to_json().get("progress").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rendered_bodies_are_what_serde_serializes() {
+        let since = tokio::time::Instant::now();
+        let holder = Holder::new(LeaseId::new(1, 1), since, since + Duration::from_secs(60));
+        let with_progress = holder.clone().with_progress(Progress::steps(3, 7));
+        tokio::time::advance(Duration::from_millis(4321)).await;
+        for holder in [holder, with_progress] {
+            let rejection = AlreadyRunning::new(&holder, Duration::from_secs(1));
+            for (format, value) in [
+                (Format::Json, rejection.to_json()),
+                (Format::ProblemJson, rejection.to_problem_json()),
+            ] {
+                let rendered: Value = serde_json::from_slice(&rejection.render(format)).unwrap();
+                assert_eq!(rendered, value);
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
