@@ -1,6 +1,10 @@
 //! Which requests are "the same": keys taken from the request head.
 
-use std::{fmt, hash::Hash, sync::Arc};
+use std::{
+    fmt,
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
 
 use http::{header, request::Parts, uri::PathAndQuery, HeaderName, HeaderValue, Method};
 
@@ -62,7 +66,7 @@ pub fn header(name: HeaderName) -> HeaderKey {
 pub struct MethodPathQuery;
 
 /// A request's method, host, path and query.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestKey {
     method: Method,
     host: Option<HeaderValue>,
@@ -85,6 +89,18 @@ impl RequestKey {
         self.path_and_query
             .as_ref()
             .map_or("/", PathAndQuery::as_str)
+    }
+}
+
+/// Hashed for every request: three writes of bytes, rather than one for
+/// every field, discriminant and length.
+impl Hash for RequestKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.method.as_str().as_bytes());
+        state.write_u8(0xff);
+        state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
+        state.write_u8(0xff);
+        state.write(self.path_and_query().as_bytes());
     }
 }
 
@@ -214,13 +230,24 @@ impl Identity {
 /// The key share mode coalesces on: the user's key, kept apart by method kind
 /// (a `HEAD` never shares with a `GET`), by host and by caller, whatever the
 /// user's key says.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShareKey<K> {
     pub(crate) key: K,
     pub(crate) head: bool,
     pub(crate) host: Option<HeaderValue>,
     /// `None` when the layer shares across identities.
     pub(crate) identity: Option<Identity>,
+}
+
+impl<K: Hash> Hash for ShareKey<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+        state.write_u8(u8::from(self.head));
+        state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
+        if let Some(identity) = &self.identity {
+            identity.hash(state);
+        }
+    }
 }
 
 #[cfg(test)]

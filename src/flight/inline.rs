@@ -28,7 +28,8 @@ pub(crate) struct InlineLeader<T> {
     deadline: Instant,
     abort_when_unused: bool,
     /// Where the work goes if handed off: the leader may be dropped on a
-    /// thread outside the runtime.
+    /// thread outside the runtime. Noted once the work did not finish at
+    /// its first poll (a quick answer never needs it).
     runtime: Option<Handle>,
 }
 
@@ -42,7 +43,7 @@ impl<T: Send + Sync + 'static> InlineLeader<T> {
             completion,
             deadline,
             abort_when_unused,
-            runtime: Handle::try_current().ok(),
+            runtime: None,
         }
     }
 
@@ -55,6 +56,13 @@ impl<T: Send + Sync + 'static> InlineLeader<T> {
     /// and [`finish`](Self::finish) with [`FlightError::TimedOut`].
     pub(crate) fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// Notes the runtime the leader runs on, for a hand-off from elsewhere.
+    pub(crate) fn note_runtime(&mut self) {
+        if self.runtime.is_none() {
+            self.runtime = Handle::try_current().ok();
+        }
     }
 
     /// Frees the key and hands the followers the outcome.

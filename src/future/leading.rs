@@ -96,12 +96,15 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Finished<S, ReqB, ResB>, FlightError>> {
-        let Some((work, _)) = self.running.as_mut() else {
+        let Some((work, flight)) = self.running.as_mut() else {
             return Poll::Ready(Err(FlightError::Abandoned));
         };
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx)));
         let led = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Pending) => {
+                flight.note_runtime();
+                return Poll::Pending;
+            }
             Ok(Poll::Ready(led)) => Ok(led),
             Err(_panic) => Err(FlightError::Panicked),
         };

@@ -22,6 +22,7 @@ use crate::{
     flight::{Event, FlightError, Inlined, LeaseWatch, Stats, Waiter},
     key::ShareKey,
     mode::Share,
+    policy::Unshareable,
     rejection,
     role::{mark, FlightRole},
     shared::SharedOutcome,
@@ -262,6 +263,17 @@ where
                 StateProj::Leading { lead, timer, stale } => match lead.poll_work(cx) {
                     Poll::Ready(Ok((led, flight))) => {
                         let Led { outcome, private } = led;
+                        // Nobody else waited: the leader's own response, as
+                        // it came, at once.
+                        let private = match (&outcome, private) {
+                            (SharedOutcome::Unshareable(Unshareable::Alone), Some(Ok(mut own))) => {
+                                flight.finish(Ok(outcome));
+                                this.state.set(State::Done);
+                                mark(&mut own, FlightRole::Leader, *this.expose_role);
+                                return Poll::Ready(Ok(own));
+                            }
+                            (_, private) => private,
+                        };
                         let next =
                             settle(Ok(&outcome), FlightRole::Leader, &mut None, private, stale);
                         flight.finish(Ok(outcome));
