@@ -22,7 +22,10 @@ use std::{
     collections::BTreeMap,
     io::Write,
     net::SocketAddr,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -65,7 +68,6 @@ impl Work {
     }
 }
 
-#[derive(Clone)]
 struct Layers {
     share: ShareLayer,
     reject: RejectLayer,
@@ -124,7 +126,8 @@ fn app(layers: Layers) -> Router {
         .merge(ttl)
         .merge(origin)
         .route("/stats", get(stats))
-        .with_state(layers)
+        // In an `Arc`: the router is copied for every connection.
+        .with_state(Arc::new(layers))
 }
 
 /// A trigger: instant, or `?ms=N` long.
@@ -159,7 +162,7 @@ async fn no_store(route: usize, Query(work): Query<Work>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], "not for sharing")
 }
 
-async fn stats(State(layers): State<Layers>) -> Json<serde_json::Value> {
+async fn stats(State(layers): State<Arc<Layers>>) -> Json<serde_json::Value> {
     let runs: BTreeMap<_, _> = RUNS
         .iter()
         .map(|(route, runs)| (*route, runs.load(Ordering::Relaxed)))

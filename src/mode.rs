@@ -1,6 +1,6 @@
 //! The configuration of each mode of the layer.
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use http::Method;
 
@@ -21,7 +21,7 @@ pub struct Reject<K> {
     /// `None`: every method that is not safe (`GET`, `HEAD`, `OPTIONS` and
     /// `TRACE` pass through: a probe or a CORS preflight must never take the
     /// lease of the work it asks about).
-    pub(crate) methods: Option<Vec<Method>>,
+    pub(crate) methods: Option<Arc<[Method]>>,
     pub(crate) lease_ttl: Duration,
     pub(crate) retry_after: Duration,
     pub(crate) conflict: Conflict,
@@ -110,7 +110,7 @@ pub struct Share<K> {
     pub(crate) options: CallOptions,
     pub(crate) max_body: usize,
     pub(crate) max_wait: Option<Duration>,
-    pub(crate) methods: Vec<Method>,
+    pub(crate) methods: Arc<[Method]>,
     /// `None` when responses are shared across identities.
     pub(crate) identity: Option<IdentityHeaders>,
     pub(crate) retry_after: Duration,
@@ -130,7 +130,7 @@ where
             options: CallOptions::default(),
             max_body: 8 * 1024 * 1024,
             max_wait: None,
-            methods: vec![Method::GET, Method::HEAD],
+            methods: Arc::new([Method::GET, Method::HEAD]),
             identity: Some(IdentityHeaders::default()),
             retry_after: Duration::from_secs(1),
             passes: std::sync::Arc::new(PassList::new(Duration::from_secs(10))),
