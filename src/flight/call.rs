@@ -1,150 +1,24 @@
-//! Shared calls: one future per key, its outcome handed to every waiter.
+//! The table of shared calls: one flight per key, found again by its hash
+//! and generation.
 
 use std::{
-    fmt,
-    future::Future,
     hash::{BuildHasher, Hash, RandomState},
-    panic::AssertUnwindSafe,
-    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    task::{Context, Poll},
-    time::Duration,
 };
 
-use futures_util::FutureExt;
 use hashbrown::{hash_table, HashTable};
 use tokio::{sync::oneshot, task::AbortHandle, time::Instant};
 
 use super::{
+    callers::{Completion, Leader, Waiter},
     lock,
     memory::deadline,
+    options::{CallOptions, FlightError, Outcome, Overloaded},
     stats::{Event, Stats},
 };
-
-/// What every waiter of a flight receives: the leader's value, shared, or why
-/// there is none.
-pub type Outcome<T> = Result<Arc<T>, FlightError>;
-
-/// Why a flight gave its waiters no value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FlightError {
-    /// The work panicked. The panic's message is not passed on.
-    Panicked,
-    /// The work outlived the flight's lease and was aborted.
-    TimedOut,
-    /// The work was dropped before it finished: the leader never ran it, or
-    /// every waiter left and [`CallOptions::abort_when_unused`] was set.
-    Abandoned,
-    /// A bound was reached; the work was not started.
-    Overloaded(Overloaded),
-}
-
-impl fmt::Display for FlightError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Panicked => f.write_str("the shared work panicked"),
-            Self::TimedOut => f.write_str("the shared work outlived its lease"),
-            Self::Abandoned => f.write_str("the shared work was dropped before it finished"),
-            Self::Overloaded(overloaded) => overloaded.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for FlightError {}
-
-/// A bound of [`CallOptions`] was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Overloaded {
-    /// The key already has `max_waiters` callers waiting.
-    TooManyWaiters,
-    /// The table already runs `max_flights` flights.
-    TooManyFlights,
-}
-
-impl fmt::Display for Overloaded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TooManyWaiters => f.write_str("too many callers wait for this key"),
-            Self::TooManyFlights => f.write_str("too many flights are running"),
-        }
-    }
-}
-
-impl std::error::Error for Overloaded {}
-
-/// How a flight runs, and its bounds.
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_singleflight::CallOptions;
-///
-/// // Defaults: a 5 minute lease, 10,000 waiters per key, 10,000 flights,
-/// // and the work runs to completion even when every waiter left.
-/// let defaults = CallOptions::default();
-///
-/// let tight = CallOptions::default()
-///     .lease(Duration::from_secs(30))
-///     .max_waiters(100)
-///     .abort_when_unused(true);
-/// # let _ = (defaults, tight);
-/// ```
-#[derive(Debug, Clone)]
-pub struct CallOptions {
-    pub(super) lease: Duration,
-    max_waiters: usize,
-    max_flights: usize,
-    pub(super) abort_when_unused: bool,
-}
-
-impl Default for CallOptions {
-    fn default() -> Self {
-        Self {
-            lease: Duration::from_secs(5 * 60),
-            max_waiters: 10_000,
-            max_flights: 10_000,
-            abort_when_unused: false,
-        }
-    }
-}
-
-impl CallOptions {
-    /// How long the work may run; past it, it is aborted, its waiters get
-    /// [`FlightError::TimedOut`] and the key is free.
-    #[must_use]
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// How many callers may wait on one key, the leader included.
-    #[must_use]
-    pub fn max_waiters(mut self, max: usize) -> Self {
-        self.max_waiters = max;
-        self
-    }
-
-    /// How many flights may run at once in one table.
-    #[must_use]
-    pub fn max_flights(mut self, max: usize) -> Self {
-        self.max_flights = max;
-        self
-    }
-
-    /// Abort the work as soon as every waiter has gone. Off by default: the
-    /// work runs to completion, so a leader's client disconnecting never
-    /// wastes what was already spent. The leader's options decide for the
-    /// whole flight.
-    #[must_use]
-    pub fn abort_when_unused(mut self, abort: bool) -> Self {
-        self.abort_when_unused = abort;
-        self
-    }
-}
 
 /// The table of running flights.
 ///
@@ -252,7 +126,7 @@ pub(super) enum Entered<T> {
 /// A follower's watch on the lease of an inline flight, which nobody else
 /// enforces while the leader is not polled.
 pub(crate) struct LeaseWatch<T> {
-    call: Box<dyn CallHandle<T>>,
+    call: CallHandle<T>,
     deadline: Instant,
 }
 
@@ -269,62 +143,60 @@ impl<T> LeaseWatch<T> {
     }
 }
 
-/// A handle on one call of the table. Erased over the key, so that leaders and
-/// waiters carry no key type and no bounds.
-pub(super) trait CallHandle<T>: Send + Sync {
-    fn finish(&self, outcome: Result<T, FlightError>);
-    fn waiter_left(&self);
-    /// The leader stopped waiting; its work goes on in the task `abort`
-    /// stops (`None`: it goes on whatever happens).
-    fn leader_left(&self, abort: Option<AbortHandle>);
-    fn set_abort(&self, abort: AbortHandle);
-    /// The lease ended: everybody gets [`FlightError::TimedOut`].
-    fn expire(&self);
-    fn followers(&self) -> usize;
-    fn hash(&self) -> u64;
+/// What a handle needs of its table, erased over the key.
+trait Table<T>: Send + Sync {
+    fn finish(&self, hash: u64, generation: u64, outcome: Result<T, FlightError>);
+    fn waiter_left(&self, hash: u64, generation: u64);
+    fn leader_left(&self, hash: u64, generation: u64, abort: Option<AbortHandle>);
+    fn set_abort(&self, hash: u64, generation: u64, abort: AbortHandle);
+    fn expire(&self, hash: u64, generation: u64);
+    fn followers(&self, hash: u64, generation: u64) -> usize;
 }
 
-struct Handle<K, T> {
-    calls: Arc<Calls<K, T>>,
-    hash: u64,
+/// A handle on one call of the table: leaders and waiters carry it, with no
+/// key type and no bounds. Cloning it allocates nothing.
+pub(super) struct CallHandle<T> {
+    calls: Arc<dyn Table<T>>,
+    pub(super) hash: u64,
     generation: u64,
 }
 
-impl<K, T> CallHandle<T> for Handle<K, T>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    T: Send + Sync + 'static,
-{
-    fn finish(&self, outcome: Result<T, FlightError>) {
+impl<T> Clone for CallHandle<T> {
+    fn clone(&self) -> Self {
+        Self {
+            calls: Arc::clone(&self.calls),
+            hash: self.hash,
+            generation: self.generation,
+        }
+    }
+}
+
+impl<T> CallHandle<T> {
+    pub(super) fn finish(&self, outcome: Result<T, FlightError>) {
         self.calls.finish(self.hash, self.generation, outcome);
     }
 
-    fn waiter_left(&self) {
+    pub(super) fn waiter_left(&self) {
         self.calls.waiter_left(self.hash, self.generation);
     }
 
-    fn leader_left(&self, abort: Option<AbortHandle>) {
+    /// The leader stopped waiting; its work goes on in the task `abort`
+    /// stops (`None`: it goes on whatever happens).
+    pub(super) fn leader_left(&self, abort: Option<AbortHandle>) {
         self.calls.leader_left(self.hash, self.generation, abort);
     }
 
+    pub(super) fn set_abort(&self, abort: AbortHandle) {
+        self.calls.set_abort(self.hash, self.generation, abort);
+    }
+
+    /// The lease ended: everybody gets [`FlightError::TimedOut`].
     fn expire(&self) {
         self.calls.expire(self.hash, self.generation);
     }
 
-    fn set_abort(&self, abort: AbortHandle) {
-        self.calls.with_call(self.hash, self.generation, |call| {
-            call.abort = Some(abort);
-        });
-    }
-
-    fn followers(&self) -> usize {
-        self.calls
-            .with_call(self.hash, self.generation, |call| call.followers())
-            .unwrap_or(0)
-    }
-
-    fn hash(&self) -> u64 {
-        self.hash
+    pub(super) fn followers(&self) -> usize {
+        self.calls.followers(self.hash, self.generation)
     }
 }
 
@@ -382,11 +254,8 @@ where
                 let membership = options
                     .abort_when_unused
                     .then(|| self.handle(hash, generation));
-                Joined::Leader(Leader {
-                    completion: Some(completion),
-                    waiter: receiver.map(|receiver| Waiter::new(receiver, membership)),
-                    lease: options.lease,
-                })
+                let waiter = receiver.map(|receiver| Waiter::new(receiver, membership));
+                Joined::Leader(Leader::new(completion, waiter, options.lease))
             }
             Entered::Follower(waiter, _) => Joined::Follower(waiter),
         })
@@ -463,14 +332,7 @@ where
                     abort_when_unused: options.abort_when_unused,
                     abort: None,
                 });
-                let completion = Completion {
-                    handle: Arc::new(Handle {
-                        calls: Arc::clone(self),
-                        hash,
-                        generation,
-                    }),
-                    finished: false,
-                };
+                let completion = Completion::new(self.handle(hash, generation));
                 Entered::Leader {
                     completion,
                     receiver,
@@ -501,12 +363,12 @@ where
         }
     }
 
-    fn handle(self: &Arc<Self>, hash: u64, generation: u64) -> Box<dyn CallHandle<T>> {
-        Box::new(Handle {
-            calls: Arc::clone(self),
+    fn handle(self: &Arc<Self>, hash: u64, generation: u64) -> CallHandle<T> {
+        CallHandle {
+            calls: Arc::clone(self) as Arc<dyn Table<T>>,
             hash,
             generation,
-        })
+        }
     }
 
     /// Runs `f` on the call of this generation, if it is still in the table.
@@ -527,6 +389,32 @@ where
         reason
     }
 
+    /// A call removed past its lease: its work is stopped, its waiters get
+    /// [`FlightError::TimedOut`].
+    fn time_out(&self, call: Option<Call<K, T>>) {
+        let Some(call) = call else { return };
+        self.stats.record(Event::TimedOut);
+        tracing::warn!(
+            generation = call.generation,
+            "single-flight work outlived its lease; its waiters get an error"
+        );
+        if let Some(abort) = &call.abort {
+            abort.abort();
+        }
+        for waiter in call.followers {
+            let _ = waiter.send(Err(FlightError::TimedOut));
+        }
+        if let Seat::Channel(leader) = call.leader {
+            let _ = leader.send(Err(FlightError::TimedOut));
+        }
+    }
+}
+
+impl<K, T> Table<T> for Calls<K, T>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
     /// Removes the call (if it is still this generation's) and hands every
     /// waiter the outcome.
     fn finish(&self, hash: u64, generation: u64, outcome: Result<T, FlightError>) {
@@ -583,26 +471,6 @@ where
         self.time_out(call);
     }
 
-    /// A call removed past its lease: its work is stopped, its waiters get
-    /// [`FlightError::TimedOut`].
-    fn time_out(&self, call: Option<Call<K, T>>) {
-        let Some(call) = call else { return };
-        self.stats.record(Event::TimedOut);
-        tracing::warn!(
-            generation = call.generation,
-            "single-flight work outlived its lease; its waiters get an error"
-        );
-        if let Some(abort) = &call.abort {
-            abort.abort();
-        }
-        for waiter in call.followers {
-            let _ = waiter.send(Err(FlightError::TimedOut));
-        }
-        if let Seat::Channel(leader) = call.leader {
-            let _ = leader.send(Err(FlightError::TimedOut));
-        }
-    }
-
     /// The leader left; its work goes on in a task. Under one lock, so that
     /// a follower leaving meanwhile cannot be missed: with
     /// `abort_when_unused` and nobody left, the task is stopped at once.
@@ -647,194 +515,13 @@ where
             abort.abort();
         }
     }
-}
 
-/// The caller that runs a flight's work.
-///
-/// Dropping it without calling [`run`](Leader::run) frees the key and gives
-/// waiters that already joined [`FlightError::Abandoned`].
-pub struct Leader<T> {
-    completion: Option<Completion<T>>,
-    waiter: Option<Waiter<T>>,
-    lease: Duration,
-}
-
-impl<T> Leader<T>
-where
-    T: Send + Sync + 'static,
-{
-    /// Runs `work` in a spawned task and returns the leader's own waiter.
-    ///
-    /// The task is detached: dropping the returned waiter does not cancel the
-    /// work (unless [`CallOptions::abort_when_unused`] is set and nobody else
-    /// waits). A panic becomes [`FlightError::Panicked`] for every waiter; the
-    /// lease elapsing becomes [`FlightError::TimedOut`].
-    ///
-    /// # Panics
-    ///
-    /// Outside a Tokio runtime, like [`tokio::spawn`].
-    pub fn run<F>(self, work: F) -> Waiter<T>
-    where
-        F: Future<Output = T> + Send + 'static,
-    {
-        self.run_with(|_| work)
+    fn set_abort(&self, hash: u64, generation: u64, abort: AbortHandle) {
+        self.with_call(hash, generation, |call| call.abort = Some(abort));
     }
 
-    /// Like [`run`](Self::run), with a view of the flight for the work: to
-    /// ask whether anybody but the leader waits for its outcome.
-    pub fn run_with<F, Fut>(mut self, make: F) -> Waiter<T>
-    where
-        F: FnOnce(Peers<T>) -> Fut,
-        Fut: Future<Output = T> + Send + 'static,
-    {
-        let completion = self.completion.take().expect("a leader runs once");
-        let work = make(completion.peers());
-        let deadline = deadline(Instant::now(), self.lease);
-        let task = spawn_to_finish(Box::pin(work), completion, deadline, None);
-        let waiter = self.waiter.take().expect("a leader runs once");
-        if let Some(membership) = &waiter.membership {
-            membership.set_abort(task.abort_handle());
-        }
-        waiter
-    }
-}
-
-/// Runs `work` in a task until `deadline`, then publishes what came of it.
-///
-/// Boxed before it gets here, so that spawning moves a pointer, not the whole
-/// (often kilobytes large) future, several times over.
-///
-/// On `runtime`, or on the current one.
-pub(super) fn spawn_to_finish<T: Send + 'static>(
-    work: Pin<Box<dyn Future<Output = T> + Send>>,
-    completion: Completion<T>,
-    deadline: Instant,
-    runtime: Option<&tokio::runtime::Handle>,
-) -> tokio::task::JoinHandle<()> {
-    let task = async move {
-        let caught = AssertUnwindSafe(work).catch_unwind();
-        let outcome = match tokio::time::timeout_at(deadline, caught).await {
-            Ok(Ok(value)) => Ok(value),
-            // The panic payload is dropped here: it never reaches a waiter.
-            Ok(Err(_panic)) => Err(FlightError::Panicked),
-            Err(_elapsed) => Err(FlightError::TimedOut),
-        };
-        completion.finish(outcome);
-    };
-    match runtime {
-        Some(runtime) => runtime.spawn(task),
-        None => tokio::spawn(task),
-    }
-}
-
-impl<T> fmt::Debug for Leader<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Leader")
-            .field("lease", &self.lease)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A view of a running flight, for its work.
-pub struct Peers<T> {
-    call: Arc<dyn CallHandle<T>>,
-}
-
-impl<T> Peers<T> {
-    /// How many callers besides the leader wait for the outcome now.
-    pub fn followers(&self) -> usize {
-        self.call.followers()
-    }
-
-    /// The flight's key as its table hashed it: to remember the key
-    /// without a copy of it.
-    pub(crate) fn key_hash(&self) -> u64 {
-        self.call.hash()
-    }
-}
-
-impl<T> fmt::Debug for Peers<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Peers").finish_non_exhaustive()
-    }
-}
-
-/// Publishes the outcome exactly once; if the work is dropped before it
-/// finishes (aborted, never run, runtime shut down), publishes `Abandoned`.
-pub(super) struct Completion<T> {
-    pub(super) handle: Arc<dyn CallHandle<T>>,
-    finished: bool,
-}
-
-impl<T> Completion<T> {
-    pub(super) fn finish(mut self, outcome: Result<T, FlightError>) {
-        self.finished = true;
-        self.handle.finish(outcome);
-    }
-
-    pub(super) fn peers(&self) -> Peers<T> {
-        Peers {
-            call: Arc::clone(&self.handle),
-        }
-    }
-}
-
-impl<T> Drop for Completion<T> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.handle.finish(Err(FlightError::Abandoned));
-        }
-    }
-}
-
-/// Waits for a flight's [`Outcome`].
-///
-/// Dropping a waiter never disturbs the flight or the other waiters.
-pub struct Waiter<T> {
-    receiver: Option<oneshot::Receiver<Outcome<T>>>,
-    /// Set with `abort_when_unused`, to stop the work when the last one leaves.
-    membership: Option<Box<dyn CallHandle<T>>>,
-}
-
-impl<T> Waiter<T> {
-    fn new(
-        receiver: oneshot::Receiver<Outcome<T>>,
-        membership: Option<Box<dyn CallHandle<T>>>,
-    ) -> Self {
-        Self {
-            receiver: Some(receiver),
-            membership,
-        }
-    }
-}
-
-impl<T> Future for Waiter<T> {
-    type Output = Outcome<T>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
-        let Some(receiver) = self.receiver.as_mut() else {
-            return Poll::Ready(Err(FlightError::Abandoned));
-        };
-        // A sender dropped unsent means the call's entry went without an
-        // outcome: treat it as abandoned rather than hanging.
-        Pin::new(receiver)
-            .poll(cx)
-            .map(|received| received.unwrap_or(Err(FlightError::Abandoned)))
-    }
-}
-
-impl<T> Drop for Waiter<T> {
-    fn drop(&mut self) {
-        // Close our receiver first, so the check below sees this waiter gone.
-        drop(self.receiver.take());
-        if let Some(membership) = self.membership.take() {
-            membership.waiter_left();
-        }
-    }
-}
-
-impl<T> fmt::Debug for Waiter<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Waiter").finish_non_exhaustive()
+    fn followers(&self, hash: u64, generation: u64) -> usize {
+        self.with_call(hash, generation, |call| call.followers())
+            .unwrap_or(0)
     }
 }

@@ -9,7 +9,11 @@ use std::{future::Future, pin::Pin};
 
 use tokio::{runtime::Handle, time::Instant};
 
-use super::call::{spawn_to_finish, Completion, FlightError, LeaseWatch, Peers, Waiter};
+use super::{
+    call::LeaseWatch,
+    callers::{spawn_to_finish, Completion, Peers, Waiter},
+    options::FlightError,
+};
 
 /// Who a caller of [`Flights::enter_inline`](super::Flights::enter_inline) is.
 pub(crate) enum Inlined<T> {
@@ -89,7 +93,7 @@ impl<T: Send + Sync + 'static> InlineLeader<T> {
         let Some(runtime) = runtime.or_else(|| Handle::try_current().ok()) else {
             return;
         };
-        let call = std::sync::Arc::clone(&completion.handle);
+        let call = completion.handle.clone();
         let task = spawn_to_finish(work, completion, deadline, Some(&runtime));
         call.leader_left(abort_when_unused.then(|| task.abort_handle()));
     }

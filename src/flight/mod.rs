@@ -5,11 +5,13 @@
 //! asks while it runs ([`Flights::join`], [`Flights::join_or_lead`]).
 
 mod call;
+mod callers;
 mod guard;
 mod history;
 mod inline;
 mod lease;
 mod memory;
+mod options;
 mod progress;
 mod stats;
 #[cfg(test)]
@@ -25,12 +27,12 @@ use std::{
     time::Duration,
 };
 
-pub use call::{
-    CallInfo, CallOptions, FlightError, Joined, Leader, Outcome, Overloaded, Peers, Waiter,
-};
+pub use call::{CallInfo, Joined};
+pub use callers::{Leader, Peers, Waiter};
 pub use guard::{LeaseGuard, LeaseHandle};
 pub use lease::{FlightStatus, Holder, LeaseId, LeaseStore, StoreFuture};
 pub use memory::MemoryStore;
+pub use options::{CallOptions, FlightError, Outcome, Overloaded};
 pub use progress::Progress;
 pub use stats::FlightStats;
 
