@@ -53,6 +53,8 @@ mod hundred_requests {
     use super::*;
 
     fn run(bencher: divan::Bencher<'_, '_>, app: Router, method: &'static str) {
+        // What `axum::serve` does: routes are built once, not per request.
+        let app = app.with_state(());
         let runtime = runtime();
         runtime.block_on(send_all(&app, method)); // warm up (and fill a cache)
         bencher.bench_local(|| runtime.block_on(send_all(&app, method)));
@@ -139,4 +141,53 @@ async fn parked(
     // Let every waiter park before the clock starts.
     tokio::task::yield_now().await;
     (gate, woken)
+}
+
+/// The same through share mode: N identical requests wait on one handler;
+/// the time from its answer to the last response read.
+#[divan::bench(args = [10, 1_000, 10_000])]
+fn fan_out_share_mode(bencher: divan::Bencher<'_, '_>, requests: usize) {
+    let runtime = runtime();
+    bencher
+        .with_inputs(|| runtime.block_on(parked_requests(requests)))
+        .bench_local_values(|(gate, mut answered)| {
+            runtime.block_on(async move {
+                gate.notify_one();
+                while let Some(answer) = answered.join_next().await {
+                    divan::black_box(answer.expect("a request"));
+                }
+            })
+        });
+}
+
+/// `requests` identical requests waiting on a handler that waits on the
+/// returned gate.
+async fn parked_requests(requests: usize) -> (Arc<Notify>, JoinSet<usize>) {
+    let gate = Arc::new(Notify::new());
+    let handler_gate = Arc::clone(&gate);
+    let app = Router::new()
+        .route(
+            "/report",
+            get(move || async move {
+                handler_gate.notified().await;
+                "the report"
+            }),
+        )
+        .layer(SingleFlightLayer::share().max_waiters(requests + 1))
+        .with_state(());
+    let mut answered = JoinSet::new();
+    for _ in 0..requests {
+        let request = Request::get("/report")
+            .body(Body::empty())
+            .expect("a request");
+        let app = app.clone();
+        answered.spawn(async move {
+            let response = app.oneshot(request).await.expect("infallible");
+            let body = response.into_body().collect().await.expect("a body");
+            body.to_bytes().len()
+        });
+    }
+    // Let every request park before the clock starts.
+    tokio::task::yield_now().await;
+    (gate, answered)
 }
