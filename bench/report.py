@@ -233,8 +233,10 @@ def why(results):
   measures how fast 1,000 HTTP responses are written and read back, not how
   fast waiters are woken: 1,000 requests sent at once to `/bare`, which
   coalesces nothing, spread over {results['bare_burst']['extra_wait_p99_ms']} ms in the same run{'' if varnish is None else f', Varnish over {varnish} ms'},
-  and in process one outcome reaches 1,000 waiters in about 0.5 ms
-  (`cargo bench --bench wallclock`, `fan_out`).
+  and in process, with no sockets, 1,000 requests waiting through share
+  mode all have their responses about 1.9 ms after the handler answers
+  (`cargo bench --bench wallclock`: `fan_out_share_mode`; the table's own
+  fan-out, `fan_out`, is about 0.5 ms of it).
 - **409 p99.** Under sustained load the `409`s' p99 ({under_load['conflict_p99_ms']} ms) sits beside
   `/bare`'s under the same 64 connections ({under_load['bare_p99_ms']} ms): one core queueing 64
   requests. For a burst of 200, the last `409` is the 200th answer of one
