@@ -165,7 +165,7 @@ def wrk(url, seconds, connections=64, script=None):
     }
 
 
-def overhead(crate, rounds=4, seconds=2):
+def overhead(crate, rounds=6, seconds=2):
     """4. Requests/s and p99 against /bare, alternating ABBA."""
     # `/sf/` with bench/unique.lua: every request its own key.
     cases = {"share_unique_keys": ("/sf/", UNIQUE), "cache_hit": ("/cached/hot", None)}
