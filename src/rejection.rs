@@ -87,7 +87,15 @@ impl AlreadyRunning {
     }
 }
 
-const MESSAGE: &str = "this work is already running; retry later";
+/// The message of every conflict body. A macro, so that the bodies'
+/// constant openings below are spelled with it at compile time.
+macro_rules! message {
+    () => {
+        "this work is already running; retry later"
+    };
+}
+
+const MESSAGE: &str = message!();
 
 #[derive(Clone, Copy)]
 enum Format {
@@ -96,8 +104,18 @@ enum Format {
 }
 
 /// The constant opening of each conflict body, up to `running_for_ms`.
-const JSON_HEAD: &[u8] = br#"{"status":"already_running","message":"this work is already running; retry later","running_for_ms":"#;
-const PROBLEM_HEAD: &[u8] = br#"{"type":"about:blank","title":"Conflict","status":409,"detail":"this work is already running; retry later","code":"already_running","running_for_ms":"#;
+const JSON_HEAD: &[u8] = concat!(
+    r#"{"status":"already_running","message":""#,
+    message!(),
+    r#"","running_for_ms":"#
+)
+.as_bytes();
+const PROBLEM_HEAD: &[u8] = concat!(
+    r#"{"type":"about:blank","title":"Conflict","status":409,"detail":""#,
+    message!(),
+    r#"","code":"already_running","running_for_ms":"#
+)
+.as_bytes();
 
 impl AlreadyRunning {
     /// The body, as bytes: the constant opening, then what varies. The same

@@ -782,3 +782,72 @@ async fn a_leader_dropped_off_the_runtime_still_serves_its_followers() {
     assert_eq!(layer.stats().in_flight, 0);
     assert_eq!(runs.get(), 1, "no follower ran the work again");
 }
+
+/// A service counting its runs, answering after `work`: for the layer
+/// straight on a service, where `call` enters the flight.
+fn counting(
+    runs: &Runs,
+    work: Duration,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = http::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    let runs = runs.clone();
+    tower::service_fn(move |_: http::Request<Body>| {
+        runs.bump();
+        async move {
+            sleep(work).await;
+            Ok(http::Response::new(Body::from("ok")))
+        }
+    })
+}
+
+/// Dropped off the runtime before its work was ever polled, the leader
+/// still hands it on: on the runtime a follower joined from.
+#[tokio::test(start_paused = true)]
+async fn a_leader_dropped_off_the_runtime_before_its_first_poll_still_serves_its_followers() {
+    use tower::{Layer, Service};
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share();
+    let service = layer.layer(counting(&runs, WORK));
+    let leader = service.clone().ready().await.unwrap().call(get("/x"));
+    let followers: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(service.clone().oneshot(get("/x"))))
+        .collect();
+    until(|| layer.stats().followers == 5).await;
+    std::thread::spawn(move || drop(leader)).join().unwrap();
+
+    for follower in followers {
+        let response = follower.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        layer.stats().fell_back,
+        0,
+        "no follower ran its own request"
+    );
+    assert_eq!(runs.get(), 1);
+}
+
+/// At `max_flights`, a flight past its lease gives up its slot.
+#[tokio::test(start_paused = true)]
+async fn a_flight_past_its_lease_does_not_count_towards_max_flights() {
+    use tower::{Layer, Service};
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share()
+        .lease(Duration::from_millis(100))
+        .max_flights(1);
+    let service = layer.layer(counting(&runs, Duration::ZERO));
+    let stuck = service.clone().ready().await.unwrap().call(get("/a"));
+    sleep(Duration::from_millis(150)).await;
+
+    let other = service.clone().oneshot(get("/b")).await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK, "/b is not turned away");
+    assert_eq!(layer.stats().in_flight, 0);
+    assert_eq!(layer.stats().timed_out, 1, "the stuck flight timed out");
+    drop(stuck);
+}

@@ -10,19 +10,18 @@ use std::{
 };
 
 use hashbrown::{hash_table, HashTable};
-use tokio::{sync::oneshot, task::AbortHandle, time::Instant};
+use tokio::{runtime::Handle, sync::oneshot, task::AbortHandle, time::Instant};
 
 use super::{
     callers::{Completion, Leader, Waiter},
-    lock,
-    memory::deadline,
+    deadline, lock,
     options::{CallOptions, FlightError, Outcome, Overloaded},
     stats::{Event, Stats},
 };
 
 /// The table of running flights.
 ///
-/// A key is hashed once, when a caller enters; afterwards its call is found by
+/// On the request path a key is hashed once; afterwards its call is found by
 /// that hash and its generation, which no other call shares, so handles keep
 /// no copy of the key and never hash it again.
 pub(crate) struct Calls<K, T> {
@@ -47,6 +46,9 @@ struct Call<K, T> {
     /// options cannot turn it on or off.
     abort_when_unused: bool,
     abort: Option<AbortHandle>,
+    /// The runtime of the first follower: where the work goes if an inline
+    /// leader is dropped off any runtime before it noted its own.
+    runtime: Option<Handle>,
 }
 
 /// Where a flight's leader waits for its outcome.
@@ -151,6 +153,7 @@ trait Table<T>: Send + Sync {
     fn set_abort(&self, hash: u64, generation: u64, abort: AbortHandle);
     fn expire(&self, hash: u64, generation: u64);
     fn followers(&self, hash: u64, generation: u64) -> usize;
+    fn runtime(&self, hash: u64, generation: u64) -> Option<Handle>;
 }
 
 /// A handle on one call of the table: leaders and waiters carry it, with no
@@ -198,6 +201,11 @@ impl<T> CallHandle<T> {
     pub(super) fn followers(&self) -> usize {
         self.calls.followers(self.hash, self.generation)
     }
+
+    /// The runtime a follower joined from, if any did.
+    pub(super) fn runtime(&self) -> Option<Handle> {
+        self.calls.runtime(self.hash, self.generation)
+    }
 }
 
 impl<K, T> Calls<K, T>
@@ -244,6 +252,15 @@ where
         options: &CallOptions,
     ) -> Result<Joined<T>, Overloaded> {
         let hash = self.hash(&key);
+        self.join_hashed(key, hash, options)
+    }
+
+    fn join_hashed(
+        self: &Arc<Self>,
+        key: K,
+        hash: u64,
+        options: &CallOptions,
+    ) -> Result<Joined<T>, Overloaded> {
         Ok(match self.enter(key, hash, options, false)? {
             Entered::Leader {
                 completion,
@@ -273,14 +290,18 @@ where
     ) -> Result<Entered<T>, Overloaded> {
         let now = Instant::now();
         let mut map = lock(&self.map);
-        let flights = map.len();
-        let mut expired = None;
+        // Calls past their lease (their leader hangs, or is never polled) no
+        // longer hold their key, nor, at the bound, a slot.
+        let mut expired = Vec::new();
+        if map.len() >= options.max_flights {
+            expired.extend(map.extract_if(|call| call.deadline <= now));
+        }
+        let mut flights = map.len();
         let entry = match map.entry(hash, |call| call.key == key, |call| call.hash) {
-            // Past its lease (its leader hangs, or is never polled): it no
-            // longer holds the key.
             hash_table::Entry::Occupied(entry) if entry.get().deadline <= now => {
                 let (call, vacant) = entry.remove();
-                expired = Some(call);
+                expired.push(call);
+                flights -= 1;
                 hash_table::Entry::Vacant(vacant)
             }
             entry => entry,
@@ -298,6 +319,9 @@ where
                 }
                 let (sender, receiver) = oneshot::channel();
                 call.followers.push(sender);
+                if call.runtime.is_none() {
+                    call.runtime = Handle::try_current().ok();
+                }
                 let membership = call
                     .abort_when_unused
                     .then(|| self.handle(hash, call.generation));
@@ -308,7 +332,7 @@ where
                 Entered::Follower(Waiter::new(receiver, membership), watch)
             }
             hash_table::Entry::Vacant(entry) => {
-                if flights - usize::from(expired.is_some()) >= options.max_flights {
+                if flights >= options.max_flights {
                     drop(map);
                     self.time_out(expired);
                     return Err(self.overloaded(Overloaded::TooManyFlights));
@@ -331,6 +355,7 @@ where
                     followers: Vec::new(),
                     abort_when_unused: options.abort_when_unused,
                     abort: None,
+                    runtime: None,
                 });
                 let completion = Completion::new(self.handle(hash, generation));
                 Entered::Leader {
@@ -354,10 +379,14 @@ where
     /// nobody waits for (a background refresh).
     pub(crate) fn try_lead(self: &Arc<Self>, key: K, options: &CallOptions) -> Option<Leader<T>> {
         let hash = self.hash(&key);
-        if lock(&self.map).find(hash, |call| call.key == key).is_some() {
+        let now = Instant::now();
+        let running = lock(&self.map)
+            .find(hash, |call| call.key == key && call.deadline > now)
+            .is_some();
+        if running {
             return None;
         }
-        match self.join(key, options) {
+        match self.join_hashed(key, hash, options) {
             Ok(Joined::Leader(leader)) => Some(leader),
             _ => None,
         }
@@ -389,41 +418,18 @@ where
         reason
     }
 
-    /// A call removed past its lease: its work is stopped, its waiters get
-    /// [`FlightError::TimedOut`].
-    fn time_out(&self, call: Option<Call<K, T>>) {
-        let Some(call) = call else { return };
-        self.stats.record(Event::TimedOut);
-        tracing::warn!(
-            generation = call.generation,
-            "single-flight work outlived its lease; its waiters get an error"
-        );
-        if let Some(abort) = &call.abort {
-            abort.abort();
-        }
-        for waiter in call.followers {
-            let _ = waiter.send(Err(FlightError::TimedOut));
-        }
-        if let Seat::Channel(leader) = call.leader {
-            let _ = leader.send(Err(FlightError::TimedOut));
+    /// Calls removed past their lease: their work is stopped, their waiters
+    /// get [`FlightError::TimedOut`].
+    fn time_out(&self, calls: Vec<Call<K, T>>) {
+        for call in calls {
+            self.end(call, Err(FlightError::TimedOut));
         }
     }
-}
 
-impl<K, T> Table<T> for Calls<K, T>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    T: Send + Sync + 'static,
-{
-    /// Removes the call (if it is still this generation's) and hands every
-    /// waiter the outcome.
-    fn finish(&self, hash: u64, generation: u64, outcome: Result<T, FlightError>) {
-        let call = lock(&self.map)
-            .find_entry(hash, |call| call.generation == generation)
-            .ok()
-            .map(|entry| entry.remove().0);
-        // Gone already (expired, or every waiter left): nobody to tell.
-        let Some(call) = call else { return };
+    /// A call out of the table: counts how it ended and hands every waiter
+    /// the outcome.
+    fn end(&self, call: Call<K, T>, outcome: Result<T, FlightError>) {
+        let generation = call.generation;
         match &outcome {
             Err(FlightError::Panicked) => {
                 self.stats.record(Event::Panicked);
@@ -436,8 +442,11 @@ where
                 self.stats.record(Event::TimedOut);
                 tracing::warn!(
                     generation,
-                    "single-flight work outlived its lease and was aborted"
+                    "single-flight work outlived its lease; its waiters get an error"
                 );
+                if let Some(abort) = &call.abort {
+                    abort.abort();
+                }
             }
             _ => tracing::trace!(generation, "single-flight work finished"),
         }
@@ -458,6 +467,25 @@ where
             let _ = leader.send(outcome);
         }
     }
+}
+
+impl<K, T> Table<T> for Calls<K, T>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    /// Removes the call (if it is still this generation's) and hands every
+    /// waiter the outcome.
+    fn finish(&self, hash: u64, generation: u64, outcome: Result<T, FlightError>) {
+        let call = lock(&self.map)
+            .find_entry(hash, |call| call.generation == generation)
+            .ok()
+            .map(|entry| entry.remove().0);
+        // Gone already (expired, or every waiter left): nobody to tell.
+        if let Some(call) = call {
+            self.end(call, outcome);
+        }
+    }
 
     /// Ends the call of this generation if its lease is over: for a waiter
     /// whose own timer says so, whatever its leader does.
@@ -468,7 +496,7 @@ where
             .ok()
             .filter(|entry| entry.get().deadline <= now)
             .map(|entry| entry.remove().0);
-        self.time_out(call);
+        self.time_out(call.into_iter().collect());
     }
 
     /// The leader left; its work goes on in a task. Under one lock, so that
@@ -523,5 +551,10 @@ where
     fn followers(&self, hash: u64, generation: u64) -> usize {
         self.with_call(hash, generation, |call| call.followers())
             .unwrap_or(0)
+    }
+
+    fn runtime(&self, hash: u64, generation: u64) -> Option<Handle> {
+        self.with_call(hash, generation, |call| call.runtime.clone())
+            .flatten()
     }
 }

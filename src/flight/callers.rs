@@ -15,7 +15,7 @@ use tokio::{sync::oneshot, time::Instant};
 
 use super::{
     call::CallHandle,
-    memory::deadline,
+    deadline,
     options::{FlightError, Outcome},
 };
 

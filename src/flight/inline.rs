@@ -88,9 +88,14 @@ impl<T: Send + Sync + 'static> InlineLeader<T> {
             tracing::debug!("leader left and nobody else waits; single-flight work dropped");
             return;
         }
-        // No runtime at all (it is shutting down): the work cannot go on, and
-        // the completion, dropped, tells the followers so.
-        let Some(runtime) = runtime.or_else(|| Handle::try_current().ok()) else {
+        // The leader's own runtime, else this thread's, else a follower's.
+        // None at all (the runtime is shutting down, or nobody waits and the
+        // leader was dropped elsewhere before it ran): the work cannot go on,
+        // and the completion, dropped, tells any follower so.
+        let runtime = runtime
+            .or_else(|| Handle::try_current().ok())
+            .or_else(|| completion.handle.runtime());
+        let Some(runtime) = runtime else {
             return;
         };
         let call = completion.handle.clone();

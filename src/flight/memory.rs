@@ -14,6 +14,7 @@ use hashbrown::{hash_table, HashTable};
 use tokio::time::Instant;
 
 use super::{
+    deadline,
     lease::{Holder, LeaseId, LeaseStore, StoreFuture},
     lock,
     progress::Progress,
@@ -162,8 +163,10 @@ where
     fn holder(&self, key: &K) -> StoreFuture<Option<Holder>> {
         let now = Instant::now();
         let holder = self
-            .with_holder(key, |holder| holder.clone())
-            .filter(|holder| holder.expires_at() > now);
+            .with_holder(key, |holder| {
+                (holder.expires_at() > now).then(|| holder.clone())
+            })
+            .flatten();
         StoreFuture::ready(holder)
     }
 
@@ -205,13 +208,6 @@ where
         });
         StoreFuture::ready(released.flatten())
     }
-}
-
-/// `now + ttl`, where a TTL too long to represent (`Duration::MAX` for "no
-/// TTL") means about thirty years, as in Tokio's own timers.
-pub(super) fn deadline(now: Instant, ttl: Duration) -> Instant {
-    now.checked_add(ttl)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 #[cfg(test)]

@@ -350,3 +350,20 @@ async fn runs_nobody_duplicated_are_not_recorded() {
     );
     drop(run);
 }
+
+#[tokio::test(start_paused = true)]
+async fn try_lead_takes_over_a_call_past_its_lease() {
+    let flights: Flights<&str, u32> = Flights::new();
+    let options = CallOptions::default().lease(Duration::from_millis(100));
+    let Ok(Joined::Leader(stuck)) = flights.join("k", &options) else {
+        panic!("a fresh table");
+    };
+    assert!(flights.try_lead("k", &options).is_none(), "it runs");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let refresh = flights.try_lead("k", &options);
+    assert!(
+        refresh.is_some(),
+        "past its lease, it no longer holds the key"
+    );
+    drop(stuck);
+}

@@ -24,12 +24,12 @@ use crate::{
 /// to a task.
 pub(crate) type Work<S, ReqB, ResB> = Pin<Box<dyn Future<Output = Led<S, ReqB, ResB>> + Send>>;
 
-/// The flight a leader runs, and its work until it ends. Dropped before then
-/// (the leader's client left), it hands the work to a task that finishes it
-/// for the followers.
 /// The work's answer, and the flight to finish with it.
 pub(crate) type Finished<S, ReqB, ResB> = (Led<S, ReqB, ResB>, InlineLeader<SharedOutcome>);
 
+/// The flight a leader runs, and its work until it ends. Dropped before then
+/// (the leader's client left), it hands the work to a task that finishes it
+/// for the followers.
 pub(crate) struct Leading<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>>,
@@ -97,7 +97,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Finished<S, ReqB, ResB>, FlightError>> {
         let Some((work, flight)) = self.running.as_mut() else {
-            return Poll::Ready(Err(FlightError::Abandoned));
+            unreachable!("the leader's work is polled until it ends, never after");
         };
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx)));
         let led = match polled {

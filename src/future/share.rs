@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     body::ResponseBody,
-    flight::{Event, FlightError, Inlined, LeaseWatch, Stats, Waiter},
+    flight::{Event, FlightError, Inlined, LeaseWatch, Outcome, Stats, Waiter},
     key::ShareKey,
     mode::Share,
     policy::Unshareable,
@@ -301,13 +301,9 @@ where
                     own,
                     stale,
                 } => match Pin::new(&mut *waiter).poll(cx) {
-                    Poll::Ready(outcome) => settle(
-                        outcome.as_deref().map_err(|error| *error),
-                        FlightRole::Follower,
-                        own,
-                        None,
-                        stale,
-                    ),
+                    Poll::Ready(outcome) => {
+                        settle(shared(&outcome), FlightRole::Follower, own, None, stale)
+                    }
                     Poll::Pending => {
                         ready!(timer.poll(cx));
                         if timer.lease_ends {
@@ -316,7 +312,7 @@ where
                             // this one included, is told it timed out.
                             watch.expire();
                             if let Poll::Ready(outcome) = Pin::new(waiter).poll(cx) {
-                                let outcome = outcome.as_deref().map_err(|error| *error);
+                                let outcome = shared(&outcome);
                                 settle(outcome, FlightRole::Follower, own, None, stale)
                             } else {
                                 give_up(FlightRole::Follower, stale)
@@ -389,6 +385,11 @@ where
             this.state.set(next);
         }
     }
+}
+
+/// A follower's view of the flight's outcome, as [`settle`] takes it.
+fn shared(outcome: &Outcome<SharedOutcome>) -> Result<&SharedOutcome, FlightError> {
+    outcome.as_deref().map_err(|error| *error)
 }
 
 /// A waiter out of time: the stale copy if there is one, else `504`.
