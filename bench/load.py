@@ -155,7 +155,7 @@ def wrk(url, seconds, connections=64, script=None):
         if not found:
             raise SystemExit(f"unreadable wrk latency {value!r} for {url}:\n{output}")
         number, unit = found.groups()
-        return float(number) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+        return round(float(number) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 3)
     latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", output)
     p99 = re.search(r"\s99%\s+(\S+)", output)
     return {
