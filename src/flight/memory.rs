@@ -77,6 +77,30 @@ impl<K: Hash + Eq> MemoryStore<K> {
             .find_mut(hash, |entry| entry.key == *key)
             .map(|entry| f(&mut entry.holder))
     }
+
+    /// Replaces the key's holder by `update(holder)` if `lease` still holds
+    /// it at `now`; whether it did.
+    fn update_current(
+        &self,
+        key: &K,
+        lease: LeaseId,
+        now: Instant,
+        update: impl FnOnce(Holder) -> Holder,
+    ) -> bool {
+        self.with_holder(key, |holder| {
+            let current = is_current(holder, lease, now);
+            if current {
+                *holder = update(holder.clone());
+            }
+            current
+        })
+        .unwrap_or(false)
+    }
+}
+
+/// Whether `holder` is `lease`'s holding, and not expired at `now`.
+fn is_current(holder: &Holder, lease: LeaseId, now: Instant) -> bool {
+    holder.lease() == lease && holder.expires_at() > now
 }
 
 impl<K> Default for MemoryStore<K> {
@@ -137,14 +161,10 @@ where
 
     fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool> {
         let now = Instant::now();
-        let renewed = self.with_holder(key, |holder| {
-            let current = holder.lease() == lease && holder.expires_at() > now;
-            if current {
-                *holder = holder.clone().expiring_at(deadline(now, ttl));
-            }
-            current
+        let renewed = self.update_current(key, lease, now, |holder| {
+            holder.expiring_at(deadline(now, ttl))
         });
-        StoreFuture::ready(renewed.unwrap_or(false))
+        StoreFuture::ready(renewed)
     }
 
     fn release(&self, key: &K, lease: LeaseId) -> Option<Holder> {
@@ -153,7 +173,7 @@ where
         let mut entries = lock(&self.entries);
         let entry = entries.find_entry(hash, |entry| entry.key == *key).ok()?;
         let holder = &entry.get().holder;
-        if holder.lease() == lease && holder.expires_at() > now {
+        if is_current(holder, lease, now) {
             Some(entry.remove().0.holder)
         } else {
             None
@@ -171,15 +191,10 @@ where
     }
 
     fn set_progress(&self, key: &K, lease: LeaseId, progress: Progress) -> StoreFuture<bool> {
-        let now = Instant::now();
-        let recorded = self.with_holder(key, |holder| {
-            let current = holder.lease() == lease && holder.expires_at() > now;
-            if current {
-                *holder = holder.clone().with_progress(progress);
-            }
-            current
+        let recorded = self.update_current(key, lease, Instant::now(), |holder| {
+            holder.with_progress(progress)
         });
-        StoreFuture::ready(recorded.unwrap_or(false))
+        StoreFuture::ready(recorded)
     }
 
     fn list(&self) -> StoreFuture<Vec<(K, Holder)>> {
