@@ -35,8 +35,10 @@ use crate::{
 /// `504`, `500`) are ordinary responses, so axum needs no
 /// `HandleErrorLayer`.
 ///
-/// Every response carries its [`FlightRole`](crate::FlightRole) in its
-/// extensions; [`expose_role`](Self::expose_role) also puts it in a header.
+/// A response the layer answered for the request (a follower's copy, a cache
+/// hit, a `409`) carries its [`FlightRole`](crate::FlightRole) in its
+/// extensions; [`expose_role`](Self::expose_role) marks every response, and
+/// puts the role in a header too.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SingleFlightLayer<M, X = MethodPathQuery> {
@@ -163,8 +165,12 @@ impl SingleFlightLayer<Share<RequestKey>> {
 }
 
 impl<M, X> SingleFlightLayer<M, X> {
-    /// Adds the `x-singleflight-role` header (`leader`, `follower`,
-    /// `rejected`, `bypass`, `fallback`) to every response.
+    /// Marks every response with its [`FlightRole`](crate::FlightRole): in
+    /// the `x-singleflight-role` header (`leader`, `follower`, `rejected`,
+    /// `bypass`, `fallback`, `cache-hit`, `stale`), and in its extensions
+    /// even when the inner service answered the request itself (`leader`,
+    /// `bypass`), which by default carries no role, to spare an ordinary
+    /// request the extension's allocations.
     pub fn expose_role(mut self) -> Self {
         self.expose_role = true;
         self

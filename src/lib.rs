@@ -52,8 +52,10 @@
 //!
 //! # Observability
 //!
-//! Every response carries its [`FlightRole`] in its extensions
-//! ([`expose_role`](SingleFlightLayer::expose_role) adds a header), the
+//! A response the layer answered for the request (a shared copy, a cache
+//! hit, a `409`) carries its [`FlightRole`] in its extensions
+//! ([`expose_role`](SingleFlightLayer::expose_role) marks every response, and
+//! adds a header), the
 //! counters are readable as a [`FlightStats`] snapshot, and `tracing` events
 //! mark acquisitions, releases, timeouts, panics and fallbacks.
 

@@ -1,4 +1,4 @@
-//! The role a request played, attached to every response.
+//! The role a request played, attached to its response.
 
 use std::fmt;
 
@@ -10,8 +10,13 @@ pub const ROLE_HEADER: HeaderName = HeaderName::from_static("x-singleflight-role
 
 /// What a request did in the single-flight layer.
 ///
-/// Every response that passed through [`SingleFlightLayer`](crate::SingleFlightLayer)
-/// carries one in its extensions:
+/// A response the layer answered otherwise than by running the request
+/// itself (a follower's copy, a cache hit, a stale copy, a `409`/`503`/`504`,
+/// a fallback) carries its role in its extensions. The inner service's own
+/// answer to the request (`Leader`, `Bypass`) is left as it came, with no
+/// allocation, unless [`expose_role`](crate::SingleFlightLayer::expose_role)
+/// is on: then every response carries its role, in its extensions and in a
+/// header.
 ///
 /// ```
 /// use tower_singleflight::FlightRole;
@@ -67,12 +72,17 @@ impl fmt::Display for FlightRole {
     }
 }
 
-/// Marks a response with its role: always in extensions, in a header if asked.
+/// Marks a response with its role: every role if asked (extensions and
+/// header), else only the roles of answers the request did not get from its
+/// own run of the inner service. (The first extension of a response costs
+/// allocations: an ordinary answer does not pay them.)
 pub(crate) fn mark<B>(response: &mut http::Response<B>, role: FlightRole, expose: bool) {
     if expose {
         response
             .headers_mut()
             .insert(ROLE_HEADER, role.header_value());
+    } else if matches!(role, FlightRole::Leader | FlightRole::Bypass) {
+        return;
     }
     response.extensions_mut().insert(role);
 }

@@ -1,7 +1,7 @@
 //! `SingleFlight`: the service the layer wraps around yours.
 
 use std::{
-    fmt, mem,
+    fmt,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -13,7 +13,7 @@ use tower_service::Service;
 use crate::{
     body::ResponseBody,
     flight::Settled,
-    future::{reject, share},
+    future::{reject, share, take_ready},
     key::{self, KeyExtractor, ShareKey},
     mode::{Reject, Share},
     policy,
@@ -46,12 +46,6 @@ impl<S, M, X> SingleFlight<S, M, X> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
-}
-
-/// Takes the service `poll_ready` made ready, leaving a clone in its place.
-fn take_ready<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    mem::replace(inner, clone)
 }
 
 impl<S: Clone, M, X> Clone for SingleFlight<S, M, X> {
@@ -170,7 +164,7 @@ where
             .is_some_and(|identity| !identity.is_anonymous());
         let request = Request::from_parts(parts, body);
         share::ResponseFuture::start(
-            take_ready(&mut self.inner),
+            &mut self.inner,
             request,
             key,
             mode,

@@ -55,8 +55,12 @@ async fn a_thousand_identical_requests_run_the_handler_once() {
         .iter()
         .all(|reply| reply.headers == replies[0].headers));
     assert_eq!(replies[0].json(), json!({ "id": 1, "execution": 1 }));
-    assert_eq!(played(&replies, FlightRole::Leader), 1);
     assert_eq!(played(&replies, FlightRole::Follower), 999);
+    let unmarked = replies.iter().filter(|reply| reply.role.is_none()).count();
+    assert_eq!(
+        unmarked, 1,
+        "by default the leader's own answer carries no role"
+    );
     assert_eq!(layer.stats().in_flight, 0);
 }
 
@@ -286,7 +290,7 @@ where
     R: IntoResponse + Send + 'static,
 {
     let runs = Runs::default();
-    let app = app_responding(layer, &runs, respond);
+    let app = app_responding(layer.expose_role(), &runs, respond);
     let start = Instant::now();
 
     let replies = send_all(&app, (0..10).map(|_| get("/thing"))).await;
@@ -551,7 +555,7 @@ fn pages(runs: &Runs) -> Router {
                 ([(header::ETAG, "\"v1\"")], format!("home of {host}")).into_response()
             }),
         )
-        .layer(SingleFlightLayer::share())
+        .layer(SingleFlightLayer::share().expose_role())
 }
 
 #[tokio::test(start_paused = true)]
@@ -650,7 +654,7 @@ async fn a_leader_nobody_else_waits_for_gets_its_own_response_streamed() {
                 Body::from_stream(futures_util::StreamExt::chain(first, never))
             }),
         )
-        .layer(SingleFlightLayer::share());
+        .layer(SingleFlightLayer::share().expose_role());
     let response = app.clone().oneshot(get("/live")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -679,7 +683,11 @@ async fn an_unshareable_key_passes_straight_through_for_a_while() {
                     ([(header::SET_COOKIE, format!("s={run}"))], "hi")
                 }),
             )
-            .layer(SingleFlightLayer::share().hit_for_pass(Duration::from_secs(10)))
+            .layer(
+                SingleFlightLayer::share()
+                    .hit_for_pass(Duration::from_secs(10))
+                    .expose_role(),
+            )
     };
     send(&app, get("/session")).await;
 
@@ -735,8 +743,11 @@ async fn a_leader_future_never_polled_holds_the_key_no_longer_than_its_lease() {
     let service = layer.layer(tower::service_fn({
         let runs = runs.clone();
         move |_: http::Request<Body>| {
-            runs.bump();
-            async { Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("ok"))) }
+            let runs = runs.clone();
+            async move {
+                runs.bump();
+                Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("ok")))
+            }
         }
     }));
     let mut owner = service.clone();

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use std::future::Future;
+
+use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
@@ -55,7 +57,7 @@ where
 pub(crate) struct Lead<K> {
     pub(crate) max_body: usize,
     pub(crate) private_ok: bool,
-    pub(crate) store: Option<Store<K>>,
+    pub(crate) store: Option<Box<Store<K>>>,
     /// Who else waits, and the flight's key.
     pub(crate) peers: Option<Peers<SharedOutcome>>,
     /// Where to remember that this key's answers cannot be shared.
@@ -71,29 +73,25 @@ impl<K> Lead<K> {
     }
 }
 
-/// Calls the inner service, and turns its response into something every
-/// waiter can have a copy of.
+/// Awaits the inner service's `answer`, and turns its response into
+/// something every waiter can have a copy of. `leader_headers` are the
+/// request's, for the followers a `Vary` may name.
 ///
 /// When the response cannot be shared, the leader gets it whole as its
 /// `private` response (streamed, with whatever was already read put back in
 /// front), and the followers are told to run their own requests.
-pub(crate) async fn lead<S, ReqB, ResB, K>(
-    mut service: S,
-    request: Request<ReqB>,
+pub(crate) async fn lead<S, ReqB, ResB, K, F>(
+    answer: F,
+    leader_headers: HeaderMap,
     lead: Lead<K>,
 ) -> Led<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ResB>, S::Error>>,
 {
-    // Another flight may have stored an answer since this request looked.
-    if let Some(fresh) = fresh(&lead.store, request.headers()) {
-        return Led::shared(SharedOutcome::Response(fresh));
-    }
-    // Kept to compare with followers if the response names them in `Vary`.
-    let leader_headers = request.headers().clone();
-    let response = match service.call(request).await {
+    let response = match answer.await {
         Ok(response) => response,
         Err(error) => {
             back_off(&lead.store);
@@ -202,8 +200,12 @@ mod cached_store {
 #[cfg(not(feature = "cache"))]
 pub(crate) type Store<K> = std::marker::PhantomData<K>;
 
+/// An answer stored since the request looked, if any.
 #[cfg(feature = "cache")]
-fn fresh<K>(store: &Option<Store<K>>, request: &http::HeaderMap) -> Option<Arc<BufferedResponse>>
+pub(crate) fn fresh<K>(
+    store: &Option<Box<Store<K>>>,
+    request: &http::HeaderMap,
+) -> Option<Arc<BufferedResponse>>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
@@ -211,7 +213,7 @@ where
 }
 
 #[cfg(feature = "cache")]
-fn keep<K>(store: &Option<Store<K>>, response: &Arc<BufferedResponse>)
+fn keep<K>(store: &Option<Box<Store<K>>>, response: &Arc<BufferedResponse>)
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
@@ -221,7 +223,7 @@ where
 }
 
 #[cfg(feature = "cache")]
-fn back_off<K>(store: &Option<Store<K>>)
+fn back_off<K>(store: &Option<Box<Store<K>>>)
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
@@ -231,12 +233,15 @@ where
 }
 
 #[cfg(not(feature = "cache"))]
-fn fresh<K>(_: &Option<Store<K>>, _: &http::HeaderMap) -> Option<Arc<BufferedResponse>> {
+pub(crate) fn fresh<K>(
+    _: &Option<Box<Store<K>>>,
+    _: &http::HeaderMap,
+) -> Option<Arc<BufferedResponse>> {
     None
 }
 
 #[cfg(not(feature = "cache"))]
-fn keep<K>(_: &Option<Store<K>>, _: &Arc<BufferedResponse>) {}
+fn keep<K>(_: &Option<Box<Store<K>>>, _: &Arc<BufferedResponse>) {}
 
 #[cfg(not(feature = "cache"))]
-fn back_off<K>(_: &Option<Store<K>>) {}
+fn back_off<K>(_: &Option<Box<Store<K>>>) {}

@@ -4,3 +4,10 @@ mod lead;
 mod leading;
 pub mod reject;
 pub mod share;
+
+/// Takes the service `poll_ready` made ready, leaving a clone in its place:
+/// for a request that calls it later, from its response future.
+pub(crate) fn take_ready<S: Clone>(service: &mut S) -> S {
+    let clone = service.clone();
+    std::mem::replace(service, clone)
+}

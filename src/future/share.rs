@@ -3,6 +3,7 @@
 use std::{
     fmt,
     future::Future,
+    panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
@@ -14,8 +15,9 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
-    lead::{lead, Lead, Led, Private, Store},
+    lead::{fresh, lead, Lead, Led, Private, Store},
     leading::{finish_in_task, Leading, Timer, Work},
+    take_ready,
 };
 use crate::{
     body::ResponseBody,
@@ -121,11 +123,11 @@ where
     }
 
     /// Answers from the cache, or joins the flight for `key`, or leads it.
-    /// `service` is the one `poll_ready` made ready: the leader uses it;
-    /// anyone else drops it at once, so that waiting never holds the inner
-    /// service's capacity.
+    /// `service` is the one `poll_ready` made ready: the leader calls it at
+    /// once; a follower keeps only a clone, which carries no readiness, so
+    /// that waiting never holds the inner service's capacity.
     pub(crate) fn start<K>(
-        mut service: S,
+        service: &mut S,
         request: Request<ReqB>,
         key: ShareKey<K>,
         mode: &Share<K>,
@@ -138,7 +140,7 @@ where
         let consulted = match consult_cache(mode, &key, &request) {
             Consulted::Answer(response, role) => return Self::respond(response, role, expose_role),
             Consulted::Revalidate(response, store) => {
-                refresh(service, request, key, mode, private_ok, store);
+                refresh(take_ready(service), request, key, mode, private_ok, store);
                 return Self::respond(response, FlightRole::Stale, expose_role);
             }
             Consulted::Ask(consulted) => consulted,
@@ -156,7 +158,8 @@ where
                 timer: Timer::new(watch.deadline(), mode.max_wait),
                 watch,
                 // A clone carries no readiness: it is polled again if the
-                // follower has to run its own request.
+                // follower has to run its own request. The ready one is left
+                // for the next request.
                 own: Some(Box::new(Own {
                     service: service.clone(),
                     request,
@@ -164,6 +167,26 @@ where
                 stale: consulted.stale,
             },
             Ok(Inlined::Leader(flight)) => {
+                // Another flight may have stored an answer since this request
+                // looked.
+                if let Some(fresh) = fresh(&consulted.store, request.headers()) {
+                    let response = fresh.to_response();
+                    flight.finish(Ok(SharedOutcome::Response(fresh)));
+                    return Self::respond(response, FlightRole::Leader, expose_role);
+                }
+                // Kept to compare with followers if the response names them
+                // in `Vary`.
+                let leader_headers = request.headers().clone();
+                // A panic here ends the flight as a panic in the work would.
+                let called = catch_unwind(AssertUnwindSafe(|| service.call(request)));
+                let Ok(answer) = called else {
+                    flight.finish(Err(FlightError::Panicked));
+                    return Self::respond(
+                        owned(rejection::failed()),
+                        FlightRole::Leader,
+                        expose_role,
+                    );
+                };
                 let work = Lead {
                     max_body: mode.max_body,
                     private_ok,
@@ -171,7 +194,8 @@ where
                     peers: Some(flight.peers()),
                     passes: Arc::clone(&mode.passes),
                 };
-                let work: Work<S, ReqB, ResB> = Box::pin(lead(service, request, work));
+                let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
+                let work: Work<S, ReqB, ResB> = Box::pin(led);
                 let timer = Timer::new(flight.deadline(), mode.max_wait);
                 State::Leading {
                     lead: Leading {
@@ -214,12 +238,12 @@ where
 /// Starts a background refresh of a stale answer with this request, unless
 /// one runs; nobody waits for it.
 fn refresh<S, ReqB, ResB, K>(
-    service: S,
+    mut service: S,
     request: Request<ReqB>,
     key: ShareKey<K>,
     mode: &Share<K>,
     private_ok: bool,
-    store: Option<Store<K>>,
+    store: Option<Box<Store<K>>>,
 ) where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send,
@@ -232,21 +256,31 @@ fn refresh<S, ReqB, ResB, K>(
 {
     // The refresh must survive the request that started it.
     let options = mode.options.clone().abort_when_unused(false);
-    if let Some(leader) = mode.flights.try_lead(key, &options) {
-        let passes = Arc::clone(&mode.passes);
-        drop(leader.run_with(|peers| {
-            let work = Lead {
-                max_body: mode.max_body,
-                private_ok,
-                store,
-                // Nobody waits on a refresh: never "alone" (it must store).
-                peers: Some(peers),
-                passes,
-            };
-            let led = lead::<S, ReqB, ResB, K>(service, request, work);
-            async move { led.await.outcome }
-        }));
+    let Some(leader) = mode.flights.try_lead(key, &options) else {
+        return;
+    };
+    // Another flight may have stored an answer since this request looked.
+    if let Some(fresh) = fresh(&store, request.headers()) {
+        drop(leader.run(async move { SharedOutcome::Response(fresh) }));
+        return;
     }
+    let passes = Arc::clone(&mode.passes);
+    drop(leader.run_with(|peers| {
+        let work = Lead {
+            max_body: mode.max_body,
+            private_ok,
+            store,
+            // Nobody waits on a refresh: never "alone" (it must store).
+            peers: Some(peers),
+            passes,
+        };
+        let leader_headers = request.headers().clone();
+        // Called in the task: a panic there ends the refresh, not the
+        // request that started it.
+        let answer = async move { service.call(request).await };
+        let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
+        async move { led.await.outcome }
+    }));
 }
 
 impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB, ResB>
@@ -502,7 +536,7 @@ struct AskOrigin<K> {
     /// A stale copy to serve if the origin fails.
     stale: Option<StaleCopy>,
     /// Where the leader stores the origin's answer.
-    store: Option<Store<K>>,
+    store: Option<Box<Store<K>>>,
 }
 
 impl<K> AskOrigin<K> {
@@ -518,7 +552,7 @@ impl<K> AskOrigin<K> {
 #[cfg_attr(not(feature = "cache"), allow(dead_code))]
 enum Consulted<B: Body, K> {
     Answer(Response<ResponseBody<B>>, FlightRole),
-    Revalidate(Response<ResponseBody<B>>, Option<Store<K>>),
+    Revalidate(Response<ResponseBody<B>>, Option<Box<Store<K>>>),
     Ask(AskOrigin<K>),
 }
 
@@ -541,7 +575,9 @@ where
     let epoch = cache.epoch();
     // Where the leader stores the origin's answer.
     let store = || {
-        Some(Store {
+        // Boxed: the leader's work moves it around, and most requests have
+        // none.
+        Some(Box::new(Store {
             cache: cache.clone(),
             key: key.clone(),
             target: Target {
@@ -549,7 +585,7 @@ where
                 path: request.uri().path().to_owned(),
             },
             epoch,
-        })
+        }))
     };
     let ask = |stale| {
         Consulted::Ask(AskOrigin {
