@@ -122,6 +122,31 @@ fn reject_conflict() -> Bench {
     bench_on(runtime, app, "POST", |_| "/held/0".to_owned())
 }
 
+/// For reference, not gated: what any layer costs through `Router::layer`
+/// (another `Route`: a service clone, a boxed future and a boxed body per
+/// request), with one that does nothing at all.
+fn identity_layer() -> Bench {
+    let app = Router::new()
+        .route("/hello/{id}", get(hello))
+        .layer(tower::layer::layer_fn(|service| service));
+    bench(app, "GET")
+}
+
+/// For reference, not gated: the no-op middleware most axum users would
+/// write.
+fn noop_from_fn() -> Bench {
+    async fn pass(
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        next.run(request).await
+    }
+    let app = Router::new()
+        .route("/hello/{id}", get(hello))
+        .layer(axum::middleware::from_fn(pass));
+    bench(app, "GET")
+}
+
 /// The warm-up fills the cache: every measured request is a hit.
 fn cache_hit() -> Bench {
     let layer = SingleFlightLayer::share().cache(CacheConfig::new().ttl(Duration::from_secs(3600)));
@@ -135,6 +160,8 @@ fn cache_hit() -> Bench {
 #[bench::reject_unique_keys(setup = reject_unique_keys)]
 #[bench::reject_conflict(setup = reject_conflict)]
 #[bench::cache_hit(setup = cache_hit)]
+#[bench::identity_layer(setup = identity_layer)]
+#[bench::noop_from_fn(setup = noop_from_fn)]
 fn request(bench: Bench) -> Bench {
     black_box(bench.send_all());
     // Returned, so that tearing the router and its cache down is not counted.
