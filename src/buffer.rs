@@ -1,11 +1,15 @@
 //! Reading a response body into memory, up to a cap, without losing it.
 
-use std::pin::Pin;
+use std::{
+    future::Future,
+    mem,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::Body;
-use http_body_util::BodyExt;
 
 /// A body read to its end, or given back as far as it was read.
 pub(crate) enum Collected<B: Body> {
@@ -29,46 +33,80 @@ pub(crate) enum Collected<B: Body> {
 /// A body that announces more than `cap` is not read at all; one that turns
 /// out longer is given back with the part already read, so its reader loses
 /// nothing.
-pub(crate) async fn collect<B: Body>(body: B, cap: usize) -> Collected<B> {
-    let mut body = Box::pin(body);
-    let mut chunks = Chunks::default();
-    if body.size_hint().lower() > cap as u64 {
-        return Collected::TooLarge {
-            prefix: Bytes::new(),
-            rest: body,
-        };
+pub(crate) fn collect<B: Body>(body: B, cap: usize) -> Collect<B> {
+    Collect {
+        body: Some(Box::pin(body)),
+        chunks: Chunks::default(),
+        trailers: None,
+        cap,
     }
-    let mut trailers: Option<HeaderMap> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(error) => {
-                return Collected::Failed {
-                    prefix: chunks.concat(),
-                    error,
-                }
-            }
+}
+
+/// The future of [`collect`]. A named type, so that the leader's work can
+/// hold it without an `async` block's copies of its arguments.
+pub(crate) struct Collect<B> {
+    /// Boxed to be handed back as it is if it turns out too large.
+    body: Option<Pin<Box<B>>>,
+    chunks: Chunks,
+    trailers: Option<HeaderMap>,
+    cap: usize,
+}
+
+impl<B: Body> Future for Collect<B> {
+    type Output = Collected<B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Collected<B>> {
+        let this = self.get_mut();
+        let Some(body) = this.body.as_mut() else {
+            panic!("Collect polled after completion");
         };
-        match frame.into_data() {
-            Ok(mut data) => {
-                chunks.push(data.copy_to_bytes(data.remaining()));
-                if chunks.len > cap {
-                    return Collected::TooLarge {
-                        prefix: chunks.concat(),
-                        rest: body,
-                    };
+        if this.chunks.len == 0 && body.size_hint().lower() > this.cap as u64 {
+            return Poll::Ready(this.too_large());
+        }
+        loop {
+            let frame = match ready!(body.as_mut().poll_frame(cx)) {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => {
+                    this.body = None;
+                    let prefix = mem::take(&mut this.chunks).concat();
+                    return Poll::Ready(Collected::Failed { prefix, error });
                 }
-            }
-            Err(frame) => {
-                if let Ok(more) = frame.into_trailers() {
-                    trailers.get_or_insert_with(HeaderMap::new).extend(more);
+            };
+            match frame.into_data() {
+                Ok(mut data) => {
+                    this.chunks.push(data.copy_to_bytes(data.remaining()));
+                    if this.chunks.len > this.cap {
+                        return Poll::Ready(this.too_large());
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(more) = frame.into_trailers() {
+                        this.trailers
+                            .get_or_insert_with(HeaderMap::new)
+                            .extend(more);
+                    }
                 }
             }
         }
+        this.body = None;
+        Poll::Ready(Collected::Complete {
+            data: mem::take(&mut this.chunks).concat(),
+            trailers: this.trailers.take(),
+        })
     }
-    Collected::Complete {
-        data: chunks.concat(),
-        trailers,
+}
+
+impl<B: Body> Collect<B> {
+    /// What was read, and the body to read the rest from.
+    fn too_large(&mut self) -> Collected<B> {
+        let Some(rest) = self.body.take() else {
+            unreachable!("checked by the caller");
+        };
+        Collected::TooLarge {
+            prefix: mem::take(&mut self.chunks).concat(),
+            rest,
+        }
     }
 }
 
@@ -105,6 +143,7 @@ impl Chunks {
 mod tests {
     use super::*;
     use http_body::Frame;
+    use http_body_util::BodyExt;
     use http_body_util::{Full, StreamBody};
     use std::convert::Infallible;
 

@@ -1,17 +1,22 @@
 //! The leader's work in share mode: its request, and what becomes of the
 //! response.
 
-use std::sync::Arc;
+use std::{
+    future::Future,
+    marker::PhantomData,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
 
-use std::future::Future;
-
-use http::{HeaderMap, Request, Response};
+use http::{response::Parts, HeaderMap, Request, Response};
 use http_body::Body;
+use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
-    buffer::{self, Collected},
+    buffer::{self, Collect, Collected},
     flight::Peers,
     pass::PassList,
     policy::{self, Unshareable},
@@ -80,80 +85,211 @@ impl<K> Lead<K> {
 /// When the response cannot be shared, the leader gets it whole as its
 /// `private` response (streamed, with whatever was already read put back in
 /// front), and the followers are told to run their own requests.
-pub(crate) async fn lead<S, ReqB, ResB, K, F>(
+pub(crate) fn lead<S, ReqB, ResB, K, F>(
     answer: F,
     leader_headers: HeaderMap,
     lead: Lead<K>,
-) -> Led<S, ReqB, ResB>
+) -> LeadFuture<S, ReqB, ResB, K, F> {
+    LeadFuture {
+        step: Step::Answer { answer },
+        leader_headers,
+        lead,
+        service: PhantomData,
+    }
+}
+
+pin_project! {
+    /// The future of [`lead`]. Written out rather than `async`: an `async`
+    /// block would hold the answer twice, and the leader's work is moved into
+    /// its box whole.
+    pub(crate) struct LeadFuture<S, ReqB, ResB, K, F> {
+        #[pin]
+        step: Step<F, ResB>,
+        leader_headers: HeaderMap,
+        lead: Lead<K>,
+        service: PhantomData<fn() -> (S, ReqB)>,
+    }
+}
+
+pin_project! {
+    #[project = StepProj]
+    enum Step<F, B> {
+        Answer {
+            #[pin]
+            answer: F,
+        },
+        // Reading the body, to share it.
+        Read {
+            parts: Option<Parts>,
+            failed: bool,
+            read: Collect<B>,
+        },
+        Done,
+    }
+}
+
+impl<S, ReqB, ResB, K, F> Future for LeadFuture<S, ReqB, ResB, K, F>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResB>, S::Error>>,
 {
-    let response = match answer.await {
-        Ok(response) => response,
-        Err(error) => {
-            back_off(&lead.store);
-            return Led::private(Unshareable::ServiceError, Err(error));
+    type Output = Led<S, ReqB, ResB>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.step.as_mut().project() {
+                StepProj::Answer { answer } => match this.lead.answered(ready!(answer.poll(cx))) {
+                    Answered::Done(led) => {
+                        this.step.set(Step::Done);
+                        return Poll::Ready(led);
+                    }
+                    Answered::Read {
+                        parts,
+                        body,
+                        failed,
+                    } => {
+                        let read = buffer::collect(body, this.lead.max_body);
+                        this.step.set(Step::Read {
+                            parts: Some(parts),
+                            failed,
+                            read,
+                        });
+                    }
+                },
+                StepProj::Read {
+                    parts,
+                    failed,
+                    read,
+                } => {
+                    let collected = ready!(Pin::new(read).poll(cx));
+                    let Some(parts) = parts.take() else {
+                        unreachable!("a body is read once");
+                    };
+                    let led = this
+                        .lead
+                        .read(parts, *failed, collected, this.leader_headers);
+                    this.step.set(Step::Done);
+                    return Poll::Ready(led);
+                }
+                StepProj::Done => panic!("the leader's work polled after completion"),
+            }
         }
-    };
-    let (parts, body) = response.into_parts();
-    // A server error is never stored nor remembered as unshareable: a stale
-    // copy, if any, stands in for it.
-    let failed = parts.status.is_server_error();
-    if failed {
-        back_off(&lead.store);
     }
-    if let Err(reason) = policy::check(parts.status, &parts.headers, lead.private_ok) {
-        if !failed {
-            lead.pass();
-        }
-        let reason = if failed {
-            Unshareable::ServerError
-        } else {
-            reason
+}
+
+/// What the leader does once the inner service answered.
+enum Answered<S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>>,
+    ResB: Body,
+{
+    Done(Led<S, ReqB, ResB>),
+    /// The answer may be shared: its body is read first.
+    Read {
+        parts: Parts,
+        body: ResB,
+        failed: bool,
+    },
+}
+
+impl<K> Lead<K>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    fn answered<S, ReqB, ResB>(
+        &self,
+        answered: Result<Response<ResB>, S::Error>,
+    ) -> Answered<S, ReqB, ResB>
+    where
+        S: Service<Request<ReqB>>,
+        ResB: Body,
+    {
+        let response = match answered {
+            Ok(response) => response,
+            Err(error) => {
+                back_off(&self.store);
+                return Answered::Done(Led::private(Unshareable::ServiceError, Err(error)));
+            }
         };
-        let response = Response::from_parts(parts, ResponseBody::inner(body));
-        return Led::private(reason, Ok(response));
-    }
-    // Nobody to share with and nothing to store: the leader takes its own
-    // response, streamed, instead of a buffered copy. (A follower joining
-    // this very moment runs its own request, as for any unshared answer.)
-    let alone = lead.store.is_none()
-        && lead
-            .peers
-            .as_ref()
-            .is_some_and(|peers| peers.followers() == 0);
-    if alone {
-        let response = Response::from_parts(parts, ResponseBody::inner(body));
-        return Led::private(Unshareable::Alone, Ok(response));
-    }
-    let (body, reason) = match buffer::collect(body, lead.max_body).await {
-        Collected::Complete { data, trailers } => {
-            let response = Arc::new(BufferedResponse::new(
+        let (parts, body) = response.into_parts();
+        // A server error is never stored nor remembered as unshareable: a
+        // stale copy, if any, stands in for it.
+        let failed = parts.status.is_server_error();
+        if failed {
+            back_off(&self.store);
+        }
+        let unshared = match policy::check(parts.status, &parts.headers, self.private_ok) {
+            Err(_) if failed => Some(Unshareable::ServerError),
+            Err(reason) => {
+                self.pass();
+                Some(reason)
+            }
+            // Nobody to share with and nothing to store: the leader takes its
+            // own response, streamed, instead of a buffered copy. (A follower
+            // joining this very moment runs its own request, as for any
+            // unshared answer.)
+            Ok(()) if self.alone() => Some(Unshareable::Alone),
+            Ok(()) => None,
+        };
+        match unshared {
+            Some(reason) => {
+                let response = Response::from_parts(parts, ResponseBody::inner(body));
+                Answered::Done(Led::private(reason, Ok(response)))
+            }
+            None => Answered::Read {
                 parts,
-                data,
-                trailers,
-                &leader_headers,
-            ));
-            if !failed {
-                keep(&lead.store, &response);
+                body,
+                failed,
+            },
+        }
+    }
+
+    /// Whether nobody waits for the answer and nothing is to store it.
+    fn alone(&self) -> bool {
+        self.store.is_none()
+            && self
+                .peers
+                .as_ref()
+                .is_some_and(|peers| peers.followers() == 0)
+    }
+
+    /// The body of a shareable answer, read as far as it could be.
+    fn read<S, ReqB, ResB>(
+        &self,
+        parts: Parts,
+        failed: bool,
+        collected: Collected<ResB>,
+        leader_headers: &HeaderMap,
+    ) -> Led<S, ReqB, ResB>
+    where
+        S: Service<Request<ReqB>>,
+        ResB: Body,
+    {
+        let (body, reason) = match collected {
+            Collected::Complete { data, trailers } => {
+                let response =
+                    Arc::new(BufferedResponse::new(parts, data, trailers, leader_headers));
+                if !failed {
+                    keep(&self.store, &response);
+                }
+                return Led::shared(SharedOutcome::Response(response));
             }
-            return Led::shared(SharedOutcome::Response(response));
-        }
-        Collected::TooLarge { prefix, rest } => {
-            if !failed {
-                lead.pass();
+            Collected::TooLarge { prefix, rest } => {
+                if !failed {
+                    self.pass();
+                }
+                (ResponseBody::resumed(prefix, rest), Unshareable::TooLarge)
             }
-            (ResponseBody::resumed(prefix, rest), Unshareable::TooLarge)
-        }
-        Collected::Failed { prefix, error } => {
-            back_off(&lead.store);
-            (ResponseBody::failed(prefix, error), Unshareable::BodyFailed)
-        }
-    };
-    Led::private(reason, Ok(Response::from_parts(parts, body)))
+            Collected::Failed { prefix, error } => {
+                back_off(&self.store);
+                (ResponseBody::failed(prefix, error), Unshareable::BodyFailed)
+            }
+        };
+        Led::private(reason, Ok(Response::from_parts(parts, body)))
+    }
 }
 
 #[cfg(feature = "cache")]
