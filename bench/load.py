@@ -132,8 +132,12 @@ def reject_under_load(crate, seconds=3, connections=64):
     conflicts = wrk(f"{crate}/reject/held", seconds, connections, script=POST)
     holder.join()
     bare = wrk(f"{crate}/bare", seconds, connections)
+    # The key is held throughout: every answer must be a 409.
+    if conflicts["non_2xx"] != conflicts["requests"]:
+        raise SystemExit(f"{conflicts['requests'] - conflicts['non_2xx']} duplicates ran instead of a 409")
     return {
         "connections": connections,
+        "conflicts": conflicts["non_2xx"],
         "conflict_requests_per_s": conflicts["requests_per_s"],
         "conflict_p99_ms": conflicts["p99_ms"],
         "bare_requests_per_s": bare["requests_per_s"],
@@ -158,10 +162,13 @@ def wrk(url, seconds, connections=64, script=None):
         return round(float(number) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 3)
     latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", output)
     p99 = re.search(r"\s99%\s+(\S+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     return {
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p99_ms": ms(p99.group(1)),
         "max_ms": ms(latency.group(3)),
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
     }
 
 

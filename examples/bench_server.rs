@@ -38,7 +38,7 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::json;
-use tower_singleflight::{CacheConfig, RejectLayer, ShareLayer, SingleFlightLayer};
+use tower_singleflight::{key, CacheConfig, RejectLayer, ShareLayer, SingleFlightLayer};
 
 /// Handler runs, by route: statics, so that every route, `/bare` included,
 /// pays the same (one atomic add) to be counted.
@@ -70,7 +70,7 @@ impl Work {
 
 struct Layers {
     share: ShareLayer,
-    reject: RejectLayer,
+    reject: RejectLayer<key::PathOnly>,
     cached: ShareLayer,
     ttl: ShareLayer,
 }
@@ -79,7 +79,9 @@ struct Layers {
 async fn main() {
     let layers = Layers {
         share: SingleFlightLayer::share(),
-        reject: SingleFlightLayer::reject(),
+        // A trigger is one job whatever its query says (`?ms=` sets the
+        // handler's time): keyed by path.
+        reject: SingleFlightLayer::reject().key(key::path()),
         cached: SingleFlightLayer::share().cache(CacheConfig::new().ttl(Duration::from_secs(60))),
         ttl: SingleFlightLayer::share().cache(
             CacheConfig::new()
