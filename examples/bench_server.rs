@@ -4,6 +4,8 @@
 //! and prints `listening on http://ADDR`.
 //!
 //! - `/bare`: hello, no layer: the baseline.
+//! - `/param/{key}`: the same, routed with a path parameter, as the layered
+//!   routes are: what the route shape costs, without the layer.
 //! - `/sf/{key}`: share mode, a fast handler.
 //! - `/reject/{key}?ms=N`: reject mode; instant, or N ms with `ms`.
 //! - `/cached/{key}`: share mode with the cache (TTL 60 s).
@@ -17,22 +19,29 @@
 //!   (`/origin/slow` answers `Cache-Control: max-age=1`); both count their
 //!   runs as `origin`.
 //! - `/stats`: handler runs per route, and the flights in the air.
+//! - `/gate/{key}?ms=N`: no layer; every request for the key waits until N ms
+//!   after the first one came, then answers: N requests ready at the same
+//!   instant, each answered by its own handler. The floor of a fan-out.
+//! - `/answered?path=P`: how many answers to `P` (a `/slow` or `/gate` path)
+//!   were made, and how far apart the first and the last were: a burst's
+//!   fan-out as the server saw it, before the sockets and the client.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     io::Write,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
-    extract::{Query, State},
+    extract::{Path, Query, Request, State},
     http::header,
-    response::IntoResponse,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
@@ -55,6 +64,66 @@ static RUNS: [(&str, AtomicU64); 8] = [
 
 fn count(route: usize) {
     RUNS[route].1.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Values by request path or key, in a static as `RUNS` is.
+struct ByPath<V>(Mutex<Option<HashMap<String, V>>>);
+
+impl<V> ByPath<V> {
+    const fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// Runs `f` on the map (a panic elsewhere does not stop the benchmark).
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, V>) -> R) -> R {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(map.get_or_insert_with(HashMap::new))
+    }
+}
+
+/// Answers made to one path.
+struct Answers {
+    first: Instant,
+    last: Instant,
+    count: u64,
+}
+
+/// The answers to each `/slow` or `/gate` path.
+static ANSWERED: ByPath<Answers> = ByPath::new();
+
+/// Notes when an answer leaves the layer it wraps.
+async fn note_answer(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let now = Instant::now();
+    ANSWERED.with(|answered| {
+        let answers = answered.entry(path).or_insert(Answers {
+            first: now,
+            last: now,
+            count: 0,
+        });
+        answers.last = now;
+        answers.count += 1;
+    });
+    response
+}
+
+#[derive(Deserialize)]
+struct Answered {
+    path: String,
+}
+
+async fn answered(Query(query): Query<Answered>) -> Json<serde_json::Value> {
+    Json(ANSWERED.with(|answered| match answered.get(&query.path) {
+        Some(answers) => json!({
+            "answers": answers.count,
+            "spread_ms": (answers.last - answers.first).as_secs_f64() * 1000.0,
+        }),
+        None => json!({ "answers": 0, "spread_ms": null }),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -105,9 +174,14 @@ async fn main() {
 fn app(layers: Layers) -> Router {
     let share = Router::new()
         .route("/sf/{key}", get(|| async { fast(1) }))
-        .route("/slow/{key}", get(|work| slow(4, work)))
         .route("/nostore/{key}", get(|work| no_store(6, work)))
         .layer(layers.share.clone());
+    // The same layer (one table), with the answers noted outside it.
+    let noted = Router::new()
+        .route("/slow/{key}", get(|work| slow(4, work)))
+        .layer(layers.share.clone())
+        .merge(Router::new().route("/gate/{key}", get(gate)))
+        .layer(middleware::from_fn(note_answer));
     let reject = Router::new()
         .route("/reject/{key}", post(trigger))
         .layer(layers.reject.clone());
@@ -122,12 +196,15 @@ fn app(layers: Layers) -> Router {
         .route("/origin/nostore/{key}", get(|work| no_store(7, work)));
     Router::new()
         .route("/bare", get(|| async { fast(0) }))
+        .route("/param/{key}", get(|| async { fast(0) }))
         .merge(share)
+        .merge(noted)
         .merge(reject)
         .merge(cached)
         .merge(ttl)
         .merge(origin)
         .route("/stats", get(stats))
+        .route("/answered", get(answered))
         // In an `Arc`: the router is copied for every connection.
         .with_state(Arc::new(layers))
 }
@@ -139,6 +216,19 @@ async fn trigger(Query(work): Query<Work>) -> &'static str {
         tokio::time::sleep(work.duration()).await;
     }
     "done"
+}
+
+/// When each `/gate` key opens.
+static GATES: ByPath<tokio::time::Instant> = ByPath::new();
+
+async fn gate(Path(key): Path<String>, Query(work): Query<Work>) -> &'static str {
+    let opens = GATES.with(|gates| {
+        *gates
+            .entry(key)
+            .or_insert_with(|| tokio::time::Instant::now() + work.duration())
+    });
+    tokio::time::sleep_until(opens).await;
+    "hello"
 }
 
 fn fast(route: usize) -> &'static str {
