@@ -72,16 +72,31 @@ impl fmt::Display for FlightRole {
     }
 }
 
-/// Marks a response with its role: every role if asked (extensions and
-/// header), else only the roles of answers the request did not get from its
-/// own run of the inner service. (The first extension of a response costs
-/// allocations: an ordinary answer does not pay them.)
-pub(crate) fn mark<B>(response: &mut http::Response<B>, role: FlightRole, expose: bool) {
+/// Where a response came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The inner service's own answer to this request.
+    Inner,
+    /// The layer: a copy of another request's answer, a cached one, or its
+    /// own `409`/`503`/`504`/`500`.
+    Layer,
+}
+
+/// Marks a response with its role: every response if asked (extensions and
+/// header); else every one but the inner service's own answer to a leader or
+/// a bypass. (The first extension of a response costs allocations: an
+/// ordinary answer does not pay them.)
+pub(crate) fn mark<B>(
+    response: &mut http::Response<B>,
+    role: FlightRole,
+    source: Source,
+    expose: bool,
+) {
     if expose {
         response
             .headers_mut()
             .insert(ROLE_HEADER, role.header_value());
-    } else if matches!(role, FlightRole::Leader | FlightRole::Bypass) {
+    } else if source == Source::Inner && matches!(role, FlightRole::Leader | FlightRole::Bypass) {
         return;
     }
     response.extensions_mut().insert(role);

@@ -598,3 +598,37 @@ async fn an_unshareable_refresh_does_not_cost_the_stale_copy() {
     let next = send(&app, get("/total")).await;
     assert_eq!((next.text(), next.role), ("run 1", Some(FlightRole::Stale)));
 }
+
+/// A service that panics in `call` itself (not in its future) is a failed
+/// origin like any other: the stale copy stands in.
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_call_serves_stale_if_error() {
+    use tower::ServiceExt;
+    let armed = Arc::new(AtomicBool::new(false));
+    let origin = tower::service_fn({
+        let armed = armed.clone();
+        move |_: http::Request<axum::body::Body>| {
+            assert!(!armed.load(SeqCst), "the origin panics in call");
+            async { Ok::<_, std::convert::Infallible>("run 1".into_response()) }
+        }
+    });
+    let config = CacheConfig::new()
+        .ttl(TTL)
+        .stale_if_error(Duration::from_secs(30));
+    let service = tower::ServiceBuilder::new()
+        .layer(SingleFlightLayer::share().cache(config))
+        .service(origin);
+    let read = |response: Response| async move {
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::BodyExt::collect(body).await.unwrap();
+        (parts.status, body.to_bytes())
+    };
+    let first = service.clone().oneshot(get("/p")).await.unwrap();
+    assert_eq!(read(first.map(axum::body::Body::new)).await.1, "run 1");
+
+    armed.store(true, SeqCst);
+    sleep(TTL + Duration::from_millis(500)).await;
+    let later = service.clone().oneshot(get("/p")).await.unwrap();
+    let (status, body) = read(later.map(axum::body::Body::new)).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"run 1"[..]));
+}

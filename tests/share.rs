@@ -639,6 +639,63 @@ async fn waiting_followers_hold_none_of_the_inner_services_capacity() {
     }
 }
 
+/// The same when each caller keeps its service after `call`, as a
+/// connection or a client loop does: the readiness a follower's `poll_ready`
+/// took is given up in `call`, not left in the service for its next request.
+#[tokio::test(start_paused = true)]
+async fn a_follower_whose_caller_keeps_its_service_holds_no_permit() {
+    use tower::Service;
+    let app: Router = Router::new().route(
+        "/slow",
+        routing::get(|| async {
+            sleep(Duration::from_secs(60)).await;
+            "slow"
+        }),
+    );
+    let service = tower::ServiceBuilder::new()
+        .layer(SingleFlightLayer::share())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(2))
+        .service(app);
+    type Ready = http::Request<Body>;
+    let (mut leader, mut follower) = (service.clone(), service.clone());
+    let led = ServiceExt::<Ready>::ready(&mut leader)
+        .await
+        .unwrap()
+        .call(get("/slow"));
+    let followed = ServiceExt::<Ready>::ready(&mut follower)
+        .await
+        .unwrap()
+        .call(get("/slow"));
+    let waiting = tokio::spawn(async move { (led.await, followed.await) });
+    tokio::task::yield_now().await;
+
+    // One inner call runs: the other permit must be free.
+    let mut next = service.clone();
+    let ready = ServiceExt::<Ready>::ready(&mut next);
+    let ready = tokio::time::timeout(Duration::from_secs(5), ready).await;
+    assert!(ready.is_ok(), "a waiting follower's permit was kept");
+    waiting.abort();
+}
+
+/// An answer the layer makes for a leader (here its `504`) carries the role,
+/// as every answer the layer makes does; only the inner service's own answer
+/// goes unmarked by default.
+#[tokio::test(start_paused = true)]
+async fn the_layers_own_answer_to_a_leader_carries_its_role() {
+    let app = Router::new()
+        .route(
+            "/w",
+            routing::get(|| async {
+                sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        )
+        .layer(SingleFlightLayer::share().max_wait(Duration::from_millis(250)));
+    let reply = send(&app, get("/w")).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.role, Some(FlightRole::Leader));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_leader_nobody_else_waits_for_gets_its_own_response_streamed() {
     // One chunk, then a body that never ends: buffering it would wait for

@@ -11,3 +11,9 @@ pub(crate) fn take_ready<S: Clone>(service: &mut S) -> S {
     let clone = service.clone();
     std::mem::replace(service, clone)
 }
+
+/// Gives up the readiness `poll_ready` took, for a request that will not call
+/// the service: whatever capacity it holds (a permit) is freed at once.
+pub(crate) fn release<S: Clone>(service: &mut S) {
+    drop(take_ready(service));
+}

@@ -17,7 +17,7 @@ use crate::{
     body::ResponseBody,
     flight::{Acquire, LeaseGuard, Settled},
     mode::Reject,
-    role::{mark, FlightRole},
+    role::{mark, FlightRole, Source},
 };
 
 pin_project! {
@@ -153,7 +153,7 @@ where
                             Some(guard) => ResponseBody::holding(body, guard),
                             None => ResponseBody::inner(body),
                         });
-                        mark(&mut response, role, expose_role);
+                        mark(&mut response, role, Source::Inner, expose_role);
                         response
                     }));
                 }
@@ -163,7 +163,12 @@ where
                     };
                     this.state.set(State::Done);
                     let mut response = response.map(|body| ResponseBody::owned(body, None));
-                    mark(&mut response, FlightRole::Rejected, *this.expose_role);
+                    mark(
+                        &mut response,
+                        FlightRole::Rejected,
+                        Source::Layer,
+                        *this.expose_role,
+                    );
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),

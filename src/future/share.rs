@@ -17,7 +17,7 @@ use tower_service::Service;
 use super::{
     lead::{fresh, lead, Lead, Led, Private, Store},
     leading::{finish_in_task, Leading, Timer, Work},
-    take_ready,
+    release, take_ready,
 };
 use crate::{
     body::ResponseBody,
@@ -26,7 +26,7 @@ use crate::{
     mode::Share,
     policy::Unshareable,
     rejection,
-    role::{mark, FlightRole},
+    role::{mark, FlightRole, Source},
     shared::SharedOutcome,
 };
 
@@ -72,6 +72,7 @@ pin_project! {
         Respond {
             response: Option<Response<ResponseBody<ResB>>>,
             role: FlightRole,
+            source: Source,
         },
         Failed {
             error: Option<S::Error>,
@@ -115,17 +116,14 @@ where
             role: FlightRole::Bypass,
             after,
         };
-        Self {
-            state,
-            expose_role,
-            stats: None,
-        }
+        Self::with_state(state, expose_role)
     }
 
     /// Answers from the cache, or joins the flight for `key`, or leads it.
     /// `service` is the one `poll_ready` made ready: the leader calls it at
-    /// once; a follower keeps only a clone, which carries no readiness, so
-    /// that waiting never holds the inner service's capacity.
+    /// once; anyone else gives up its readiness at once (a follower keeps a
+    /// clone, which carries none), so that waiting never holds the inner
+    /// service's capacity.
     pub(crate) fn start<K>(
         service: &mut S,
         request: Request<ReqB>,
@@ -138,7 +136,10 @@ where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
         let consulted = match consult_cache(mode, &key, &request) {
-            Consulted::Answer(response, role) => return Self::respond(response, role, expose_role),
+            Consulted::Answer(response, role) => {
+                release(service);
+                return Self::respond(response, role, expose_role);
+            }
             Consulted::Revalidate(response, store) => {
                 refresh(take_ready(service), request, key, mode, private_ok, store);
                 return Self::respond(response, FlightRole::Stale, expose_role);
@@ -153,39 +154,42 @@ where
             return Self::bypass(service.call(request), expose_role);
         }
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
-            Ok(Inlined::Follower(waiter, watch)) => State::Following {
-                waiter,
-                timer: Timer::new(watch.deadline(), mode.max_wait),
-                watch,
-                // A clone carries no readiness: it is polled again if the
-                // follower has to run its own request. The ready one is left
-                // for the next request.
-                own: Some(Box::new(Own {
-                    service: service.clone(),
-                    request,
-                })),
-                stale: consulted.stale,
-            },
+            Ok(Inlined::Follower(waiter, watch)) => {
+                release(service);
+                State::Following {
+                    waiter,
+                    timer: Timer::new(watch.deadline(), mode.max_wait),
+                    watch,
+                    // A clone carries no readiness: it is polled again if
+                    // the follower has to run its own request.
+                    own: Some(Box::new(Own {
+                        service: service.clone(),
+                        request,
+                    })),
+                    stale: consulted.stale,
+                }
+            }
             Ok(Inlined::Leader(flight)) => {
                 // Another flight may have stored an answer since this request
                 // looked.
                 if let Some(fresh) = fresh(&consulted.store, request.headers()) {
+                    release(service);
                     let response = fresh.to_response();
                     flight.finish(Ok(SharedOutcome::Response(fresh)));
-                    return Self::respond(response, FlightRole::Leader, expose_role);
+                    return Self::respond(response, FlightRole::CacheHit, expose_role);
                 }
                 // Kept to compare with followers if the response names them
                 // in `Vary`.
                 let leader_headers = request.headers().clone();
-                // A panic here ends the flight as a panic in the work would.
+                // A panic here ends the flight as a panic in the work would
+                // (and a stale copy, if any, stands in for the answer).
                 let called = catch_unwind(AssertUnwindSafe(|| service.call(request)));
                 let Ok(answer) = called else {
                     flight.finish(Err(FlightError::Panicked));
-                    return Self::respond(
-                        owned(rejection::failed()),
-                        FlightRole::Leader,
-                        expose_role,
-                    );
+                    let mut stale = consulted.stale;
+                    let panicked = Err(FlightError::Panicked);
+                    let state = settle(panicked, FlightRole::Leader, &mut None, None, &mut stale);
+                    return Self::with_state(state, expose_role);
                 };
                 let work = Lead {
                     max_body: mode.max_body,
@@ -206,10 +210,13 @@ where
                     stale: consulted.stale,
                 }
             }
-            Err(_overloaded) => respond(
-                rejection::overloaded(mode.retry_after),
-                FlightRole::Rejected,
-            ),
+            Err(_overloaded) => {
+                release(service);
+                respond(
+                    rejection::overloaded(mode.retry_after),
+                    FlightRole::Rejected,
+                )
+            }
         };
         Self {
             state,
@@ -218,6 +225,7 @@ where
         }
     }
 
+    /// The layer's answer (from the cache), at once.
     fn respond(
         response: Response<ResponseBody<ResB>>,
         role: FlightRole,
@@ -226,7 +234,12 @@ where
         let state = State::Respond {
             response: Some(response),
             role,
+            source: Source::Layer,
         };
+        Self::with_state(state, expose_role)
+    }
+
+    fn with_state(state: State<S, ReqB, ResB>, expose_role: bool) -> Self {
         Self {
             state,
             expose_role,
@@ -303,7 +316,8 @@ where
                             (SharedOutcome::Unshareable(Unshareable::Alone), Some(Ok(mut own))) => {
                                 flight.finish(Ok(outcome));
                                 this.state.set(State::Done);
-                                mark(&mut own, FlightRole::Leader, *this.expose_role);
+                                let expose = *this.expose_role;
+                                mark(&mut own, FlightRole::Leader, Source::Inner, expose);
                                 return Poll::Ready(Ok(own));
                             }
                             (_, private) => private,
@@ -394,17 +408,21 @@ where
                     let expose_role = *this.expose_role;
                     return Poll::Ready(result.map(|response| {
                         let mut response = response.map(ResponseBody::inner);
-                        mark(&mut response, role, expose_role);
+                        mark(&mut response, role, Source::Inner, expose_role);
                         response
                     }));
                 }
-                StateProj::Respond { response, role } => {
-                    let role = *role;
+                StateProj::Respond {
+                    response,
+                    role,
+                    source,
+                } => {
+                    let (role, source) = (*role, *source);
                     let Some(mut response) = response.take() else {
                         unreachable!("a response is given once");
                     };
                     this.state.set(State::Done);
-                    mark(&mut response, role, *this.expose_role);
+                    mark(&mut response, role, source, *this.expose_role);
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Failed { error } => {
@@ -473,15 +491,18 @@ where
         Err(_) => return respond(rejection::failed(), role),
     };
     match (shared, own.as_ref()) {
+        // The leader: its own answer, rebuilt from the shared copy.
         (SharedOutcome::Response(response), None) => State::Respond {
             response: Some(response.to_response()),
             role,
+            source: Source::Inner,
         },
         (SharedOutcome::Response(response), Some(follower)) => {
             if response.fits(follower.request.headers()) {
                 State::Respond {
                     response: Some(response.to_response()),
                     role,
+                    source: Source::Layer,
                 }
             } else {
                 fall_back(
@@ -498,6 +519,7 @@ where
             Some(Ok(response)) => State::Respond {
                 response: Some(response),
                 role,
+                source: Source::Inner,
             },
             Some(Err(error)) => State::Failed { error: Some(error) },
             None => respond(rejection::failed(), role),
@@ -528,6 +550,7 @@ where
     State::Respond {
         response: Some(owned(response)),
         role,
+        source: Source::Layer,
     }
 }
 
@@ -652,6 +675,7 @@ impl StaleCopy {
             State::Respond {
                 response: Some(self.answer.to_response(tokio::time::Instant::now())),
                 role: FlightRole::Stale,
+                source: Source::Layer,
             }
         }
         #[cfg(not(feature = "cache"))]
