@@ -102,7 +102,7 @@ def markdown(results):
         "*Extra wait* is how long after the first answer (the leader's) a request got its own: "
         "the cost of handing one answer to everybody. *Server spread* is the same as the server saw "
         "it: from the first answer to the last leaving the layer, before the sockets and the client. "
-        "The floor, from the same run: 1,000 requests to `/gate`, which has no layer and answers "
+        "The floor, in rounds between the crate's rounds of 1,000: 1,000 requests to `/gate`, which has no layer and answers "
         "each request with its own handler, all of them at the same instant "
         f"{ms} ms after the first came, spread over {floor['extra_wait_p99_ms']} ms "
         f"(server: {floor['server_spread_ms']} ms): what one server core takes to answer 1,000 "
@@ -120,8 +120,8 @@ def markdown(results):
         "## 2. Reject mode",
         "",
         "200 concurrent `POST`s to one trigger: one runs, the rest are answered `409` at once "
-        f"(median of {results['reject']['rounds']} rounds by the 409s' p99). The floor, in the same rounds: 200 requests "
-        "at once to `/bare`.",
+        f"(median of {results['reject']['rounds']} rounds). The floor, in alternate rounds: 200 requests "
+        "at once to `/bare` (its own median).",
         "",
         table(["requests", "200", "409", "409 p99 ms", "range", "`/bare` p99 ms"],
               [[results["reject"][k] for k in ("requests", "ok", "conflict", "conflict_p99_ms")]
@@ -274,7 +274,7 @@ def why(results):
   layer at all (`/gate`) spread over {floor['extra_wait_p99_ms']} ms in the same run (server:
   {floor['server_spread_ms']} ms){'' if varnish is None else f'; Varnish over {varnish} ms'}. What the layer adds is the difference. In
   process, with no sockets, 1,000 requests waiting through share mode all
-  have their responses about 1.9 ms after the handler answers (`cargo bench
+  have their responses about 1.8 ms after the handler answers (`cargo bench
   --bench wallclock`: `fan_out_share_mode`; the table's own fan-out,
   `fan_out`, is about 0.5 ms of it).
 - **409 p99.** Under sustained load (64 connections) the `409`s' p99 is
