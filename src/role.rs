@@ -29,13 +29,16 @@ pub const ROLE_HEADER: HeaderName = HeaderName::from_static("x-singleflight-role
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FlightRole {
-    /// Ran the inner service; in share mode its response was shared.
+    /// Ran the inner service; in share mode its response was shared. On the
+    /// inner service's own answer, only with `expose_role`; always on an
+    /// answer the layer made for the leader (a `504`, a `500`).
     Leader,
     /// Waited and received a copy of the leader's response.
     Follower,
     /// Turned away: the key was held (`409`) or a bound was reached (`503`).
     Rejected,
-    /// Not coalesced: no key, or a method the layer does not coalesce.
+    /// Not coalesced: no key, or a method the layer does not coalesce. Only
+    /// with `expose_role`.
     Bypass,
     /// Waited, but the leader's response could not be shared with it, so it
     /// ran its own request.
