@@ -7,6 +7,9 @@
 //!
 //! Every benchmark sends the same 100 requests to `/hello/{n}` on a warm
 //! router; only the requests are counted, never the setup or the teardown.
+//! The `_browser` cases send the headers a browser sends with each request
+//! (their ratios are to `bare_browser`): what the layer reads and copies of
+//! a request grows with its headers.
 
 use std::{hint::black_box, time::Duration};
 
@@ -16,8 +19,9 @@ use axum::{
     routing::{get, post},
     Router,
 };
+use bytes::Bytes;
 use gungraun::prelude::*;
-use http::Request;
+use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
@@ -32,7 +36,28 @@ struct Bench {
     method: &'static str,
     /// The path of the n-th request.
     path: fn(u32) -> String,
+    headers: &'static [(&'static str, &'static str)],
 }
+
+/// What a browser sends with a page request.
+const BROWSER: &[(&str, &str)] = &[
+    ("host", "example.com"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    ),
+    (
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ),
+    ("accept-language", "en-US,en;q=0.5"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("connection", "keep-alive"),
+    ("upgrade-insecure-requests", "1"),
+    ("sec-fetch-dest", "document"),
+    ("sec-fetch-mode", "navigate"),
+    ("sec-fetch-site", "none"),
+];
 
 async fn hello(Path(id): Path<u32>) -> String {
     format!("hello {id}")
@@ -51,10 +76,20 @@ fn runtime() -> Runtime {
 }
 
 fn bench(app: Router, method: &'static str) -> Bench {
-    bench_on(runtime(), app, method, unique)
+    bench_on(runtime(), app, method, unique, &[])
 }
 
-fn bench_on(runtime: Runtime, app: Router, method: &'static str, path: fn(u32) -> String) -> Bench {
+fn browser(app: Router) -> Bench {
+    bench_on(runtime(), app, "GET", unique, BROWSER)
+}
+
+fn bench_on(
+    runtime: Runtime,
+    app: Router,
+    method: &'static str,
+    path: fn(u32) -> String,
+    headers: &'static [(&'static str, &'static str)],
+) -> Bench {
     // What `axum::serve` does: routes are built once, not per request.
     let app = app.with_state(());
     let bench = Bench {
@@ -62,6 +97,7 @@ fn bench_on(runtime: Runtime, app: Router, method: &'static str, path: fn(u32) -
         app,
         method,
         path,
+        headers,
     };
     // Warm up: first-use allocations are not what is measured.
     bench.send_all();
@@ -73,11 +109,19 @@ impl Bench {
         self.runtime.block_on(async {
             let mut bytes = 0;
             for n in 0..REQUESTS {
-                let request = Request::builder()
-                    .method(self.method)
-                    .uri((self.path)(n))
-                    .body(Body::empty())
-                    .expect("a valid request");
+                let mut request = Request::builder().method(self.method).uri((self.path)(n));
+                // Values sliced from one buffer, as hyper parses them: a
+                // copy of one is a reference count, not an allocation.
+                let read: String = self.headers.iter().map(|(_, value)| *value).collect();
+                let read = Bytes::from(read);
+                let mut at = 0;
+                for (name, value) in self.headers {
+                    let value = read.slice(at..at + value.len());
+                    at += value.len();
+                    let value = HeaderValue::from_maybe_shared(value).expect("a valid value");
+                    request = request.header(*name, value);
+                }
+                let request = request.body(Body::empty()).expect("a valid request");
                 let response = self.app.clone().oneshot(request).await.expect("infallible");
                 let body = response.into_body().collect().await.expect("a body");
                 bytes += body.to_bytes().len();
@@ -87,15 +131,28 @@ impl Bench {
     }
 }
 
+fn hello_route() -> Router {
+    Router::new().route("/hello/{id}", get(hello))
+}
+
 fn bare() -> Bench {
-    bench(Router::new().route("/hello/{id}", get(hello)), "GET")
+    bench(hello_route(), "GET")
 }
 
 fn share_unique_keys() -> Bench {
-    let app = Router::new()
-        .route("/hello/{id}", get(hello))
-        .layer(SingleFlightLayer::share());
-    bench(app, "GET")
+    bench(hello_route().layer(SingleFlightLayer::share()), "GET")
+}
+
+fn bare_browser() -> Bench {
+    browser(hello_route())
+}
+
+fn share_unique_keys_browser() -> Bench {
+    browser(hello_route().layer(SingleFlightLayer::share()))
+}
+
+fn cache_hit_browser() -> Bench {
+    browser(hello_route().layer(SingleFlightLayer::share().cache(cache_config())))
 }
 
 fn reject_unique_keys() -> Bench {
@@ -119,17 +176,17 @@ fn reject_conflict() -> Bench {
     runtime.spawn(app.clone().oneshot(holder));
     // Let the holder take the key.
     runtime.block_on(tokio::task::yield_now());
-    bench_on(runtime, app, "POST", |_| "/held/0".to_owned())
+    bench_on(runtime, app, "POST", |_| "/held/0".to_owned(), &[])
 }
 
 /// For reference, not gated: what any layer costs through `Router::layer`
 /// (another `Route`: a service clone, a boxed future and a boxed body per
 /// request), with one that does nothing at all.
 fn identity_layer() -> Bench {
-    let app = Router::new()
-        .route("/hello/{id}", get(hello))
-        .layer(tower::layer::layer_fn(|service| service));
-    bench(app, "GET")
+    bench(
+        hello_route().layer(tower::layer::layer_fn(|service| service)),
+        "GET",
+    )
 }
 
 /// For reference, not gated: the no-op middleware most axum users would
@@ -141,17 +198,20 @@ fn noop_from_fn() -> Bench {
     ) -> axum::response::Response {
         next.run(request).await
     }
-    let app = Router::new()
-        .route("/hello/{id}", get(hello))
-        .layer(axum::middleware::from_fn(pass));
-    bench(app, "GET")
+    bench(hello_route().layer(axum::middleware::from_fn(pass)), "GET")
 }
 
 /// The warm-up fills the cache: every measured request is a hit.
 fn cache_hit() -> Bench {
-    let layer = SingleFlightLayer::share().cache(CacheConfig::new().ttl(Duration::from_secs(3600)));
-    let app = Router::new().route("/hello/{id}", get(hello)).layer(layer);
-    bench(app, "GET")
+    bench(
+        hello_route().layer(SingleFlightLayer::share().cache(cache_config())),
+        "GET",
+    )
+}
+
+/// Nothing expires while it is measured.
+fn cache_config() -> CacheConfig {
+    CacheConfig::new().ttl(Duration::from_secs(3600))
 }
 
 #[library_benchmark]
@@ -162,6 +222,9 @@ fn cache_hit() -> Bench {
 #[bench::cache_hit(setup = cache_hit)]
 #[bench::identity_layer(setup = identity_layer)]
 #[bench::noop_from_fn(setup = noop_from_fn)]
+#[bench::bare_browser(setup = bare_browser)]
+#[bench::share_unique_keys_browser(setup = share_unique_keys_browser)]
+#[bench::cache_hit_browser(setup = cache_hit_browser)]
 fn request(bench: Bench) -> Bench {
     black_box(bench.send_all());
     // Returned, so that tearing the router and its cache down is not counted.

@@ -66,7 +66,9 @@ pub(crate) fn request_shareable(headers: &HeaderMap) -> bool {
         header::IF_UNMODIFIED_SINCE,
         header::UPGRADE,
     ];
-    !OWN_ANSWER.iter().any(|name| headers.contains_key(name))
+    // One pass over the names the request has, rather than a hashed lookup
+    // for each of the seven: a request carries a dozen headers or so.
+    !headers.keys().any(|name| OWN_ANSWER.contains(name))
 }
 
 /// Checks a response head before its body is read.
@@ -84,28 +86,48 @@ pub(crate) fn check(
     {
         return Err(Unshareable::Status);
     }
-    if headers.contains_key(header::SET_COOKIE) {
-        return Err(Unshareable::SetCookie);
-    }
-    for directive in elements(headers, &header::CACHE_CONTROL) {
-        let name = directive
-            .split(|byte| *byte == b'=')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        if name.eq_ignore_ascii_case(b"no-store") {
-            return Err(Unshareable::NoStore);
+    // One pass over the response's headers (a handful), rather than a hashed
+    // lookup for each name; the reasons keep their precedence.
+    let mut found = Found::default();
+    for (name, value) in headers {
+        if *name == header::SET_COOKIE {
+            found.set_cookie = true;
+        } else if *name == header::CACHE_CONTROL {
+            for directive in value_elements(value) {
+                let name = directive
+                    .split(|byte| *byte == b'=')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                found.no_store |= name.eq_ignore_ascii_case(b"no-store");
+                found.private |= name.eq_ignore_ascii_case(b"private");
+            }
+        } else if *name == header::VARY {
+            // `*`, or any name that cannot be checked against each follower.
+            let unknowable = |name: &[u8]| name == b"*" || HeaderName::from_bytes(name).is_err();
+            found.vary_all |= value_elements(value).any(unknowable);
         }
-        if name.eq_ignore_ascii_case(b"private") && !private_ok {
-            return Err(Unshareable::Private);
-        }
     }
-    // `*`, or any name that cannot be checked against each follower.
-    let unknowable = |name: &[u8]| name == b"*" || HeaderName::from_bytes(name).is_err();
-    if elements(headers, &header::VARY).any(unknowable) {
-        return Err(Unshareable::VaryAll);
+    if found.set_cookie {
+        Err(Unshareable::SetCookie)
+    } else if found.no_store {
+        Err(Unshareable::NoStore)
+    } else if found.private && !private_ok {
+        Err(Unshareable::Private)
+    } else if found.vary_all {
+        Err(Unshareable::VaryAll)
+    } else {
+        Ok(())
     }
-    Ok(())
+}
+
+/// What [`check`] found in a response's headers.
+#[derive(Default)]
+struct Found {
+    set_cookie: bool,
+    no_store: bool,
+    private: bool,
+    vary_all: bool,
 }
 
 /// The leader's values of the request headers a response varies on. A
@@ -140,10 +162,14 @@ pub(crate) fn elements<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
 ) -> impl Iterator<Item = &'a [u8]> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+    headers.get_all(name).iter().flat_map(value_elements)
+}
+
+/// The comma-separated elements of one header value, trimmed.
+fn value_elements(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|byte| *byte == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|element| !element.is_empty())
 }
