@@ -269,7 +269,14 @@ def why(results):
   read for its eviction policy) and rebuilding the response from the
   shared bytes. Meeting 1.25x would mean dropping guarantees (a leader's
   disconnect failing its followers, or collisions clients can aim), so the
-  targets are stated as missed rather than bought that way.
+  targets are stated as missed rather than bought that way. With a
+  browser's ten request headers (the `_browser` cases) the bare route costs
+  more and the ratios are lower: share mode {ratios['share_unique_keys_browser']:.2f}x, a cache hit
+  {ratios['cache_hit_browser']:.2f}x. A large part of share mode's extra there is the copy of
+  the leader's request headers that a `Vary` may name: learning the names
+  responses vary on would avoid it, but the first flight after a new name
+  appears could then share with nobody, and a cold stampede would run the
+  handler for every request; the copy stays.
 - **Throughput with unique keys** ({results['overhead']['share_unique_keys']['throughput_ratio_median']}x). The same costs, added to every request: with
   unique keys every request is a flight of its own. Part of the gap is not
   the layer's: the same route shape with no layer (`/param/`, a routed path
