@@ -273,10 +273,10 @@ def why(results):
   browser's ten request headers (the `_browser` cases) the bare route costs
   more and the ratios are lower: share mode {ratios['share_unique_keys_browser']:.2f}x, a cache hit
   {ratios['cache_hit_browser']:.2f}x. A large part of share mode's extra there is the copy of
-  the leader's request headers that a `Vary` may name: learning the names
-  responses vary on would avoid it, but the first flight after a new name
-  appears could then share with nobody, and a cold stampede would run the
-  handler for every request; the copy stays.
+  the leader's request headers that a `Vary` may name (a flat list, one
+  allocation): learning the names responses vary on would avoid it, but the
+  first flight after a new name appears could then share with nobody, and a
+  cold stampede would run the handler for every request; the copy stays.
 - **Throughput with unique keys** ({results['overhead']['share_unique_keys']['throughput_ratio_median']}x). The same costs, added to every request: with
   unique keys every request is a flight of its own. Part of the gap is not
   the layer's: the same route shape with no layer (`/param/`, a routed path

@@ -8,7 +8,7 @@ use http_body::Body;
 
 use crate::{
     body::ResponseBody,
-    policy::{Unshareable, Vary},
+    policy::{LeaderHeaders, Unshareable, Vary},
 };
 
 /// What a leader's work publishes to every waiter.
@@ -34,7 +34,7 @@ impl BufferedResponse {
         parts: response::Parts,
         data: Bytes,
         trailers: Option<HeaderMap>,
-        leader_request: &HeaderMap,
+        leader_request: &LeaderHeaders,
     ) -> Self {
         let vary = Vary::new(&parts.headers, leader_request);
         Self {

@@ -9,7 +9,7 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use http::{response::Parts, HeaderMap, Request, Response};
+use http::{response::Parts, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -19,7 +19,7 @@ use crate::{
     buffer::{self, Collect, Collected},
     flight::Peers,
     pass::PassList,
-    policy::{self, Unshareable},
+    policy::{self, LeaderHeaders, Unshareable},
     shared::{BufferedResponse, SharedOutcome},
 };
 
@@ -87,7 +87,7 @@ impl<K> Lead<K> {
 /// front), and the followers are told to run their own requests.
 pub(crate) fn lead<S, ReqB, ResB, K, F>(
     answer: F,
-    leader_headers: HeaderMap,
+    leader_headers: LeaderHeaders,
     lead: Lead<K>,
 ) -> LeadFuture<S, ReqB, ResB, K, F> {
     LeadFuture {
@@ -105,7 +105,7 @@ pin_project! {
     pub(crate) struct LeadFuture<S, ReqB, ResB, K, F> {
         #[pin]
         step: Step<F, ResB>,
-        leader_headers: HeaderMap,
+        leader_headers: LeaderHeaders,
         lead: Lead<K>,
         service: PhantomData<fn() -> (S, ReqB)>,
     }
@@ -262,7 +262,7 @@ where
         parts: Parts,
         failed: bool,
         collected: Collected<ResB>,
-        leader_headers: &HeaderMap,
+        leader_headers: &LeaderHeaders,
     ) -> Led<S, ReqB, ResB>
     where
         S: Service<Request<ReqB>>,

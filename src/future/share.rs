@@ -24,7 +24,7 @@ use crate::{
     flight::{Event, FlightError, Inlined, LeaseWatch, Outcome, Stats, Waiter},
     key::ShareKey,
     mode::Share,
-    policy::Unshareable,
+    policy::{LeaderHeaders, Unshareable},
     rejection,
     role::{mark, FlightRole, Source},
     shared::SharedOutcome,
@@ -180,7 +180,7 @@ where
                 }
                 // Kept to compare with followers if the response names them
                 // in `Vary`.
-                let leader_headers = request.headers().clone();
+                let leader_headers = LeaderHeaders::of(request.headers());
                 // A panic here ends the flight as a panic in the work would
                 // (and a stale copy, if any, stands in for the answer).
                 let called = catch_unwind(AssertUnwindSafe(|| service.call(request)));
@@ -287,7 +287,7 @@ fn refresh<S, ReqB, ResB, K>(
             peers: Some(peers),
             passes,
         };
-        let leader_headers = request.headers().clone();
+        let leader_headers = LeaderHeaders::of(request.headers());
         // Called in the task: a panic there ends the refresh, not the
         // request that started it.
         let answer = async move { service.call(request).await };
