@@ -92,15 +92,22 @@ pub(crate) fn check(
     for (name, value) in headers {
         if *name == header::SET_COOKIE {
             found.set_cookie = true;
-        } else if *name == header::CACHE_CONTROL {
+        } else if *name == header::CACHE_CONTROL && found.cache_control.is_none() {
+            // The first directive that forbids sharing gives the reason.
             for directive in value_elements(value) {
                 let name = directive
                     .split(|byte| *byte == b'=')
                     .next()
                     .unwrap_or_default()
                     .trim_ascii();
-                found.no_store |= name.eq_ignore_ascii_case(b"no-store");
-                found.private |= name.eq_ignore_ascii_case(b"private");
+                if name.eq_ignore_ascii_case(b"no-store") {
+                    found.cache_control = Some(Unshareable::NoStore);
+                } else if name.eq_ignore_ascii_case(b"private") && !private_ok {
+                    found.cache_control = Some(Unshareable::Private);
+                }
+                if found.cache_control.is_some() {
+                    break;
+                }
             }
         } else if *name == header::VARY {
             // `*`, or any name that cannot be checked against each follower.
@@ -110,10 +117,8 @@ pub(crate) fn check(
     }
     if found.set_cookie {
         Err(Unshareable::SetCookie)
-    } else if found.no_store {
-        Err(Unshareable::NoStore)
-    } else if found.private && !private_ok {
-        Err(Unshareable::Private)
+    } else if let Some(reason) = found.cache_control {
+        Err(reason)
     } else if found.vary_all {
         Err(Unshareable::VaryAll)
     } else {
@@ -125,8 +130,8 @@ pub(crate) fn check(
 #[derive(Default)]
 struct Found {
     set_cookie: bool,
-    no_store: bool,
-    private: bool,
+    /// `no-store`, or `private` where it may not be shared.
+    cache_control: Option<Unshareable>,
     vary_all: bool,
 }
 
@@ -275,6 +280,15 @@ mod tests {
         assert_eq!(check(&set_cookie, true), Err(Unshareable::SetCookie));
         assert_eq!(check(&no_store, true), Err(Unshareable::NoStore));
         assert_eq!(check(&vary_all, true), Err(Unshareable::VaryAll));
+    }
+
+    #[test]
+    fn the_first_cache_control_directive_against_sharing_is_the_reason() {
+        let private_first = headers(&[("cache-control", "private"), ("cache-control", "no-store")]);
+        assert_eq!(check(&private_first, false), Err(Unshareable::Private));
+        assert_eq!(check(&private_first, true), Err(Unshareable::NoStore));
+        let no_store_first = headers(&[("cache-control", "max-age=5, no-store, private")]);
+        assert_eq!(check(&no_store_first, false), Err(Unshareable::NoStore));
     }
 
     #[test]

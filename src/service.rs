@@ -13,7 +13,7 @@ use tower_service::Service;
 use crate::{
     body::ResponseBody,
     flight::Settled,
-    future::{reject, share, take_ready},
+    future::{reject, release, share, take_ready},
     key::{self, KeyExtractor, ShareKey},
     mode::{Reject, Share},
     policy,
@@ -104,6 +104,8 @@ where
                 reject::ResponseFuture::running(self.inner.call(request), guard, expose_role)
             }
             Some(Settled::Held(holder, key)) => {
+                // Answered here: the readiness `poll_ready` took is given up.
+                release(&mut self.inner);
                 let busy = mode.already_running(&key, &holder);
                 reject::ResponseFuture::rejected(mode.conflict.respond(&busy), expose_role)
             }

@@ -632,3 +632,30 @@ async fn a_panic_in_call_serves_stale_if_error() {
     let (status, body) = read(later.map(axum::body::Body::new)).await;
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"run 1"[..]));
 }
+
+/// A cache hit runs nothing: a caller that keeps its service keeps none of
+/// the inner service's capacity.
+#[tokio::test(start_paused = true)]
+async fn a_cache_hit_whose_caller_keeps_its_service_holds_no_permit() {
+    use tower::{Service, ServiceExt};
+    type Ready = http::Request<axum::body::Body>;
+    let app: Router = Router::new().route("/fast", routing::get(|| async { "fast" }));
+    let service = tower::ServiceBuilder::new()
+        .layer(SingleFlightLayer::share().cache(CacheConfig::new().ttl(TTL)))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .service(app);
+    let warm = service.clone().oneshot(get("/fast")).await.unwrap();
+    assert_eq!(warm.status(), StatusCode::OK);
+
+    let mut kept = service.clone();
+    let ready = ServiceExt::<Ready>::ready(&mut kept).await.unwrap();
+    let hit = ready.call(get("/fast")).await.unwrap();
+    assert_eq!(
+        hit.extensions().get::<FlightRole>(),
+        Some(&FlightRole::CacheHit)
+    );
+    let mut next = service.clone();
+    let ready = ServiceExt::<Ready>::ready(&mut next);
+    let ready = tokio::time::timeout(Duration::from_secs(5), ready).await;
+    assert!(ready.is_ok(), "a cache hit's permit was kept");
+}

@@ -366,3 +366,42 @@ async fn a_lease_ttl_of_duration_max_means_no_ttl() {
     assert_eq!(count(&replies, StatusCode::OK), 1);
     assert_eq!(count(&replies, StatusCode::CONFLICT), 2);
 }
+
+/// A caller that keeps its service (a connection) and is answered `409`
+/// keeps none of the inner service's capacity: the layer ran nothing for it.
+#[tokio::test(start_paused = true)]
+async fn a_409_whose_caller_keeps_its_service_holds_no_permit() {
+    let app: Router = Router::new().route(
+        "/jobs/{name}",
+        routing::post(|| async {
+            sleep(Duration::from_secs(60)).await;
+            "done"
+        }),
+    );
+    let service = tower::ServiceBuilder::new()
+        .layer(SingleFlightLayer::reject().key(key::path()))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(2))
+        .service(app);
+    type Ready = http::Request<Body>;
+    let (mut first, mut duplicate) = (service.clone(), service.clone());
+    let running = ServiceExt::<Ready>::ready(&mut first)
+        .await
+        .unwrap()
+        .call(request("POST", "/jobs/x"));
+    let running = tokio::spawn(running);
+    tokio::task::yield_now().await;
+    let rejected = ServiceExt::<Ready>::ready(&mut duplicate)
+        .await
+        .unwrap()
+        .call(request("POST", "/jobs/x"))
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), StatusCode::CONFLICT);
+
+    // One inner call runs; the 409 ran none: the second permit is free.
+    let mut next = service.clone();
+    let ready = ServiceExt::<Ready>::ready(&mut next);
+    let ready = tokio::time::timeout(Duration::from_secs(5), ready).await;
+    assert!(ready.is_ok(), "the 409'd caller's service kept its permit");
+    running.abort();
+}

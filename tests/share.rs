@@ -677,6 +677,42 @@ async fn a_follower_whose_caller_keeps_its_service_holds_no_permit() {
     waiting.abort();
 }
 
+/// A `503` at `max_flights` runs nothing: a caller that keeps its service
+/// keeps none of the inner service's capacity.
+#[tokio::test(start_paused = true)]
+async fn a_503_whose_caller_keeps_its_service_holds_no_permit() {
+    use tower::Service;
+    type Ready = http::Request<Body>;
+    let app: Router = Router::new().route(
+        "/{n}",
+        routing::get(|| async {
+            sleep(Duration::from_secs(60)).await;
+            "slow"
+        }),
+    );
+    let service = tower::ServiceBuilder::new()
+        .layer(SingleFlightLayer::share().max_flights(1))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(2))
+        .service(app);
+    let mut leader = service.clone();
+    let led = ServiceExt::<Ready>::ready(&mut leader)
+        .await
+        .unwrap()
+        .call(get("/a"));
+    let led = tokio::spawn(led);
+    tokio::task::yield_now().await;
+
+    let mut kept = service.clone();
+    let ready = ServiceExt::<Ready>::ready(&mut kept).await.unwrap();
+    let busy = ready.call(get("/b")).await.unwrap();
+    assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let mut next = service.clone();
+    let ready = ServiceExt::<Ready>::ready(&mut next);
+    let ready = tokio::time::timeout(Duration::from_secs(5), ready).await;
+    assert!(ready.is_ok(), "a 503's permit was kept");
+    led.abort();
+}
+
 /// An answer the layer makes for a leader (here its `504`) carries the role,
 /// as every answer the layer makes does; only the inner service's own answer
 /// goes unmarked by default.
