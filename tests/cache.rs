@@ -15,7 +15,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing, Router,
 };
-use common::{count, get, get_with, played, request, send, send_all, spawn, Runs};
+use common::{
+    call_kept, count, get, get_with, gets_ready, played, request, send, send_all, spawn, Runs,
+};
 use tokio::time::{sleep, Instant};
 use tower_singleflight::{CacheConfig, FlightRole, ShareLayer, SingleFlightLayer};
 
@@ -637,8 +639,7 @@ async fn a_panic_in_call_serves_stale_if_error() {
 /// the inner service's capacity.
 #[tokio::test(start_paused = true)]
 async fn a_cache_hit_whose_caller_keeps_its_service_holds_no_permit() {
-    use tower::{Service, ServiceExt};
-    type Ready = http::Request<axum::body::Body>;
+    use tower::ServiceExt;
     let app: Router = Router::new().route("/fast", routing::get(|| async { "fast" }));
     let service = tower::ServiceBuilder::new()
         .layer(SingleFlightLayer::share().cache(CacheConfig::new().ttl(TTL)))
@@ -648,14 +649,10 @@ async fn a_cache_hit_whose_caller_keeps_its_service_holds_no_permit() {
     assert_eq!(warm.status(), StatusCode::OK);
 
     let mut kept = service.clone();
-    let ready = ServiceExt::<Ready>::ready(&mut kept).await.unwrap();
-    let hit = ready.call(get("/fast")).await.unwrap();
+    let hit = call_kept(&mut kept, get("/fast")).await.await.unwrap();
     assert_eq!(
         hit.extensions().get::<FlightRole>(),
         Some(&FlightRole::CacheHit)
     );
-    let mut next = service.clone();
-    let ready = ServiceExt::<Ready>::ready(&mut next);
-    let ready = tokio::time::timeout(Duration::from_secs(5), ready).await;
-    assert!(ready.is_ok(), "a cache hit's permit was kept");
+    assert!(gets_ready(&service).await, "a cache hit's permit was kept");
 }

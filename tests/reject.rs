@@ -10,7 +10,7 @@ use axum::{
     http::{header, Request, Response, StatusCode},
     routing, Router,
 };
-use common::{count, played, request, send, send_all, spawn, until, Runs};
+use common::{call_kept, count, gets_ready, played, request, send, send_all, spawn, until, Runs};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::time::sleep;
@@ -382,26 +382,16 @@ async fn a_409_whose_caller_keeps_its_service_holds_no_permit() {
         .layer(SingleFlightLayer::reject().key(key::path()))
         .layer(tower::limit::ConcurrencyLimitLayer::new(2))
         .service(app);
-    type Ready = http::Request<Body>;
     let (mut first, mut duplicate) = (service.clone(), service.clone());
-    let running = ServiceExt::<Ready>::ready(&mut first)
-        .await
-        .unwrap()
-        .call(request("POST", "/jobs/x"));
-    let running = tokio::spawn(running);
+    let running = tokio::spawn(call_kept(&mut first, request("POST", "/jobs/x")).await);
     tokio::task::yield_now().await;
-    let rejected = ServiceExt::<Ready>::ready(&mut duplicate)
-        .await
-        .unwrap()
-        .call(request("POST", "/jobs/x"))
-        .await
-        .unwrap();
-    assert_eq!(rejected.status(), StatusCode::CONFLICT);
+    let rejected = call_kept(&mut duplicate, request("POST", "/jobs/x")).await;
+    assert_eq!(rejected.await.unwrap().status(), StatusCode::CONFLICT);
 
     // One inner call runs; the 409 ran none: the second permit is free.
-    let mut next = service.clone();
-    let ready = ServiceExt::<Ready>::ready(&mut next);
-    let ready = tokio::time::timeout(Duration::from_secs(5), ready).await;
-    assert!(ready.is_ok(), "the 409'd caller's service kept its permit");
+    assert!(
+        gets_ready(&service).await,
+        "the 409'd caller's service kept its permit"
+    );
     running.abort();
 }

@@ -17,7 +17,9 @@ use axum::{
     response::IntoResponse,
     routing, Json, Router,
 };
-use common::{count, get, get_with, played, send, send_all, spawn, until, Runs};
+use common::{
+    call_kept, count, get, get_with, gets_ready, played, send, send_all, spawn, until, Runs,
+};
 use serde_json::json;
 use tokio::time::{sleep, Instant};
 use tower::ServiceExt;
@@ -644,7 +646,6 @@ async fn waiting_followers_hold_none_of_the_inner_services_capacity() {
 /// took is given up in `call`, not left in the service for its next request.
 #[tokio::test(start_paused = true)]
 async fn a_follower_whose_caller_keeps_its_service_holds_no_permit() {
-    use tower::Service;
     let app: Router = Router::new().route(
         "/slow",
         routing::get(|| async {
@@ -656,24 +657,17 @@ async fn a_follower_whose_caller_keeps_its_service_holds_no_permit() {
         .layer(SingleFlightLayer::share())
         .layer(tower::limit::ConcurrencyLimitLayer::new(2))
         .service(app);
-    type Ready = http::Request<Body>;
     let (mut leader, mut follower) = (service.clone(), service.clone());
-    let led = ServiceExt::<Ready>::ready(&mut leader)
-        .await
-        .unwrap()
-        .call(get("/slow"));
-    let followed = ServiceExt::<Ready>::ready(&mut follower)
-        .await
-        .unwrap()
-        .call(get("/slow"));
+    let led = call_kept(&mut leader, get("/slow")).await;
+    let followed = call_kept(&mut follower, get("/slow")).await;
     let waiting = tokio::spawn(async move { (led.await, followed.await) });
     tokio::task::yield_now().await;
 
     // One inner call runs: the other permit must be free.
-    let mut next = service.clone();
-    let ready = ServiceExt::<Ready>::ready(&mut next);
-    let ready = tokio::time::timeout(Duration::from_secs(5), ready).await;
-    assert!(ready.is_ok(), "a waiting follower's permit was kept");
+    assert!(
+        gets_ready(&service).await,
+        "a waiting follower's permit was kept"
+    );
     waiting.abort();
 }
 
@@ -681,8 +675,6 @@ async fn a_follower_whose_caller_keeps_its_service_holds_no_permit() {
 /// keeps none of the inner service's capacity.
 #[tokio::test(start_paused = true)]
 async fn a_503_whose_caller_keeps_its_service_holds_no_permit() {
-    use tower::Service;
-    type Ready = http::Request<Body>;
     let app: Router = Router::new().route(
         "/{n}",
         routing::get(|| async {
@@ -695,21 +687,13 @@ async fn a_503_whose_caller_keeps_its_service_holds_no_permit() {
         .layer(tower::limit::ConcurrencyLimitLayer::new(2))
         .service(app);
     let mut leader = service.clone();
-    let led = ServiceExt::<Ready>::ready(&mut leader)
-        .await
-        .unwrap()
-        .call(get("/a"));
-    let led = tokio::spawn(led);
+    let led = tokio::spawn(call_kept(&mut leader, get("/a")).await);
     tokio::task::yield_now().await;
 
     let mut kept = service.clone();
-    let ready = ServiceExt::<Ready>::ready(&mut kept).await.unwrap();
-    let busy = ready.call(get("/b")).await.unwrap();
+    let busy = call_kept(&mut kept, get("/b")).await.await.unwrap();
     assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let mut next = service.clone();
-    let ready = ServiceExt::<Ready>::ready(&mut next);
-    let ready = tokio::time::timeout(Duration::from_secs(5), ready).await;
-    assert!(ready.is_ok(), "a 503's permit was kept");
+    assert!(gets_ready(&service).await, "a 503's permit was kept");
     led.abort();
 }
 

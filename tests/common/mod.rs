@@ -141,3 +141,30 @@ pub async fn eventually(condition: impl Fn() -> bool) {
     }
     panic!("condition never became true");
 }
+
+/// Calls `service` once `poll_ready` says it may, keeping the service (as a
+/// connection keeps its own across requests).
+pub async fn call_kept<S>(service: &mut S, request: Request<Body>) -> S::Future
+where
+    S: tower::Service<Request<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    ServiceExt::<Request<Body>>::ready(service)
+        .await
+        .expect("a ready service")
+        .call(request)
+}
+
+/// Whether a fresh clone of `service` gets ready within 5 s (of paused
+/// time): whether the capacity of a limited inner service is free.
+pub async fn gets_ready<S>(service: &S) -> bool
+where
+    S: tower::Service<Request<Body>> + Clone,
+{
+    let mut next = service.clone();
+    let ready = ServiceExt::<Request<Body>>::ready(&mut next);
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), ready).await,
+        Ok(Ok(_))
+    )
+}
