@@ -162,9 +162,14 @@ async fn main() {
         .ok()
         .and_then(|port| port.parse().ok())
         .unwrap_or(3100);
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await
+    // A queue for the bursts of 1,000 connections (`bind` gives 128: the
+    // rest would be dropped and retried a second later).
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
         .expect("bind the listening socket");
+    let listener = socket.listen(4096).expect("listen");
     let addr = listener.local_addr().expect("the bound address");
     println!("listening on http://{addr}");
     std::io::stdout().flush().expect("flush stdout");

@@ -41,7 +41,7 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower_singleflight::{
     admin,
     extract::Flight,
@@ -130,14 +130,23 @@ async fn main() {
             .stale_while_revalidate(Duration::from_secs(60))
             .build(),
     };
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port())))
-        .await
-        .expect("bind the listening socket");
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], port())));
     announce(&listener);
     axum::serve(listener, app(state))
         .with_graceful_shutdown(ctrl_c())
         .await
         .expect("serve");
+}
+
+/// A listening socket whose queue holds a burst of connections: what
+/// `TcpListener::bind` gives holds 128, and a burst of 200 `curl --parallel`
+/// connections would see some of theirs dropped, retried a second later, and
+/// arrive after the flight they were meant to join.
+fn listen(addr: SocketAddr) -> TcpListener {
+    let socket = TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(addr).expect("bind the listening socket");
+    socket.listen(4096).expect("listen")
 }
 
 /// `$PORT`, or 3000 when it is unset.
