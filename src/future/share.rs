@@ -141,7 +141,7 @@ where
                 return Self::respond(response, role, expose_role);
             }
             Consulted::Revalidate(response, store) => {
-                refresh(take_ready(service), request, key, mode, private_ok, store);
+                Self::refresh(take_ready(service), request, key, mode, private_ok, store);
                 return Self::respond(response, FlightRole::Stale, expose_role);
             }
             Consulted::Ask(consulted) => consulted,
@@ -246,54 +246,47 @@ where
             stats: None,
         }
     }
-}
 
-/// Starts a background refresh of a stale answer with this request, unless
-/// one runs; nobody waits for it.
-fn refresh<S, ReqB, ResB, K>(
-    mut service: S,
-    request: Request<ReqB>,
-    key: ShareKey<K>,
-    mode: &Share<K>,
-    private_ok: bool,
-    store: Option<Box<Store<K>>>,
-) where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-    S::Future: Send,
-    S::Error: Send + 'static,
-    ReqB: Send + 'static,
-    ResB: Body + Send + 'static,
-    ResB::Data: Send,
-    ResB::Error: Send,
-    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-{
-    // The refresh must survive the request that started it.
-    let options = mode.options.clone().abort_when_unused(false);
-    let Some(leader) = mode.flights.try_lead(key, &options) else {
-        return;
-    };
-    // Another flight may have stored an answer since this request looked.
-    if let Some(fresh) = fresh(&store, request.headers()) {
-        drop(leader.run(async move { SharedOutcome::Response(fresh) }));
-        return;
-    }
-    let passes = Arc::clone(&mode.passes);
-    drop(leader.run_with(|peers| {
-        let work = Lead {
-            max_body: mode.max_body,
-            private_ok,
-            store,
-            // Nobody waits on a refresh: never "alone" (it must store).
-            peers: Some(peers),
-            passes,
+    /// Starts a background refresh of a stale answer with this request, unless
+    /// one runs; nobody waits for it.
+    fn refresh<K>(
+        mut service: S,
+        request: Request<ReqB>,
+        key: ShareKey<K>,
+        mode: &Share<K>,
+        private_ok: bool,
+        store: Option<Box<Store<K>>>,
+    ) where
+        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        // The refresh must survive the request that started it.
+        let options = mode.options.clone().abort_when_unused(false);
+        let Some(leader) = mode.flights.try_lead(key, &options) else {
+            return;
         };
-        let leader_headers = LeaderHeaders::of(request.headers());
-        // Called in the task: a panic there ends the refresh, not the
-        // request that started it.
-        let answer = async move { service.call(request).await };
-        let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
-        async move { led.await.outcome }
-    }));
+        // Another flight may have stored an answer since this request looked.
+        if let Some(fresh) = fresh(&store, request.headers()) {
+            drop(leader.run(async move { SharedOutcome::Response(fresh) }));
+            return;
+        }
+        let passes = Arc::clone(&mode.passes);
+        drop(leader.run_with(|peers| {
+            let work = Lead {
+                max_body: mode.max_body,
+                private_ok,
+                store,
+                // Nobody waits on a refresh: never "alone" (it must store).
+                peers: Some(peers),
+                passes,
+            };
+            let leader_headers = LeaderHeaders::of(request.headers());
+            // Called in the task: a panic there ends the refresh, not the
+            // request that started it.
+            let answer = async move { service.call(request).await };
+            let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
+            async move { led.await.outcome }
+        }));
+    }
 }
 
 impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB, ResB>
