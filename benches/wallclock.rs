@@ -60,21 +60,22 @@ mod hundred_requests {
         bencher.bench_local(|| runtime.block_on(send_all(&app, method)));
     }
 
+    fn hello_route() -> Router {
+        Router::new().route("/hello/{id}", get(hello))
+    }
+
     #[divan::bench]
     fn bare(bencher: divan::Bencher<'_, '_>) {
-        run(
-            bencher,
-            Router::new().route("/hello/{id}", get(hello)),
-            "GET",
-        );
+        run(bencher, hello_route(), "GET");
     }
 
     #[divan::bench]
     fn share_unique_keys(bencher: divan::Bencher<'_, '_>) {
-        let app = Router::new()
-            .route("/hello/{id}", get(hello))
-            .layer(SingleFlightLayer::share());
-        run(bencher, app, "GET");
+        run(
+            bencher,
+            hello_route().layer(SingleFlightLayer::share()),
+            "GET",
+        );
     }
 
     #[divan::bench]
@@ -88,9 +89,7 @@ mod hundred_requests {
     #[divan::bench]
     fn cache_hit(bencher: divan::Bencher<'_, '_>) {
         let cache = CacheConfig::new().ttl(Duration::from_secs(3600));
-        let app = Router::new()
-            .route("/hello/{id}", get(hello))
-            .layer(SingleFlightLayer::share().cache(cache));
+        let app = hello_route().layer(SingleFlightLayer::share().cache(cache));
         run(bencher, app, "GET");
     }
 }

@@ -204,25 +204,30 @@ async fn private_is_never_cached_across_identities() {
     .await;
 }
 
+/// `GET path`, cached: counts its run and answers the request's `echo`
+/// header (`?` without it), with the response header `answer`.
+fn echoing(
+    path: &str,
+    echo: header::HeaderName,
+    answer: (header::HeaderName, &'static str),
+    runs: &Runs,
+) -> Router {
+    let runs = runs.clone();
+    let handler = move |headers: HeaderMap| async move {
+        runs.bump();
+        let echoed = headers.get(&echo).and_then(|value| value.to_str().ok());
+        ([answer], echoed.unwrap_or("?").to_owned())
+    };
+    Router::new()
+        .route(path, routing::get(handler))
+        .layer(cached(CacheConfig::new()))
+}
+
 #[tokio::test(start_paused = true)]
 async fn private_is_cached_for_one_identity_only() {
     let runs = Runs::default();
-    let app = {
-        let runs = runs.clone();
-        Router::new()
-            .route(
-                "/me",
-                routing::get(move |headers: HeaderMap| async move {
-                    runs.bump();
-                    let who = headers[header::AUTHORIZATION]
-                        .to_str()
-                        .unwrap_or("?")
-                        .to_owned();
-                    ([(header::CACHE_CONTROL, "private")], who)
-                }),
-            )
-            .layer(cached(CacheConfig::new()))
-    };
+    let answer = (header::CACHE_CONTROL, "private");
+    let app = echoing("/me", header::AUTHORIZATION, answer, &runs);
     let as_caller = |token| get_with("/me", header::AUTHORIZATION, token);
     assert_eq!(send(&app, as_caller("a")).await.text(), "a");
     let again = send(&app, as_caller("a")).await;
@@ -317,23 +322,8 @@ async fn answers_can_be_invalidated() {
 #[tokio::test(start_paused = true)]
 async fn a_cached_answer_is_served_only_to_requests_it_varies_with() {
     let runs = Runs::default();
-    let app = {
-        let runs = runs.clone();
-        Router::new()
-            .route(
-                "/hello",
-                routing::get(move |headers: HeaderMap| async move {
-                    runs.bump();
-                    let language = headers
-                        .get(header::ACCEPT_LANGUAGE)
-                        .and_then(|value| value.to_str().ok())
-                        .unwrap_or("en")
-                        .to_owned();
-                    ([(header::VARY, "accept-language")], language)
-                }),
-            )
-            .layer(cached(CacheConfig::new()))
-    };
+    let answer = (header::VARY, "accept-language");
+    let app = echoing("/hello", header::ACCEPT_LANGUAGE, answer, &runs);
     let in_language = |language| get_with("/hello", header::ACCEPT_LANGUAGE, language);
     assert_eq!(send(&app, in_language("fr")).await.text(), "fr");
     let french = send(&app, in_language("fr")).await;
