@@ -204,43 +204,43 @@ async fn private_is_never_cached_across_identities() {
     .await;
 }
 
-/// `GET path`, cached: counts its run and answers the request's `echo`
-/// header (`?` without it), with the response header `answer`.
-fn echoing(
-    path: &str,
+/// A cached answer that depends on the request's `echo` header (as its
+/// `answer` header says) is served again for the same value, never for
+/// another: `GET /thing` answers the value it was sent.
+async fn cached_per_value(
     echo: header::HeaderName,
     answer: (header::HeaderName, &'static str),
-    runs: &Runs,
-) -> Router {
-    let runs = runs.clone();
-    let handler = move |headers: HeaderMap| async move {
-        runs.bump();
-        let echoed = headers.get(&echo).and_then(|value| value.to_str().ok());
-        ([answer], echoed.unwrap_or("?").to_owned())
+    same: &'static str,
+    other: &'static str,
+) {
+    let runs = Runs::default();
+    let app = {
+        let (runs, echo) = (runs.clone(), echo.clone());
+        let handler = move |headers: HeaderMap| async move {
+            runs.bump();
+            let echoed = headers.get(&echo).and_then(|value| value.to_str().ok());
+            ([answer], echoed.unwrap_or("?").to_owned())
+        };
+        Router::new()
+            .route("/thing", routing::get(handler))
+            .layer(cached(CacheConfig::new()))
     };
-    Router::new()
-        .route(path, routing::get(handler))
-        .layer(cached(CacheConfig::new()))
+    let with = |value| get_with("/thing", echo.clone(), value);
+    assert_eq!(send(&app, with(same)).await.text(), same);
+    let again = send(&app, with(same)).await;
+    assert_eq!(
+        (again.text(), again.role),
+        (same, Some(FlightRole::CacheHit))
+    );
+    let differing = send(&app, with(other)).await;
+    assert_eq!(differing.text(), other, "never the first answer");
+    assert_eq!(runs.get(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn private_is_cached_for_one_identity_only() {
-    let runs = Runs::default();
     let answer = (header::CACHE_CONTROL, "private");
-    let app = echoing("/me", header::AUTHORIZATION, answer, &runs);
-    let as_caller = |token| get_with("/me", header::AUTHORIZATION, token);
-    assert_eq!(send(&app, as_caller("a")).await.text(), "a");
-    let again = send(&app, as_caller("a")).await;
-    assert_eq!(
-        (again.text(), again.role),
-        ("a", Some(FlightRole::CacheHit))
-    );
-    assert_eq!(
-        send(&app, as_caller("b")).await.text(),
-        "b",
-        "never a's answer"
-    );
-    assert_eq!(runs.get(), 2);
+    cached_per_value(header::AUTHORIZATION, answer, "a", "b").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -321,19 +321,8 @@ async fn answers_can_be_invalidated() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cached_answer_is_served_only_to_requests_it_varies_with() {
-    let runs = Runs::default();
     let answer = (header::VARY, "accept-language");
-    let app = echoing("/hello", header::ACCEPT_LANGUAGE, answer, &runs);
-    let in_language = |language| get_with("/hello", header::ACCEPT_LANGUAGE, language);
-    assert_eq!(send(&app, in_language("fr")).await.text(), "fr");
-    let french = send(&app, in_language("fr")).await;
-    assert_eq!(
-        (french.text(), french.role),
-        ("fr", Some(FlightRole::CacheHit))
-    );
-    let german = send(&app, in_language("de")).await;
-    assert_eq!(german.text(), "de", "never the French answer");
-    assert_eq!(runs.get(), 2);
+    cached_per_value(header::ACCEPT_LANGUAGE, answer, "fr", "de").await;
 }
 
 /// `GET /total`: run 1 answers 200; afterwards, while `failing`, a `503`
