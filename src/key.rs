@@ -3,10 +3,12 @@
 use std::{
     fmt,
     hash::{Hash, Hasher},
-    sync::Arc,
+    marker::PhantomData,
 };
 
-use http::{header, request::Parts, uri::PathAndQuery, HeaderName, HeaderValue, Method};
+use http::{request::Parts, HeaderName, HeaderValue, Method};
+
+use crate::identity::{Caller, RequestIdentity};
 
 /// Turns a request head into the key that identifies identical requests.
 ///
@@ -23,12 +25,26 @@ use http::{header, request::Parts, uri::PathAndQuery, HeaderName, HeaderValue, M
 /// });
 /// # let _ = layer;
 /// ```
+///
+/// Whatever the key, share mode keeps requests for different hosts and
+/// callers apart, and `HEAD` apart from `GET`. A key built from raw request
+/// bytes may tell two spellings of one request apart (`/a%62` and `/ab`);
+/// implement [`extract_with`](Self::extract_with) to build it from the
+/// normalized [`RequestIdentity`] instead, as the built-in extractors do.
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The key; two requests with equal keys are the same request.
     type Key: Hash + Eq + Clone + Send + Sync + 'static;
 
     /// The key of this request, or `None` to let it through uncoalesced.
     fn extract(&self, parts: &Parts) -> Option<Self::Key>;
+
+    /// The key of this request, given its identity as the layer read it
+    /// (normalized host, path and query). The layer calls this one; by
+    /// default it calls [`extract`](Self::extract).
+    fn extract_with(&self, parts: &Parts, identity: &RequestIdentity<'_>) -> Option<Self::Key> {
+        let _ = identity;
+        self.extract(parts)
+    }
 }
 
 impl<F, K> KeyExtractor for F
@@ -45,13 +61,16 @@ where
 
 /// Method, host, path and query: the default key.
 ///
-/// The host (from the URI's authority, else the `Host` header) is part of
-/// the key so that virtual hosts never answer for each other.
+/// The host is part of the key so that virtual hosts never answer for each
+/// other; host, path and query are normalized (see
+/// [`RequestIdentity`]), so that `SVC.example:80/%61` and `svc.example/a`
+/// are one key.
 pub fn method_path_query() -> MethodPathQuery {
     MethodPathQuery
 }
 
-/// The path alone: `GET /a?x=1` and `GET /a?x=2` are the same request.
+/// The path alone, percent-normalized: `POST /a?x=1` and `PUT /%61?x=2` are
+/// the same request.
 pub fn path() -> PathOnly {
     PathOnly
 }
@@ -61,34 +80,57 @@ pub fn header(name: HeaderName) -> HeaderKey {
     HeaderKey { name }
 }
 
+/// A value of type `T` from the request's extensions (put there by a
+/// middleware before this layer: a tenant, a user, a job id); requests
+/// without one pass through uncoalesced.
+pub fn extension<T>() -> ExtensionKey<T>
+where
+    T: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    ExtensionKey(PhantomData)
+}
+
 /// The key extractor of [`method_path_query()`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MethodPathQuery;
 
-/// A request's method, host, path and query.
+/// A request's method, normalized host, path and query. It keeps its own
+/// copy of them, never the request's buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestKey {
     method: Method,
     host: Option<HeaderValue>,
-    path_and_query: Option<PathAndQuery>,
+    /// Path, then `?` and the query if there is one.
+    target: Box<str>,
 }
 
 impl RequestKey {
+    /// The key of a request with this identity.
+    pub fn new(identity: &RequestIdentity<'_>) -> Self {
+        let target = match identity.query() {
+            Some(query) => [identity.path(), "?", query].concat().into_boxed_str(),
+            None => identity.path().into(),
+        };
+        Self {
+            method: identity.method().clone(),
+            host: identity.host().cloned(),
+            target,
+        }
+    }
+
     /// The request method.
     pub fn method(&self) -> &Method {
         &self.method
     }
 
-    /// The host the request was sent to, if it named one.
+    /// The host the request was sent to, normalized, if it named one.
     pub fn host(&self) -> Option<&str> {
         self.host.as_ref().and_then(|host| host.to_str().ok())
     }
 
-    /// The path and query, as the request sent them.
+    /// The path and query, normalized.
     pub fn path_and_query(&self) -> &str {
-        self.path_and_query
-            .as_ref()
-            .map_or("/", PathAndQuery::as_str)
+        &self.target
     }
 }
 
@@ -102,7 +144,7 @@ impl Hash for RequestKey {
         state.write_u8(0xff);
         state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
         state.write_u8(0xff);
-        state.write(self.path_and_query().as_bytes());
+        state.write(self.target.as_bytes());
     }
 }
 
@@ -120,11 +162,11 @@ impl KeyExtractor for MethodPathQuery {
     type Key = RequestKey;
 
     fn extract(&self, parts: &Parts) -> Option<RequestKey> {
-        Some(RequestKey {
-            method: parts.method.clone(),
-            host: host(parts),
-            path_and_query: parts.uri.path_and_query().cloned(),
-        })
+        self.extract_with(parts, &RequestIdentity::of(parts)?)
+    }
+
+    fn extract_with(&self, _: &Parts, identity: &RequestIdentity<'_>) -> Option<RequestKey> {
+        Some(RequestKey::new(identity))
     }
 }
 
@@ -136,7 +178,11 @@ impl KeyExtractor for PathOnly {
     type Key = String;
 
     fn extract(&self, parts: &Parts) -> Option<String> {
-        Some(parts.uri.path().to_owned())
+        self.extract_with(parts, &RequestIdentity::of(parts)?)
+    }
+
+    fn extract_with(&self, _: &Parts, identity: &RequestIdentity<'_>) -> Option<String> {
+        Some(identity.path().to_owned())
     }
 }
 
@@ -150,82 +196,40 @@ impl KeyExtractor for HeaderKey {
     type Key = HeaderValue;
 
     fn extract(&self, parts: &Parts) -> Option<HeaderValue> {
-        parts.headers.get(&self.name).cloned()
+        // Copied: a clone would keep the request's whole head buffer alive
+        // for as long as the key is kept.
+        let value = parts.headers.get(&self.name)?;
+        HeaderValue::from_bytes(value.as_bytes()).ok()
     }
 }
 
-/// The host a request was sent to: the URI's authority (HTTP/2, absolute
-/// form), else the `Host` header.
-pub(crate) fn host(parts: &Parts) -> Option<HeaderValue> {
-    host_of(&parts.uri, &parts.headers)
-}
+/// The key extractor of [`extension()`].
+pub struct ExtensionKey<T>(PhantomData<fn() -> T>);
 
-pub(crate) fn host_of(uri: &http::Uri, headers: &http::HeaderMap) -> Option<HeaderValue> {
-    match uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => headers.get(header::HOST).cloned(),
+impl<T> Clone for ExtensionKey<T> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// The request headers that tell one caller from another.
-#[derive(Debug, Clone)]
-pub(crate) struct IdentityHeaders {
-    names: Arc<[HeaderName]>,
-}
+impl<T> Copy for ExtensionKey<T> {}
 
-impl Default for IdentityHeaders {
-    fn default() -> Self {
-        Self {
-            names: Arc::new([header::AUTHORIZATION, header::COOKIE]),
-        }
+impl<T> fmt::Debug for ExtensionKey<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ExtensionKey")
+            .field(&std::any::type_name::<T>())
+            .finish()
     }
 }
 
-impl IdentityHeaders {
-    pub(crate) fn with(&self, name: HeaderName) -> Self {
-        let mut names = self.names.to_vec();
-        if !names.contains(&name) {
-            names.push(name);
-        }
-        Self {
-            names: names.into(),
-        }
-    }
+impl<T> KeyExtractor for ExtensionKey<T>
+where
+    T: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    type Key = T;
 
-    /// Every value of every identity header, tagged with which header it is
-    /// so that values cannot be confused across headers.
-    pub(crate) fn of(&self, parts: &Parts) -> Identity {
-        let values = self
-            .names
-            .iter()
-            .enumerate()
-            .flat_map(|(index, name)| {
-                parts
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .map(move |value| (index, value.clone()))
-            })
-            .collect();
-        Identity { values }
-    }
-}
-
-/// The caller, as its identity headers name it; empty for an anonymous one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub(crate) struct Identity {
-    values: Vec<(usize, HeaderValue)>,
-}
-
-impl Identity {
-    pub(crate) fn is_anonymous(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    /// The bytes of its header values.
-    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
-    pub(crate) fn len(&self) -> usize {
-        self.values.iter().map(|(_, value)| value.len()).sum()
+    fn extract(&self, parts: &Parts) -> Option<T> {
+        parts.extensions.get::<T>().cloned()
     }
 }
 
@@ -238,7 +242,15 @@ pub(crate) struct ShareKey<K> {
     pub(crate) head: bool,
     pub(crate) host: Option<HeaderValue>,
     /// `None` when the layer shares across identities.
-    pub(crate) identity: Option<Identity>,
+    pub(crate) caller: Option<Caller>,
+}
+
+impl<K> ShareKey<K> {
+    /// The bytes it keeps besides the user's key.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.host.as_ref().map_or(0, HeaderValue::len) + self.caller.as_ref().map_or(0, Caller::len)
+    }
 }
 
 impl<K: Hash> Hash for ShareKey<K> {
@@ -246,8 +258,8 @@ impl<K: Hash> Hash for ShareKey<K> {
         self.key.hash(state);
         state.write_u8(u8::from(self.head));
         state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
-        if let Some(identity) = &self.identity {
-            identity.hash(state);
+        if let Some(caller) = &self.caller {
+            caller.hash(state);
         }
     }
 }
@@ -299,15 +311,40 @@ mod tests {
     }
 
     #[test]
-    fn identity_tags_values_with_their_header() {
-        let identity = IdentityHeaders::default();
-        let of = |name: HeaderName| {
-            identity.of(&parts(
-                Request::builder().header(name, "secret").body(()).unwrap(),
-            ))
+    fn other_spellings_of_a_request_are_one_key() {
+        let key = |host: &str, uri: &str| {
+            let request = Request::builder().uri(uri).header("host", host);
+            MethodPathQuery.extract(&parts(request.body(()).unwrap()))
         };
-        assert_ne!(of(header::AUTHORIZATION), of(header::COOKIE));
-        assert!(identity.of(&parts(Request::new(()))).is_anonymous());
+        let canonical = key("svc.example", "/flows/1/resume?x=%2F");
+        for (host, uri) in [
+            ("SVC.example", "/flows/1/resume?x=%2F"),
+            ("svc.example.", "/flows/%31/resume?x=%2f"),
+            ("svc.example:80", "/flows/1/resume?x=%2F"),
+        ] {
+            assert_eq!(key(host, uri), canonical, "{host}{uri}");
+        }
+        assert_ne!(key("svc.example", "/flows/1/resume?x=/"), canonical);
+        assert_eq!(
+            PathOnly.extract(&parts(
+                Request::builder()
+                    .uri("/flows/%31/resume")
+                    .body(())
+                    .unwrap()
+            )),
+            Some("/flows/1/resume".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_request_naming_two_hosts_gets_no_default_key() {
+        let request = Request::builder()
+            .uri("http://a.example/home")
+            .header("host", "b.example");
+        assert_eq!(
+            MethodPathQuery.extract(&parts(request.body(()).unwrap())),
+            None
+        );
     }
 
     #[test]

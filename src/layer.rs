@@ -10,6 +10,7 @@ use tower_layer::Layer;
 use crate::cache::CacheConfig;
 use crate::{
     flight::{FlightStats, Flights},
+    identity::{CallerIdentity, HostSource, Identify},
     key::{self, KeyExtractor, MethodPathQuery, RequestKey},
     mode::{Reject, Share},
     rejection::{AlreadyRunning, Conflict},
@@ -44,6 +45,7 @@ use crate::{
 pub struct SingleFlightLayer<M, X = MethodPathQuery> {
     mode: M,
     key: X,
+    identify: Identify,
     expose_role: bool,
 }
 
@@ -96,6 +98,7 @@ impl SingleFlightLayer<Reject<RequestKey>> {
         Self {
             mode: Reject::new(),
             key: key::method_path_query(),
+            identify: Identify::default(),
             expose_role: false,
         }
     }
@@ -159,6 +162,7 @@ impl SingleFlightLayer<Share<RequestKey>> {
         Self {
             mode: Share::new(),
             key: key::method_path_query(),
+            identify: Identify::default(),
             expose_role: false,
         }
     }
@@ -173,6 +177,27 @@ impl<M, X> SingleFlightLayer<M, X> {
     /// request the extension's allocations.
     pub fn expose_role(mut self) -> Self {
         self.expose_role = true;
+        self
+    }
+
+    /// Where the host of a request is read: the one the application picks
+    /// its tenant or virtual host by. Default: [`HostSource::Request`], the
+    /// URI authority and `Host` header, which must agree. Behind a proxy
+    /// that rewrites `Host`, name the header it forwards the client's host
+    /// in. A request that names two hosts is never coalesced, cached or
+    /// keyed: share mode lets it through, reject mode answers `400`.
+    pub fn host_source(mut self, source: HostSource) -> Self {
+        self.identify.host = source;
+        self
+    }
+
+    /// The longest request identity that is keyed, in bytes: host, path and
+    /// query (and, in share mode, the caller's identity headers and
+    /// cookies). Past it, share mode lets the request through uncoalesced
+    /// and reject mode answers `414 URI Too Long`, so that no table or cache
+    /// keeps hostile keys. Default: 8 KiB.
+    pub fn max_key_bytes(mut self, bytes: usize) -> Self {
+        self.identify.max_key_bytes = bytes;
         self
     }
 }
@@ -192,6 +217,7 @@ where
         SingleFlightLayer {
             mode: self.mode.rekey(),
             key,
+            identify: self.identify,
             expose_role: self.expose_role,
         }
     }
@@ -281,6 +307,7 @@ where
         SingleFlightLayer {
             mode: self.mode.rekey(),
             key,
+            identify: self.identify,
             expose_role: self.expose_role,
         }
     }
@@ -331,21 +358,34 @@ where
 
     /// The methods that are coalesced; others pass through. Default: `GET`,
     /// `HEAD`.
+    ///
+    /// Whatever the method, a request with a body passes through: its body
+    /// is not part of the key, so two requests that differ only in it must
+    /// never share an answer. A `POST` without a body can be coalesced.
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
         self.mode.methods = methods.into_iter().collect();
         self
     }
 
-    /// Another request header that identifies the caller, besides
-    /// `Authorization` and `Cookie` (an API key header, say).
-    pub fn identity_header(mut self, name: HeaderName) -> Self {
-        let identity = self.mode.identity.take().unwrap_or_default();
-        self.mode.identity = Some(identity.with(name));
+    /// Which headers, cookies and request extension tell one caller from
+    /// another; see [`CallerIdentity`] for the default and what it
+    /// promises. Callers whose identities differ never share an answer.
+    pub fn identity(mut self, identity: CallerIdentity) -> Self {
+        self.mode.identity = Some(identity);
         self
     }
 
-    /// Shares responses between callers whatever their `Authorization` and
-    /// `Cookie` headers. Only for responses that are the same for everyone.
+    /// Another request header that identifies the caller, besides the
+    /// credential headers of [`CallerIdentity`] (an API key header of your
+    /// own, say). Short for `.identity(CallerIdentity::new().header(name))`.
+    pub fn identity_header(mut self, name: HeaderName) -> Self {
+        let identity = self.mode.identity.take().unwrap_or_default();
+        self.mode.identity = Some(identity.header(name));
+        self
+    }
+
+    /// Shares responses between callers whatever their identity. Only for
+    /// responses that are the same for everyone.
     pub fn share_across_identities(mut self) -> Self {
         self.mode.identity = None;
         self
@@ -417,6 +457,7 @@ where
             Config {
                 mode: self.mode.clone(),
                 key: self.key.clone(),
+                identify: self.identify.clone(),
                 expose_role: self.expose_role,
             },
         )

@@ -81,6 +81,7 @@ mod cache;
 pub mod extract;
 mod flight;
 mod future;
+pub mod identity;
 pub mod key;
 mod layer;
 mod mode;
@@ -104,6 +105,7 @@ pub use flight::{
     Peers, Progress, StoreFuture, Waiter,
 };
 pub use future::{reject, share};
+pub use identity::{CallerIdentity, HostSource};
 pub use layer::{RejectLayer, ShareLayer, SingleFlightLayer};
 pub use mode::{Reject, Share};
 pub use rejection::AlreadyRunning;

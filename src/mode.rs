@@ -6,7 +6,8 @@ use http::Method;
 
 use crate::{
     flight::{CallOptions, Flights, Holder},
-    key::{IdentityHeaders, ShareKey},
+    identity::CallerIdentity,
+    key::ShareKey,
     pass::PassList,
     rejection::{AlreadyRunning, Conflict},
     shared::SharedOutcome,
@@ -112,7 +113,7 @@ pub struct Share<K> {
     pub(crate) max_wait: Option<Duration>,
     pub(crate) methods: Arc<[Method]>,
     /// `None` when responses are shared across identities.
-    pub(crate) identity: Option<IdentityHeaders>,
+    pub(crate) identity: Option<CallerIdentity>,
     pub(crate) retry_after: Duration,
     /// Keys whose last answer could not be shared (hit-for-pass).
     pub(crate) passes: std::sync::Arc<PassList>,
@@ -131,7 +132,7 @@ where
             max_body: 8 * 1024 * 1024,
             max_wait: None,
             methods: Arc::new([Method::GET, Method::HEAD]),
-            identity: Some(IdentityHeaders::default()),
+            identity: Some(CallerIdentity::default()),
             retry_after: Duration::from_secs(1),
             passes: std::sync::Arc::new(PassList::new(Duration::from_secs(10))),
             #[cfg(feature = "cache")]

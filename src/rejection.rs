@@ -206,6 +206,23 @@ pub(crate) fn timed_out() -> Response<Bytes> {
     )
 }
 
+/// A request reject mode cannot key: `400` when it names two hosts, `414`
+/// when its identity is longer than the layer keeps.
+pub(crate) fn unkeyable(why: crate::identity::Unkeyable) -> Response<Bytes> {
+    use crate::identity::Unkeyable;
+    let (status, body): (_, &'static [u8]) = match why {
+        Unkeyable::AmbiguousHost => (
+            StatusCode::BAD_REQUEST,
+            br#"{"status":"ambiguous_host","message":"the request names more than one host"}"#,
+        ),
+        Unkeyable::TooLong => (
+            StatusCode::URI_TOO_LONG,
+            br#"{"status":"key_too_long","message":"the request target is too long"}"#,
+        ),
+    };
+    json_response(status, Bytes::from_static(body), JSON)
+}
+
 /// `500`: the work failed. Never carries the panic's message.
 pub(crate) fn failed() -> Response<Bytes> {
     json_response(

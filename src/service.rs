@@ -12,11 +12,12 @@ use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
-    flight::Settled,
+    flight::{Event, Settled},
     future::{reject, release, share, take_ready},
-    key::{self, KeyExtractor, ShareKey},
+    identity::{Caller, Identify, RequestIdentity, Unkeyable},
+    key::{KeyExtractor, ShareKey},
     mode::{Reject, Share},
-    policy,
+    policy, rejection,
 };
 
 /// Middleware that rejects or coalesces identical in-flight requests.
@@ -31,6 +32,7 @@ pub struct SingleFlight<S, M, X> {
 pub(crate) struct Config<M, X> {
     pub(crate) mode: M,
     pub(crate) key: X,
+    pub(crate) identify: Identify,
     pub(crate) expose_role: bool,
 }
 
@@ -67,13 +69,6 @@ impl<S: fmt::Debug, M: fmt::Debug, X> fmt::Debug for SingleFlight<S, M, X> {
     }
 }
 
-/// Splits off the head to extract the key, without cloning anything.
-fn key_of<X: KeyExtractor, B>(key: &X, request: Request<B>) -> (Option<X::Key>, Request<B>) {
-    let (parts, body) = request.into_parts();
-    let key = key.extract(&parts);
-    (key, Request::from_parts(parts, body))
-}
-
 impl<S, X, ReqB, ResB> Service<Request<ReqB>> for SingleFlight<S, Reject<X::Key>, X>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
@@ -94,7 +89,18 @@ where
         if !mode.guards(request.method()) {
             return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
         }
-        let (key, request) = key_of(&self.config.key, request);
+        let (parts, body) = request.into_parts();
+        let key = match self.config.identify.read(&parts) {
+            Ok(identity) => self.config.key.extract_with(&parts, &identity),
+            Err(why) => {
+                // Unkeyed, it would run beside the holder: refused instead.
+                release(&mut self.inner);
+                mode.flights.recorder().record(Event::Unkeyed);
+                let response = rejection::unkeyable(why);
+                return reject::ResponseFuture::rejected(response, expose_role);
+            }
+        };
+        let request = Request::from_parts(parts, body);
         let Some(key) = key else {
             return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
         };
@@ -126,7 +132,7 @@ where
     S::Future: Send,
     S::Error: Send + 'static,
     X: KeyExtractor,
-    ReqB: Send + 'static,
+    ReqB: Body + Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
     ResB::Error: Send,
@@ -142,33 +148,51 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
         let mode = &config.mode;
-        if !mode.methods.contains(request.method()) || !policy::request_shareable(request.headers())
-        {
-            let after = invalidation(mode, &request);
+        let coalesced = mode.methods.contains(request.method())
+            && policy::request_shareable(request.headers())
+            && bodiless(request.body());
+        if !coalesced {
+            let after = invalidation(mode, &config.identify, &request);
             let future = self.inner.call(request);
             return share::ResponseFuture::bypass_then(future, config.expose_role, after);
         }
         let (parts, body) = request.into_parts();
-        let Some(key) = config.key.extract(&parts) else {
-            let request = Request::from_parts(parts, body);
-            return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role);
-        };
-        let key = ShareKey {
-            key,
-            head: parts.method == http::Method::HEAD,
-            host: key::host(&parts),
-            identity: mode.identity.as_ref().map(|identity| identity.of(&parts)),
-        };
-        // `private` responses may be shared only among one known caller.
-        let private_ok = key
-            .identity
-            .as_ref()
-            .is_some_and(|identity| !identity.is_anonymous());
+        let keyed = config.identify.read(&parts).and_then(|identity| {
+            let caller = mode.identity.as_ref().map(|identity| identity.of(&parts));
+            let bytes = identity.len() + caller.as_ref().map_or(0, Caller::len);
+            if bytes > config.identify.max_key_bytes {
+                return Err(Unkeyable::TooLong);
+            }
+            let key = config
+                .key
+                .extract_with(&parts, &identity)
+                .map(|key| ShareKey {
+                    key,
+                    head: parts.method == http::Method::HEAD,
+                    host: identity.host().cloned(),
+                    caller,
+                });
+            Ok(key.map(|key| (key, target_of(mode, &identity))))
+        });
         let request = Request::from_parts(parts, body);
+        let (key, target) = match keyed {
+            Ok(Some(keyed)) => keyed,
+            Ok(None) => {
+                return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role)
+            }
+            Err(why) => {
+                tracing::debug!(?why, "request not coalesced");
+                mode.flights.recorder().record(Event::Unkeyed);
+                return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role);
+            }
+        };
+        // `private` responses may be shared only among one identified caller.
+        let private_ok = key.caller.as_ref().is_some_and(Caller::is_identified);
         share::ResponseFuture::start(
             &mut self.inner,
             request,
             key,
+            target,
             mode,
             private_ok,
             config.expose_role,
@@ -176,10 +200,31 @@ where
     }
 }
 
+/// Whether a request surely has no body: only such requests are coalesced,
+/// as the body is not part of the key.
+fn bodiless<B: Body>(body: &B) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0)
+}
+
+/// Where a leader's answer is stored, when the layer caches.
+#[cfg(feature = "cache")]
+fn target_of<K>(mode: &Share<K>, identity: &RequestIdentity<'_>) -> share::Target {
+    mode.cache
+        .as_ref()
+        .map(|_| crate::cache::Target::read(identity))
+}
+
+#[cfg(not(feature = "cache"))]
+fn target_of<K>(_: &Share<K>, _: &RequestIdentity<'_>) -> share::Target {}
+
 /// For a write the cache is told to watch: drop the answers cached for its
 /// host and path once it succeeds.
 #[cfg(feature = "cache")]
-fn invalidation<K, B>(mode: &Share<K>, request: &Request<B>) -> Option<share::AfterResponse>
+fn invalidation<K, B>(
+    mode: &Share<K>,
+    identify: &Identify,
+    request: &Request<B>,
+) -> Option<share::AfterResponse>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
@@ -188,10 +233,7 @@ where
         return None;
     }
     let cache = cache.clone();
-    let target = crate::cache::Target {
-        host: key::host_of(request.uri(), request.headers()),
-        path: request.uri().path().to_owned(),
-    };
+    let target = crate::cache::Target::written(identify, request);
     Some(Box::new(move |status: http::StatusCode| {
         if status.is_success() || status.is_redirection() {
             cache.invalidate_target(&target);
@@ -200,6 +242,6 @@ where
 }
 
 #[cfg(not(feature = "cache"))]
-fn invalidation<K, B>(_: &Share<K>, _: &Request<B>) -> Option<share::AfterResponse> {
+fn invalidation<K, B>(_: &Share<K>, _: &Identify, _: &Request<B>) -> Option<share::AfterResponse> {
     None
 }

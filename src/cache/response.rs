@@ -20,7 +20,12 @@ use super::{
     directives,
     freshness::{Freshness, Windows},
 };
-use crate::{body::ResponseBody, key::ShareKey, shared::BufferedResponse};
+use crate::{
+    body::ResponseBody,
+    identity::{Identify, RequestIdentity},
+    key::ShareKey,
+    shared::BufferedResponse,
+};
 
 impl Counters {
     pub(crate) fn count_stale(&self) {
@@ -40,11 +45,58 @@ pub(crate) struct CachedResponse {
     retry_at: Option<Instant>,
 }
 
-/// The host and path of a request.
+/// The normalized host and path of a request: what a write invalidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
-    pub(crate) host: Option<HeaderValue>,
-    pub(crate) path: String,
+    /// `Err` for a write that named two hosts: it invalidates the path on
+    /// every host, as it cannot be told which one it changed.
+    host: Result<Option<HeaderValue>, AnyHost>,
+    path: Box<str>,
+    /// The bytes of the request's identity (host, path, query): the key
+    /// built from them holds no more than that, give or take a constant.
+    key_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AnyHost;
+
+impl Target {
+    /// Where an answer to a request with this identity is stored.
+    pub(crate) fn read(identity: &RequestIdentity<'_>) -> Self {
+        Self {
+            host: Ok(identity.host().cloned()),
+            path: identity.path().into(),
+            key_bytes: identity.len(),
+        }
+    }
+
+    /// What a write to this request's target invalidates.
+    pub(crate) fn written<B>(identify: &Identify, request: &http::Request<B>) -> Self {
+        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+        match identify.read_head(method, uri, headers) {
+            Ok(identity) => Self::read(&identity),
+            Err(_) => Self {
+                host: Err(AnyHost),
+                path: RequestIdentity::path_of(uri).into(),
+                key_bytes: 0,
+            },
+        }
+    }
+
+    /// Whether a write to `self` invalidates an answer stored for `stored`.
+    fn covers(&self, stored: &Target) -> bool {
+        self.path == stored.path
+            && self
+                .host
+                .as_ref()
+                .map_or(true, |host| Ok(host) == stored.host.as_ref())
+    }
+
+    /// The bytes it keeps, and those of the key stored beside it.
+    fn len(&self) -> usize {
+        let host = self.host.as_ref().ok().and_then(Option::as_ref);
+        self.path.len() + host.map_or(0, HeaderValue::len) + self.key_bytes
+    }
 }
 
 impl CachedResponse {
@@ -72,9 +124,9 @@ impl CachedResponse {
         response
     }
 
-    fn weight(&self) -> u32 {
-        let bytes = self.response.heap_bytes() + self.target.path.len() + 256;
-        u32::try_from(bytes).unwrap_or(u32::MAX)
+    /// The bytes it keeps: the answer, and its target and key.
+    fn weight(&self) -> usize {
+        self.response.heap_bytes() + self.target.len()
     }
 }
 
@@ -171,16 +223,18 @@ impl<K> Expiry<ShareKey<K>, Stored> for Lifetime {
     }
 }
 
-/// The bytes an entry costs: its answer, and the parts of its key a client
-/// controls (identity headers can be kilobytes).
+/// What an entry costs besides the bytes it holds: moka's node and
+/// indexes, the `Arc`s and structs around the answer, the key's own fields.
+/// Measured by the memory test (`tests/memory.rs`), with a margin.
+const ENTRY_OVERHEAD: usize = 1024;
+
+/// The bytes an entry costs: everything it keeps (the answer's body,
+/// headers, trailers and `Vary` copies; its target; its key, with the
+/// caller's identity), so that `max_bytes` bounds the heap the cache holds.
 fn weigh<K>(key: &ShareKey<K>, stored: &Stored) -> u32 {
-    let key_bytes = key.host.as_ref().map_or(0, |host| host.len())
-        + key.identity.as_ref().map_or(0, |identity| identity.len());
     let Stored::Answer(answer) = stored;
-    let stored_bytes = answer.weight();
-    u32::try_from(key_bytes + 64)
-        .unwrap_or(u32::MAX)
-        .saturating_add(stored_bytes)
+    let bytes = key.len() + answer.weight() + ENTRY_OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 impl<K> ResponseCache<K>
@@ -306,7 +360,7 @@ where
     /// methods).
     pub(crate) fn invalidate_target(&self, target: &Target) {
         let target = target.clone();
-        self.invalidate_stored(move |_, Stored::Answer(answer)| answer.target == target);
+        self.invalidate_stored(move |_, Stored::Answer(answer)| target.covers(&answer.target));
     }
 
     /// Drops every answer stored under this key (for every caller, host and

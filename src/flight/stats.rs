@@ -32,6 +32,10 @@ pub struct FlightStats {
     /// Callers turned away because a bound (waiters per key, concurrent
     /// flights) was reached.
     pub overloaded: u64,
+    /// Requests the layer could not key: they named two different hosts, or
+    /// their identity was longer than the layer keeps. Share mode lets them
+    /// through uncoalesced; reject mode answers `400` or `414`.
+    pub unkeyed: u64,
     /// Shared flights running now.
     pub in_flight: usize,
     /// Lease guards alive now, current or stale (a hung guard whose lease
@@ -49,6 +53,7 @@ pub(crate) struct Stats {
     panicked: AtomicU64,
     fell_back: AtomicU64,
     overloaded: AtomicU64,
+    unkeyed: AtomicU64,
     leases_held: AtomicUsize,
 }
 
@@ -62,6 +67,7 @@ pub(crate) enum Event {
     Panicked,
     FellBack,
     Overloaded,
+    Unkeyed,
 }
 
 impl Stats {
@@ -74,6 +80,7 @@ impl Stats {
             Event::Panicked => &self.panicked,
             Event::FellBack => &self.fell_back,
             Event::Overloaded => &self.overloaded,
+            Event::Unkeyed => &self.unkeyed,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -95,6 +102,7 @@ impl Stats {
             panicked: self.panicked.load(Relaxed),
             fell_back: self.fell_back.load(Relaxed),
             overloaded: self.overloaded.load(Relaxed),
+            unkeyed: self.unkeyed.load(Relaxed),
             in_flight,
             leases_held: self.leases_held.load(Relaxed),
         }

@@ -81,6 +81,13 @@ pin_project! {
     }
 }
 
+/// Where a leader's answer would be stored: the request's target, when the
+/// layer caches.
+#[cfg(feature = "cache")]
+pub(crate) type Target = Option<crate::cache::Target>;
+#[cfg(not(feature = "cache"))]
+pub(crate) type Target = ();
+
 /// Run with the status of a passed-through request's response: drops cached
 /// answers after a successful write.
 pub(crate) type AfterResponse = Box<dyn FnOnce(http::StatusCode) + Send>;
@@ -128,6 +135,7 @@ where
         service: &mut S,
         request: Request<ReqB>,
         key: ShareKey<K>,
+        target: Target,
         mode: &Share<K>,
         private_ok: bool,
         expose_role: bool,
@@ -135,7 +143,7 @@ where
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
-        let consulted = match consult_cache(mode, &key, &request) {
+        let consulted = match consult_cache(mode, &key, target, &request) {
             Consulted::Answer(response, role) => {
                 release(service);
                 return Self::respond(response, role, expose_role);
@@ -576,15 +584,16 @@ enum Consulted<B: Body, K> {
 fn consult_cache<B, K, ReqB>(
     mode: &Share<K>,
     key: &ShareKey<K>,
+    target: Target,
     request: &Request<ReqB>,
 ) -> Consulted<B, K>
 where
     B: Body,
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
-    use crate::cache::{Freshness, Lookup, Target};
+    use crate::cache::{Freshness, Lookup};
 
-    let Some(cache) = &mode.cache else {
+    let (Some(cache), Some(target)) = (&mode.cache, target) else {
         return Consulted::Ask(AskOrigin::nothing());
     };
     let now = tokio::time::Instant::now();
@@ -596,10 +605,7 @@ where
         Some(Box::new(Store {
             cache: cache.clone(),
             key: key.clone(),
-            target: Target {
-                host: key.host.clone(),
-                path: request.uri().path().to_owned(),
-            },
+            target: target.clone(),
             epoch,
         }))
     };
@@ -641,6 +647,7 @@ where
 fn consult_cache<B: Body, K, ReqB>(
     _: &Share<K>,
     _: &ShareKey<K>,
+    _: Target,
     _: &Request<ReqB>,
 ) -> Consulted<B, K> {
     Consulted::Ask(AskOrigin::nothing())

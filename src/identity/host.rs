@@ -1,0 +1,311 @@
+//! The host a request is for, read from every place that can name it.
+
+use http::{header, HeaderMap, HeaderValue, Uri};
+
+/// Where the application reads the host it picks its tenant (or virtual
+/// host) by. The host in keys must be that one, or a request could be
+/// answered for one host and shared under another.
+///
+/// Whatever the source, every other place that names a host must agree with
+/// it: a request that names two hosts is never coalesced, cached or keyed
+/// (share mode lets it through; reject mode answers `400`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostSource {
+    /// The request's own host: its URI authority (HTTP/2's `:authority`, an
+    /// absolute-form target) and its `Host` header, which must agree, as
+    /// must `X-Forwarded-Host` and `Forwarded: host=` when a client sends
+    /// them (axum-extra's `Host` extractor, for one, prefers those).
+    /// For an application that clients reach directly. The default.
+    #[default]
+    Request,
+    /// `X-Forwarded-Host`, for an application behind a proxy that sets it
+    /// and rewrites `Host`. `Forwarded: host=`, if present, must agree.
+    /// Without either, the request's own host, as with [`Request`](Self::Request).
+    XForwardedHost,
+    /// `Forwarded: host=` (RFC 7239), for an application behind a proxy
+    /// that sets it. `X-Forwarded-Host`, if present, must agree. Without
+    /// either, the request's own host, as with [`Request`](Self::Request).
+    Forwarded,
+}
+
+/// The request names more than one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ambiguous;
+
+/// The normalized host of a request: `Ok(None)` when it names none.
+pub(crate) fn host_of(
+    uri: &Uri,
+    headers: &HeaderMap,
+    source: HostSource,
+) -> Result<Option<HeaderValue>, Ambiguous> {
+    let mut found = Found::default();
+    let forwarded = source != HostSource::Request;
+    for (name, value) in headers {
+        if *name == header::HOST {
+            if !forwarded {
+                found.agree(value.as_bytes(), None)?;
+            }
+        } else if *name == X_FORWARDED_HOST {
+            for element in elements(value.as_bytes()) {
+                found.agree_forwarded(element)?;
+            }
+        } else if *name == header::FORWARDED {
+            for element in forwarded_hosts(value.as_bytes()) {
+                found.agree_forwarded(element)?;
+            }
+        }
+    }
+    if forwarded && found.forwarded {
+        return Ok(found.host);
+    }
+    if let Some(authority) = uri.authority() {
+        let scheme = uri.scheme_str();
+        found.agree(authority.as_str().as_bytes(), scheme)?;
+    }
+    if forwarded {
+        // No forwarded host: the request's own `Host` must agree with the
+        // authority too.
+        for value in headers.get_all(header::HOST) {
+            found.agree(value.as_bytes(), None)?;
+        }
+    }
+    Ok(found.host)
+}
+
+const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
+
+/// The host found so far.
+#[derive(Default)]
+struct Found {
+    host: Option<HeaderValue>,
+    forwarded: bool,
+}
+
+impl Found {
+    fn agree(&mut self, raw: &[u8], scheme: Option<&str>) -> Result<(), Ambiguous> {
+        let host = normalize(raw, scheme).ok_or(Ambiguous)?;
+        match &self.host {
+            Some(known) if *known != host => Err(Ambiguous),
+            Some(_) => Ok(()),
+            None => {
+                self.host = Some(host);
+                Ok(())
+            }
+        }
+    }
+
+    fn agree_forwarded(&mut self, raw: &[u8]) -> Result<(), Ambiguous> {
+        self.forwarded = true;
+        self.agree(raw, None)
+    }
+}
+
+/// `raw` lower-cased, without a trailing dot or a default port (80 for
+/// `http`, 443 for `https`, either when the scheme is not known), without
+/// userinfo; `None` when it is no host at all.
+pub(crate) fn normalize(raw: &[u8], scheme: Option<&str>) -> Option<HeaderValue> {
+    let raw = raw.trim_ascii();
+    // An authority may carry userinfo; a host never does.
+    let raw = match raw.iter().rposition(|byte| *byte == b'@') {
+        Some(at) => &raw[at + 1..],
+        None => raw,
+    };
+    let (name, port) = split_port(raw)?;
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty() || !name.iter().all(|byte| is_host_byte(*byte)) {
+        return None;
+    }
+    let default = matches!(
+        (port, scheme),
+        (None | Some(b""), _)
+            | (Some(b"80"), Some("http") | None)
+            | (Some(b"443"), Some("https") | None)
+    );
+    let port = port.filter(|_| !default);
+    let normal = name.iter().all(|byte| !byte.is_ascii_uppercase())
+        && name.len() + port.map_or(0, |port| port.len() + 1) == raw.len();
+    if normal {
+        return HeaderValue::from_bytes(raw).ok();
+    }
+    let mut out = name.to_ascii_lowercase();
+    if let Some(port) = port {
+        out.push(b':');
+        out.extend_from_slice(port);
+    }
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// The name and the port (digits, possibly empty) of `host[:port]`, with
+/// IPv6 literals in brackets.
+fn split_port(raw: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let name_end = if raw.first() == Some(&b'[') {
+        raw.iter().position(|byte| *byte == b']')? + 1
+    } else {
+        raw.iter()
+            .position(|byte| *byte == b':')
+            .unwrap_or(raw.len())
+    };
+    let (name, rest) = raw.split_at(name_end);
+    match rest {
+        [] => Some((name, None)),
+        [b':', port @ ..] if port.iter().all(u8::is_ascii_digit) => Some((name, Some(port))),
+        _ => None,
+    }
+}
+
+/// Registered names, IPv4 and bracketed IPv6 literals (RFC 3986 §3.2.2).
+fn is_host_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'%'
+                | b'['
+                | b']'
+                | b':'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
+}
+
+/// The comma-separated elements of a header value, trimmed.
+fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|byte| *byte == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|element| !element.is_empty())
+}
+
+/// The `host=` parameters of a `Forwarded` value (RFC 7239), unquoted.
+fn forwarded_hosts(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    elements(value)
+        .flat_map(|element| element.split(|byte| *byte == b';'))
+        .filter_map(|pair| {
+            let at = pair.iter().position(|byte| *byte == b'=')?;
+            let (name, value) = (pair[..at].trim_ascii(), pair[at + 1..].trim_ascii());
+            name.eq_ignore_ascii_case(b"host").then_some(value)
+        })
+        .map(|value| {
+            value
+                .strip_prefix(b"\"")
+                .and_then(|value| value.strip_suffix(b"\""))
+                .unwrap_or(value)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn host(raw: &str) -> Option<String> {
+        normalize(raw.as_bytes(), None).map(|host| host.to_str().unwrap().to_owned())
+    }
+
+    fn of(
+        request: http::request::Builder,
+        source: HostSource,
+    ) -> Result<Option<String>, Ambiguous> {
+        let parts = request.body(()).unwrap().into_parts().0;
+        host_of(&parts.uri, &parts.headers, source)
+            .map(|host| host.map(|host| host.to_str().unwrap().to_owned()))
+    }
+
+    #[test]
+    fn spellings_of_one_host_are_one_host() {
+        for spelling in [
+            "svc.example",
+            "SVC.example",
+            "svc.example.",
+            "svc.example:80",
+            "svc.example:443",
+            "Svc.Example.:",
+            "user@svc.example",
+        ] {
+            assert_eq!(host(spelling).as_deref(), Some("svc.example"), "{spelling}");
+        }
+        assert_eq!(
+            host("svc.example:8080").as_deref(),
+            Some("svc.example:8080")
+        );
+        assert_eq!(host("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(
+            normalize(b"svc.example:443", Some("http")).unwrap(),
+            "svc.example:443"
+        );
+    }
+
+    #[test]
+    fn what_is_no_host_is_refused() {
+        for raw in [
+            "",
+            ":80",
+            "a b",
+            "svc.example:8x",
+            "[::1",
+            "svc/example",
+            "é.example",
+        ] {
+            assert_eq!(host(raw), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn authority_and_host_must_agree() {
+        let both = |uri: &str, host: &str| {
+            of(
+                Request::builder().uri(uri).header("host", host),
+                HostSource::Request,
+            )
+        };
+        assert_eq!(
+            both("http://a.example/x", "A.example:80"),
+            Ok(Some("a.example".into()))
+        );
+        assert_eq!(both("http://a.example/x", "b.example"), Err(Ambiguous));
+        let two_hosts = Request::builder()
+            .uri("/x")
+            .header("host", "a.example")
+            .header("host", "b.example");
+        assert_eq!(of(two_hosts, HostSource::Request), Err(Ambiguous));
+    }
+
+    #[test]
+    fn a_forwarded_host_must_agree_unless_it_is_the_source() {
+        let request = || {
+            Request::builder()
+                .uri("/x")
+                .header("host", "internal:8080")
+                .header("x-forwarded-host", "a.example")
+        };
+        assert_eq!(of(request(), HostSource::Request), Err(Ambiguous));
+        assert_eq!(
+            of(request(), HostSource::XForwardedHost),
+            Ok(Some("a.example".into()))
+        );
+        let both = request().header("forwarded", "for=1.2.3.4;host=\"b.example\"");
+        assert_eq!(of(both, HostSource::Forwarded), Err(Ambiguous));
+        let agreeing = request().header("forwarded", "for=1.2.3.4;Host=A.example");
+        assert_eq!(
+            of(agreeing, HostSource::Forwarded),
+            Ok(Some("a.example".into()))
+        );
+        let direct = Request::builder().uri("/x").header("host", "a.example");
+        assert_eq!(
+            of(direct, HostSource::XForwardedHost),
+            Ok(Some("a.example".into()))
+        );
+    }
+}

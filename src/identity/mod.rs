@@ -1,0 +1,151 @@
+//! What makes two requests "the same": the one place that reads a request's
+//! host, path, query and caller.
+//!
+//! Every key the crate builds (share keys, the default reject key, cache
+//! keys, invalidation targets) and every byte a cached entry is weighed by
+//! comes from [`RequestIdentity`], read once per request. Nothing else in
+//! the crate compares raw request bytes to decide sharing.
+//!
+//! - **Host**: lower-cased, without a trailing dot or a default port. A
+//!   request that names two hosts (URI authority and `Host`, or a forwarded
+//!   host that disagrees) is never keyed. Where the host is read from is a
+//!   [`HostSource`].
+//! - **Path and query**: percent-escapes of unreserved characters decoded,
+//!   hex digits of the others upper-cased (RFC 3986 §6.2.2), so that
+//!   `/flows/%31` is `/flows/1`.
+//! - **Caller** (share mode): the headers, cookies and extension a
+//!   [`CallerIdentity`] names.
+
+mod caller;
+mod host;
+mod path;
+
+use std::borrow::Cow;
+
+use http::{request::Parts, HeaderMap, HeaderValue, Method, Uri};
+
+pub use caller::CallerIdentity;
+pub use host::HostSource;
+
+pub(crate) use caller::Caller;
+use host::Ambiguous;
+
+/// A request as the crate tells requests apart: its method, normalized host,
+/// path and query. Built once per request by the layer and handed to the
+/// [`KeyExtractor`](crate::key::KeyExtractor).
+#[derive(Debug, Clone)]
+pub struct RequestIdentity<'a> {
+    method: &'a Method,
+    host: Option<HeaderValue>,
+    path: Cow<'a, str>,
+    query: Option<Cow<'a, str>>,
+}
+
+impl<'a> RequestIdentity<'a> {
+    /// Reads the request's identity with the default [`HostSource`]; `None`
+    /// when the request names two hosts.
+    pub fn of(parts: &'a Parts) -> Option<Self> {
+        Self::read(parts, HostSource::default()).ok()
+    }
+
+    pub(crate) fn read(parts: &'a Parts, source: HostSource) -> Result<Self, Unkeyable> {
+        Self::read_head(&parts.method, &parts.uri, &parts.headers, source)
+    }
+
+    /// The identity of a request head, given by its pieces.
+    pub(crate) fn read_head(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        source: HostSource,
+    ) -> Result<Self, Unkeyable> {
+        let host =
+            host::host_of(uri, headers, source).map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
+        Ok(Self {
+            method,
+            host,
+            path: path::normalize(uri.path()),
+            query: uri.query().map(path::normalize),
+        })
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        self.method
+    }
+
+    /// The host, normalized: lower case, no trailing dot, no default port.
+    /// `None` when the request names none (an HTTP/1.0 request, say).
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
+    }
+
+    /// The path, percent-normalized.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The query, percent-normalized, if the request has one.
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// The normalized path of `uri`.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn path_of(uri: &Uri) -> Cow<'_, str> {
+        path::normalize(uri.path())
+    }
+
+    /// How many bytes of the request tell it apart: host, path and query.
+    pub(crate) fn len(&self) -> usize {
+        self.host.as_ref().map_or(0, HeaderValue::len)
+            + self.path.len()
+            + self.query.as_ref().map_or(0, |query| query.len())
+    }
+}
+
+/// Why a request gets no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unkeyable {
+    /// It names two different hosts.
+    AmbiguousHost,
+    /// Its identity is longer than the layer keeps.
+    TooLong,
+}
+
+/// The identity settings of one layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Identify {
+    pub(crate) host: HostSource,
+    pub(crate) max_key_bytes: usize,
+}
+
+impl Default for Identify {
+    fn default() -> Self {
+        Self {
+            host: HostSource::default(),
+            max_key_bytes: 8 * 1024,
+        }
+    }
+}
+
+impl Identify {
+    /// The identity of a request, if it may be keyed at all.
+    pub(crate) fn read<'a>(&self, parts: &'a Parts) -> Result<RequestIdentity<'a>, Unkeyable> {
+        self.read_head(&parts.method, &parts.uri, &parts.headers)
+    }
+
+    /// [`read`](Self::read), given the head by its pieces.
+    pub(crate) fn read_head<'a>(
+        &self,
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+    ) -> Result<RequestIdentity<'a>, Unkeyable> {
+        let identity = RequestIdentity::read_head(method, uri, headers, self.host)?;
+        if identity.len() > self.max_key_bytes {
+            return Err(Unkeyable::TooLong);
+        }
+        Ok(identity)
+    }
+}
