@@ -100,13 +100,17 @@ impl<B: Body> Future for Collect<B> {
 impl<B: Body> Collect<B> {
     /// What was read, and the body to read the rest from.
     fn too_large(&mut self) -> Collected<B> {
+        let (prefix, rest) = self.give_back();
+        Collected::TooLarge { prefix, rest }
+    }
+
+    /// Stops reading: what was read, and the body to read the rest from.
+    /// Only before the body ended.
+    pub(crate) fn give_back(&mut self) -> (Bytes, Pin<Box<B>>) {
         let Some(rest) = self.body.take() else {
-            unreachable!("checked by the caller");
+            unreachable!("a body is given back once, before it ended");
         };
-        Collected::TooLarge {
-            prefix: mem::take(&mut self.chunks).concat(),
-            rest,
-        }
+        (mem::take(&mut self.chunks).concat(), rest)
     }
 }
 

@@ -320,6 +320,18 @@ where
         self
     }
 
+    /// How long a response body may take to arrive whole to be shared. A
+    /// body still coming after it (a stream, a slow report) goes to the
+    /// leader as it comes, with what was read put back in front, and the
+    /// followers run their own requests at once; the key then passes
+    /// straight through for [`hit_for_pass`](Self::hit_for_pass).
+    /// `text/event-stream` responses are never buffered at all. Default:
+    /// 1 second.
+    pub fn buffer_budget(mut self, budget: Duration) -> Self {
+        self.mode.buffer_budget = budget;
+        self
+    }
+
     /// How long any one request waits for the shared response before it is
     /// answered `504`. The flight goes on for the others. Default: no limit
     /// but the flight's lease.

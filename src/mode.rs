@@ -110,6 +110,7 @@ pub struct Share<K> {
     pub(crate) flights: Flights<ShareKey<K>, SharedOutcome>,
     pub(crate) options: CallOptions,
     pub(crate) max_body: usize,
+    pub(crate) buffer_budget: Duration,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) methods: Arc<[Method]>,
     /// `None` when responses are shared across identities.
@@ -130,6 +131,7 @@ where
             flights: Flights::new(),
             options: CallOptions::default(),
             max_body: 8 * 1024 * 1024,
+            buffer_budget: Duration::from_secs(1),
             max_wait: None,
             methods: Arc::new([Method::GET, Method::HEAD]),
             identity: Some(CallerIdentity::default()),
@@ -149,6 +151,7 @@ where
             flights: Flights::new(),
             options: self.options,
             max_body: self.max_body,
+            buffer_budget: self.buffer_budget,
             max_wait: self.max_wait,
             methods: self.methods,
             identity: self.identity,
@@ -169,6 +172,7 @@ impl<K> Clone for Share<K> {
             flights: self.flights.clone(),
             options: self.options.clone(),
             max_body: self.max_body,
+            buffer_budget: self.buffer_budget,
             max_wait: self.max_wait,
             methods: self.methods.clone(),
             identity: self.identity.clone(),
@@ -185,6 +189,7 @@ impl<K> fmt::Debug for Share<K> {
         f.debug_struct("Share")
             .field("options", &self.options)
             .field("max_body", &self.max_body)
+            .field("buffer_budget", &self.buffer_budget)
             .field("max_wait", &self.max_wait)
             .field("methods", &self.methods)
             .field("per_identity", &self.identity.is_some())

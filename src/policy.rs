@@ -18,6 +18,10 @@ pub(crate) enum Unshareable {
     /// leader's request only.
     Status,
     TooLarge,
+    /// `text/event-stream`: a stream, never buffered.
+    Stream,
+    /// The body did not arrive whole within the buffering budget.
+    Slow,
     BodyFailed,
     ServiceError,
     /// A `5xx` that could not be shared: a failure all the same.
@@ -45,6 +49,8 @@ impl fmt::Display for Unshareable {
             Self::VaryAll => "response varies on everything",
             Self::Status => "response status answers the leader alone",
             Self::TooLarge => "response body exceeds the buffer cap",
+            Self::Stream => "response is an event stream",
+            Self::Slow => "response body took longer than the buffering budget",
             Self::BodyFailed => "response body failed",
             Self::ServiceError => "inner service failed",
             Self::ServerError => "server error not shareable",
@@ -109,13 +115,17 @@ pub(crate) fn check(
                     break;
                 }
             }
+        } else if *name == header::CONTENT_TYPE {
+            found.stream |= is_event_stream(value);
         } else if *name == header::VARY {
             // `*`, or any name that cannot be checked against each follower.
             let unknowable = |name: &[u8]| name == b"*" || HeaderName::from_bytes(name).is_err();
             found.vary_all |= value_elements(value).any(unknowable);
         }
     }
-    if found.set_cookie {
+    if found.stream {
+        Err(Unshareable::Stream)
+    } else if found.set_cookie {
         Err(Unshareable::SetCookie)
     } else if let Some(reason) = found.cache_control {
         Err(reason)
@@ -133,6 +143,25 @@ struct Found {
     /// `no-store`, or `private` where it may not be shared.
     cache_control: Option<Unshareable>,
     vary_all: bool,
+    stream: bool,
+}
+
+/// Whether a `Content-Type` is `text/event-stream` (parameters aside).
+fn is_event_stream(value: &HeaderValue) -> bool {
+    let essence = value
+        .as_bytes()
+        .split(|byte| *byte == b';')
+        .next()
+        .unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"text/event-stream")
+}
+
+/// Checks a response's trailers, which may say what its headers could:
+/// `Set-Cookie`, `Cache-Control: no-store` or `private`.
+pub(crate) fn check_trailers(trailers: &HeaderMap, private_ok: bool) -> Result<(), Unshareable> {
+    check(StatusCode::OK, trailers, private_ok)
 }
 
 /// The leader's request headers, kept for the `Vary` of its response: a flat

@@ -7,12 +7,15 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
+    time::Duration,
 };
 
 use http::{response::Parts, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
+
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::{
     body::ResponseBody,
@@ -67,9 +70,29 @@ pub(crate) struct Lead<K> {
     pub(crate) peers: Option<Peers<SharedOutcome>>,
     /// Where to remember that this key's answers cannot be shared.
     pub(crate) passes: Arc<PassList>,
+    /// How long the body may take to arrive whole before it goes to the
+    /// leader as it comes instead.
+    pub(crate) budget: Duration,
 }
 
 impl<K> Lead<K> {
+    /// The leader's settings from its layer's.
+    pub(crate) fn new(
+        mode: &crate::mode::Share<K>,
+        private_ok: bool,
+        store: Option<Box<Store<K>>>,
+        peers: Peers<SharedOutcome>,
+    ) -> Self {
+        Self {
+            max_body: mode.max_body,
+            private_ok,
+            store,
+            peers: Some(peers),
+            passes: Arc::clone(&mode.passes),
+            budget: mode.buffer_budget,
+        }
+    }
+
     /// Remembers the flight's key as unshareable, for a while.
     fn pass(&self) {
         if let Some(peers) = &self.peers {
@@ -118,11 +141,13 @@ pin_project! {
             #[pin]
             answer: F,
         },
-        // Reading the body, to share it.
+        // Reading the body, to share it, within the buffering budget: the
+        // timer is armed only if the body is not complete at once.
         Read {
             parts: Option<Parts>,
             failed: bool,
             read: Collect<B>,
+            budget: Option<Pin<Box<Sleep>>>,
         },
         Done,
     }
@@ -156,6 +181,7 @@ where
                             parts: Some(parts),
                             failed,
                             read,
+                            budget: None,
                         });
                     }
                 },
@@ -163,14 +189,36 @@ where
                     parts,
                     failed,
                     read,
+                    budget,
                 } => {
-                    let collected = ready!(Pin::new(read).poll(cx));
+                    let collected = match Pin::new(&mut *read).poll(cx) {
+                        Poll::Ready(collected) => Ok(collected),
+                        Poll::Pending => {
+                            // A budget too long to represent is no budget.
+                            let Some(until) = Instant::now().checked_add(this.lead.budget) else {
+                                return Poll::Pending;
+                            };
+                            let budget = budget.get_or_insert_with(|| Box::pin(sleep_until(until)));
+                            ready!(budget.as_mut().poll(cx));
+                            // Out of time: a stream, or a slow body. The
+                            // leader gets it as it comes; nobody waits.
+                            Err(read.give_back())
+                        }
+                    };
                     let Some(parts) = parts.take() else {
                         unreachable!("a body is read once");
                     };
-                    let led = this
-                        .lead
-                        .read(parts, *failed, collected, this.leader_headers);
+                    let led = match collected {
+                        Ok(collected) => {
+                            this.lead
+                                .read(parts, *failed, collected, this.leader_headers)
+                        }
+                        Err((prefix, rest)) => {
+                            this.lead.pass();
+                            let body = ResponseBody::resumed(prefix, rest);
+                            Led::private(Unshareable::Slow, Ok(Response::from_parts(parts, body)))
+                        }
+                    };
                     this.step.set(Step::Done);
                     return Poll::Ready(led);
                 }
@@ -270,6 +318,16 @@ where
     {
         let (body, reason) = match collected {
             Collected::Complete { data, trailers } => {
+                // Trailers are checked as headers are: a cookie set there is
+                // the leader's alone.
+                let trailing = trailers
+                    .as_ref()
+                    .map(|trailers| policy::check_trailers(trailers, self.private_ok));
+                if let Some(Err(reason)) = trailing {
+                    self.pass();
+                    let body = ResponseBody::owned(data, trailers);
+                    return Led::private(reason, Ok(Response::from_parts(parts, body)));
+                }
                 let response =
                     Arc::new(BufferedResponse::new(parts, data, trailers, leader_headers));
                 if !failed {

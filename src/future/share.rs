@@ -199,13 +199,7 @@ where
                     let state = settle(panicked, FlightRole::Leader, &mut None, None, &mut stale);
                     return Self::with_state(state, expose_role);
                 };
-                let work = Lead {
-                    max_body: mode.max_body,
-                    private_ok,
-                    store: consulted.store,
-                    peers: Some(flight.peers()),
-                    passes: Arc::clone(&mode.passes),
-                };
+                let work = Lead::new(mode, private_ok, consulted.store, flight.peers());
                 let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
                 let work: Work<S, ReqB, ResB> = Box::pin(led);
                 let timer = Timer::new(flight.deadline(), mode.max_wait);
@@ -277,16 +271,9 @@ where
             drop(leader.run(async move { SharedOutcome::Response(fresh) }));
             return;
         }
-        let passes = Arc::clone(&mode.passes);
         drop(leader.run_with(|peers| {
-            let work = Lead {
-                max_body: mode.max_body,
-                private_ok,
-                store,
-                // Nobody waits on a refresh: never "alone" (it must store).
-                peers: Some(peers),
-                passes,
-            };
+            // Nobody waits on a refresh: never "alone" (it must store).
+            let work = Lead::new(mode, private_ok, store, peers);
             let leader_headers = LeaderHeaders::of(request.headers());
             // Called in the task: a panic there ends the refresh, not the
             // request that started it.
