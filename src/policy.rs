@@ -31,6 +31,12 @@ pub(crate) enum Unshareable {
 }
 
 impl Unshareable {
+    /// Whether the inner service failed to answer at all (an error, a body
+    /// that broke off), rather than answered something unshareable.
+    pub(crate) fn is_call_failure(self) -> bool {
+        matches!(self, Self::ServiceError | Self::BodyFailed)
+    }
+
     /// Whether the origin failed (rather than answered something private).
     pub(crate) fn is_failure(self) -> bool {
         matches!(

@@ -223,6 +223,16 @@ pub(crate) fn unkeyable(why: crate::identity::Unkeyable) -> Response<Bytes> {
     json_response(status, Bytes::from_static(body), JSON)
 }
 
+/// `502`: the call this request waited for failed, and so did the one more
+/// try it shared with the other waiters.
+pub(crate) fn bad_gateway() -> Response<Bytes> {
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        Bytes::from_static(br#"{"status":"error","message":"the shared request failed"}"#),
+        JSON,
+    )
+}
+
 /// `500`: the work failed. Never carries the panic's message.
 pub(crate) fn failed() -> Response<Bytes> {
     json_response(

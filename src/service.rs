@@ -188,15 +188,13 @@ where
         };
         // `private` responses may be shared only among one identified caller.
         let private_ok = key.caller.as_ref().is_some_and(Caller::is_identified);
-        share::ResponseFuture::start(
-            &mut self.inner,
-            request,
+        let entry = share::Entry {
             key,
             target,
-            mode,
             private_ok,
-            config.expose_role,
-        )
+            retry: false,
+        };
+        share::ResponseFuture::start(&mut self.inner, request, entry, mode, config.expose_role)
     }
 }
 

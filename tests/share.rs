@@ -939,3 +939,64 @@ async fn a_flight_past_its_lease_does_not_count_towards_max_flights() {
     assert_eq!(layer.stats().timed_out, 1, "the stuck flight timed out");
     drop(stuck);
 }
+
+/// A plain tower service that fails its first `failures` calls, each after
+/// `WORK`, and counts them.
+fn backend(
+    runs: &Runs,
+    failures: usize,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = http::Response<Body>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    let runs = runs.clone();
+    tower::service_fn(move |_: http::Request<Body>| {
+        let call = runs.bump();
+        async move {
+            sleep(WORK).await;
+            if call <= failures {
+                Err(std::io::Error::other(format!("call {call} failed")))
+            } else {
+                Ok(http::Response::new(Body::from(format!("call {call}"))))
+            }
+        }
+    })
+}
+
+/// Observation 9: the followers of a failed call do not each call the failing
+/// backend: they try once more, together.
+#[tokio::test(start_paused = true)]
+async fn followers_of_a_failed_call_make_one_more_call_between_them() {
+    for (failures, followers_get) in [(1, StatusCode::OK), (2, StatusCode::BAD_GATEWAY)] {
+        let runs = Runs::default();
+        let service = tower::Layer::layer(&SingleFlightLayer::share(), backend(&runs, failures));
+        let calls: Vec<_> = (0..6)
+            .map(|_| tokio::spawn(service.clone().oneshot(get("/report"))))
+            .collect();
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.expect("the call ran"));
+        }
+        assert_eq!(runs.get(), 2, "the leader's call and one more");
+        assert!(results[0].is_err(), "the leader gets its own error");
+        let statuses: Vec<_> = results[1..]
+            .iter()
+            .filter_map(|result| result.as_ref().ok().map(http::Response::status))
+            .collect();
+        let errors = results[1..].iter().filter(|result| result.is_err()).count();
+        match followers_get {
+            StatusCode::OK => {
+                assert_eq!(errors, 0);
+                assert_eq!(statuses, vec![StatusCode::OK; 5]);
+            }
+            _ => {
+                assert_eq!(errors, 1, "the follower that made the second call");
+                assert_eq!(statuses, vec![StatusCode::BAD_GATEWAY; 4]);
+            }
+        }
+    }
+}

@@ -122,7 +122,10 @@ async fn a_slow_body_streams_to_the_leader_after_the_budget_at_most() {
     let follower = tokio::spawn(first_bytes(app.clone(), "/slow"));
     let (leader, follower) = (leader.await.unwrap(), follower.await.unwrap());
     assert_eq!(leader.1, SETUP + budget, "the budget, not the whole body");
-    assert_eq!(leader.2, "data: 0\n\ndata: 1\n\n", "what was read, then the rest");
+    assert_eq!(
+        leader.2, "data: 0\n\ndata: 1\n\n",
+        "what was read, then the rest"
+    );
     assert_eq!(
         follower.1,
         SETUP + budget + SETUP + chunk,

@@ -112,7 +112,7 @@ pub enum Joined<T> {
 }
 
 /// Who a caller entering the table is, before the public wrapping.
-pub(super) enum Entered<T> {
+pub(super) enum Entered<K, T> {
     /// Leads: publishes the outcome through the completion; with a channel
     /// seat, also receives it on the receiver.
     Leader {
@@ -121,8 +121,9 @@ pub(super) enum Entered<T> {
         generation: u64,
         deadline: Instant,
     },
-    /// Follows, with a watch on the flight's lease.
-    Follower(Waiter<T>, LeaseWatch<T>),
+    /// Follows, with a watch on the flight's lease; the key is given back
+    /// (a follower may have to enter again with it).
+    Follower(Waiter<T>, LeaseWatch<T>, K),
 }
 
 /// A follower's watch on the lease of an inline flight, which nobody else
@@ -274,7 +275,7 @@ where
                 let waiter = receiver.map(|receiver| Waiter::new(receiver, membership));
                 Joined::Leader(Leader::new(completion, waiter, options.lease))
             }
-            Entered::Follower(waiter, _) => Joined::Follower(waiter),
+            Entered::Follower(waiter, ..) => Joined::Follower(waiter),
         })
     }
 
@@ -287,7 +288,7 @@ where
         hash: u64,
         options: &CallOptions,
         inline: bool,
-    ) -> Result<Entered<T>, Overloaded> {
+    ) -> Result<Entered<K, T>, Overloaded> {
         let now = Instant::now();
         let mut map = lock(&self.map);
         // Calls past their lease (their leader hangs, or is never polled) no
@@ -329,7 +330,7 @@ where
                     call: self.handle(hash, call.generation),
                     deadline: call.deadline,
                 };
-                Entered::Follower(Waiter::new(receiver, membership), watch)
+                Entered::Follower(Waiter::new(receiver, membership), watch, key)
             }
             hash_table::Entry::Vacant(entry) => {
                 if flights >= options.max_flights {

@@ -16,10 +16,11 @@ use super::{
 };
 
 /// Who a caller of [`Flights::enter_inline`](super::Flights::enter_inline) is.
-pub(crate) enum Inlined<T> {
+pub(crate) enum Inlined<K, T> {
     Leader(InlineLeader<T>),
     /// A follower must watch the lease: a leader that is not polled cannot.
-    Follower(Waiter<T>, LeaseWatch<T>),
+    /// Its key is given back, to enter again if the flight fails.
+    Follower(Waiter<T>, LeaseWatch<T>, K),
 }
 
 /// The leader of a flight it runs in its own future.

@@ -361,7 +361,7 @@ where
         key: K,
         hash: u64,
         options: &CallOptions,
-    ) -> Result<Inlined<T>, Overloaded> {
+    ) -> Result<Inlined<K, T>, Overloaded> {
         Ok(match self.calls.enter(key, hash, options, true)? {
             Entered::Leader {
                 completion,
@@ -372,7 +372,7 @@ where
                 deadline,
                 options.abort_when_unused,
             )),
-            Entered::Follower(waiter, watch) => Inlined::Follower(waiter, watch),
+            Entered::Follower(waiter, watch, key) => Inlined::Follower(waiter, watch, key),
         })
     }
 

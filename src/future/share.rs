@@ -57,11 +57,14 @@ pin_project! {
             waiter: Waiter<SharedOutcome>,
             timer: Timer,
             watch: LeaseWatch<SharedOutcome>,
-            own: Option<Box<Own<S, ReqB>>>,
+            own: Option<Box<Own<S, ReqB, ResB>>>,
             stale: Option<StaleCopy>,
         },
+        // A follower runs its own request (`rejoin`: enters the table again,
+        // with the other followers of a failed leader).
         Fallback {
-            own: Option<Box<Own<S, ReqB>>>,
+            own: Option<Box<Own<S, ReqB, ResB>>>,
+            rejoin: bool,
         },
         Inner {
             #[pin]
@@ -92,11 +95,28 @@ pub(crate) type Target = ();
 /// answers after a successful write.
 pub(crate) type AfterResponse = Box<dyn FnOnce(http::StatusCode) + Send>;
 
+/// What a request coalesces on: its key, where its answer is stored, and
+/// whether it may share a `private` one.
+pub(crate) struct Entry<K> {
+    pub(crate) key: ShareKey<K>,
+    pub(crate) target: Target,
+    pub(crate) private_ok: bool,
+    /// Entering again after the flight it followed failed: it will not
+    /// enter a third time.
+    pub(crate) retry: bool,
+}
+
 /// A follower's own request, and the service to run it on.
-struct Own<S, ReqB> {
+struct Own<S: Service<Request<ReqB>>, ReqB, ResB: Body> {
     service: S,
     request: Request<ReqB>,
+    /// Enters the flight table again, after a failed leader; `None` for a
+    /// follower that already did.
+    rejoin: Option<Rejoin<S, ReqB, ResB>>,
 }
+
+/// Enters the flight table again with a ready service and the request.
+type Rejoin<S, ReqB, ResB> = Box<dyn FnOnce(&mut S, Request<ReqB>) -> State<S, ReqB, ResB> + Send>;
 
 impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
 where
@@ -134,15 +154,19 @@ where
     pub(crate) fn start<K>(
         service: &mut S,
         request: Request<ReqB>,
-        key: ShareKey<K>,
-        target: Target,
+        entry: Entry<K>,
         mode: &Share<K>,
-        private_ok: bool,
         expose_role: bool,
     ) -> Self
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
+        let Entry {
+            key,
+            target,
+            private_ok,
+            retry,
+        } = entry;
         let consulted = match consult_cache(mode, &key, target, &request) {
             Consulted::Answer(response, role) => {
                 release(service);
@@ -162,8 +186,22 @@ where
             return Self::bypass(service.call(request), expose_role);
         }
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
-            Ok(Inlined::Follower(waiter, watch)) => {
+            Ok(Inlined::Follower(waiter, watch, key)) => {
                 release(service);
+                // If the leader's call fails, the followers enter once more,
+                // together: one more call between them, not one each.
+                let rejoin = (!retry).then(|| {
+                    let mode = mode.clone();
+                    Box::new(move |service: &mut S, request| {
+                        let entry = Entry {
+                            key,
+                            target: Target::default(),
+                            private_ok,
+                            retry: true,
+                        };
+                        Self::start(service, request, entry, &mode, expose_role).state
+                    }) as Rejoin<S, ReqB, ResB>
+                });
                 State::Following {
                     waiter,
                     timer: Timer::new(watch.deadline(), mode.max_wait),
@@ -173,6 +211,7 @@ where
                     own: Some(Box::new(Own {
                         service: service.clone(),
                         request,
+                        rejoin,
                     })),
                     stale: consulted.stale,
                 }
@@ -360,7 +399,7 @@ where
                         }
                     }
                 },
-                StateProj::Fallback { own } => {
+                StateProj::Fallback { own, rejoin } => {
                     let Some(follower) = own.as_mut() else {
                         unreachable!("a fallback runs once");
                     };
@@ -374,12 +413,16 @@ where
                     let Own {
                         mut service,
                         request,
+                        rejoin: enter,
                     } = *follower;
                     record(this.stats, Event::FellBack);
-                    State::Inner {
-                        future: service.call(request),
-                        role: FlightRole::Fallback,
-                        after: None,
+                    match enter.filter(|_| *rejoin) {
+                        Some(enter) => enter(&mut service, request),
+                        None => State::Inner {
+                            future: service.call(request),
+                            role: FlightRole::Fallback,
+                            after: None,
+                        },
                     }
                 }
                 StateProj::Inner {
@@ -450,7 +493,7 @@ where
 fn settle<S, ReqB, ResB>(
     outcome: Result<&SharedOutcome, FlightError>,
     role: FlightRole,
-    own: &mut Option<Box<Own<S, ReqB>>>,
+    own: &mut Option<Box<Own<S, ReqB, ResB>>>,
     private: Option<Private<S, ReqB, ResB>>,
     stale: &mut Option<StaleCopy>,
 ) -> State<S, ReqB, ResB>
@@ -499,6 +542,18 @@ where
                 )
             }
         }
+        // The leader's call failed: the followers try once more, together;
+        // those who already did are told it failed.
+        (SharedOutcome::Unshareable(reason), Some(follower)) if reason.is_call_failure() => {
+            if follower.rejoin.is_none() {
+                return respond(rejection::bad_gateway(), role);
+            }
+            tracing::debug!(%reason, "the followers of a failed call enter again");
+            State::Fallback {
+                own: own.take(),
+                rejoin: true,
+            }
+        }
         (SharedOutcome::Unshareable(reason), Some(_)) => {
             tracing::debug!(%reason, "response not shared");
             fall_back(own, "the response could not be shared")
@@ -516,7 +571,7 @@ where
 }
 
 fn fall_back<S, ReqB, ResB>(
-    own: &mut Option<Box<Own<S, ReqB>>>,
+    own: &mut Option<Box<Own<S, ReqB, ResB>>>,
     why: &'static str,
 ) -> State<S, ReqB, ResB>
 where
@@ -524,7 +579,10 @@ where
     ResB: Body,
 {
     tracing::debug!(why, "follower runs its own request");
-    State::Fallback { own: own.take() }
+    State::Fallback {
+        own: own.take(),
+        rejoin: false,
+    }
 }
 
 fn respond<S, ReqB, ResB>(
