@@ -195,7 +195,8 @@ impl LeaderHeaders {
 
 /// The leader's values of the request headers a response varies on. A
 /// follower may take the response only if its own values are the same.
-#[derive(Debug, Default)]
+/// The values are copies: they outlive the leader's request.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Vary {
     headers: Vec<(HeaderName, Vec<HeaderValue>)>,
 }
@@ -205,11 +206,29 @@ impl Vary {
         let headers = elements(response, &header::VARY)
             .filter_map(|name| HeaderName::from_bytes(name).ok())
             .map(|name| {
-                let values = leader_request.get_all(&name).cloned().collect();
+                let values = leader_request
+                    .get_all(&name)
+                    .map(|value| {
+                        HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+                    })
+                    .collect();
                 (name, values)
             })
             .collect();
         Self { headers }
+    }
+
+    /// The bytes it keeps.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.headers
+            .iter()
+            .map(|(name, values)| {
+                name.as_str().len()
+                    + values.iter().map(|value| value.len() + 48).sum::<usize>()
+                    + 48
+            })
+            .sum()
     }
 
     pub(crate) fn matches(&self, request: &HeaderMap) -> bool {

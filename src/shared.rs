@@ -49,15 +49,32 @@ impl BufferedResponse {
         &self.parts
     }
 
-    /// Roughly what it keeps on the heap: body, headers, trailers.
+    /// What it keeps on the heap, or a little more: body, headers,
+    /// trailers, and the request header values its `Vary` names.
     #[cfg_attr(not(feature = "cache"), allow(dead_code))]
     pub(crate) fn heap_bytes(&self) -> usize {
-        let headers = |map: &HeaderMap| -> usize {
-            map.iter()
-                .map(|(name, value)| name.as_str().len() + value.len() + 32)
-                .sum()
-        };
-        self.data.len() + headers(&self.parts.headers) + self.trailers.as_ref().map_or(0, headers)
+        self.data.len()
+            + header_bytes(&self.parts.headers)
+            + self.trailers.as_ref().map_or(0, header_bytes)
+            + self.vary.heap_bytes()
+    }
+
+    /// A copy that shares no buffer with anything else: a cached answer must
+    /// not keep alive the (larger) buffers its body and headers were read
+    /// from, which its weight does not count.
+    #[cfg(feature = "cache")]
+    pub(crate) fn detached(&self) -> Self {
+        let mut parts = Response::new(()).into_parts().0;
+        parts.status = self.parts.status;
+        parts.version = self.parts.version;
+        parts.headers = detached(&self.parts.headers);
+        parts.extensions = self.parts.extensions.clone();
+        Self {
+            parts,
+            data: Bytes::copy_from_slice(&self.data),
+            trailers: self.trailers.as_ref().map(detached),
+            vary: self.vary.clone(),
+        }
     }
 
     /// Whether a follower that sent these request headers may have a copy.
@@ -71,4 +88,23 @@ impl BufferedResponse {
         let body = ResponseBody::owned(self.data.clone(), self.trailers.clone());
         Response::from_parts(self.parts.clone(), body)
     }
+}
+
+/// The bytes a header map keeps: names, values, and its index per entry.
+fn header_bytes(map: &HeaderMap) -> usize {
+    map.iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 64)
+        .sum()
+}
+
+/// A copy of `map` whose values own their bytes.
+#[cfg(feature = "cache")]
+fn detached(map: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(map.len());
+    for (name, value) in map {
+        let owned =
+            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.append(name.clone(), owned);
+    }
+    copy
 }

@@ -635,3 +635,29 @@ async fn a_cache_hit_whose_caller_keeps_its_service_holds_no_permit() {
     );
     assert!(gets_ready(&service).await, "a cache hit's permit was kept");
 }
+
+/// Observation 2: keys are weighed, so unique long queries cannot fill the
+/// heap past `max_bytes`; queries past the key cap are never kept at all.
+#[tokio::test(start_paused = true)]
+async fn unique_long_queries_are_weighed() {
+    const MAX_BYTES: u64 = 1024 * 1024;
+    let layer = SingleFlightLayer::share().cache(CacheConfig::new().max_bytes(MAX_BYTES));
+    let app = Router::new()
+        .route("/echo", routing::get(|| async { "small" }))
+        .layer(layer.clone());
+    let cache = layer.response_cache().expect("a cache").clone();
+    for n in 0..400 {
+        send(&app, get(&format!("/echo?pad={n:08}{}", "q".repeat(6000)))).await;
+    }
+    cache.run_pending_tasks();
+    assert!(cache.weighted_size() <= MAX_BYTES);
+    assert!(
+        cache.entry_count() * 6000 <= MAX_BYTES,
+        "{} entries of 6 KB each",
+        cache.entry_count()
+    );
+    for n in 0..10 {
+        send(&app, get(&format!("/echo?pad={n:08}{}", "q".repeat(60_000)))).await;
+    }
+    assert_eq!(layer.stats().unkeyed, 10);
+}

@@ -323,7 +323,7 @@ where
             return;
         };
         let answer = CachedResponse {
-            response: Arc::clone(response),
+            response: Arc::new(response.detached()),
             windows,
             stored_at: Instant::now(),
             target,
