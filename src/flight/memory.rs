@@ -14,11 +14,11 @@ use hashbrown::{hash_table, HashTable};
 use tokio::time::Instant;
 
 use super::{
-    deadline,
     lease::{Holder, LeaseId, LeaseStore, StoreFuture},
     lock,
     progress::Progress,
 };
+use crate::time;
 
 /// Leases kept in this process, in a mutex-guarded table.
 ///
@@ -127,11 +127,11 @@ where
         let mut entries = lock(&self.entries);
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         if token % SWEEP_EVERY == 0 {
-            entries.retain(|entry| entry.holder.expires_at() + TOMBSTONE > now);
+            entries.retain(|entry| time::after(entry.holder.expires_at(), TOMBSTONE) > now);
         }
         let taken = |generation| {
             let lease = LeaseId::new(generation, token);
-            (lease, Holder::new(lease, now, deadline(now, ttl)))
+            (lease, Holder::new(lease, now, time::after(now, ttl)))
         };
         let lease = match entries.entry(hash, |entry| entry.key == *key, |entry| entry.hash) {
             hash_table::Entry::Occupied(mut occupied) => {
@@ -162,7 +162,7 @@ where
     fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool> {
         let now = Instant::now();
         let renewed = self.update_current(key, lease, now, |holder| {
-            holder.expiring_at(deadline(now, ttl))
+            holder.expiring_at(time::after(now, ttl))
         });
         StoreFuture::ready(renewed)
     }
