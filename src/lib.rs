@@ -91,6 +91,7 @@ mod rejection;
 mod role;
 mod service;
 mod shared;
+mod time;
 
 pub use body::ResponseBody;
 #[cfg(feature = "cache")]

@@ -13,6 +13,8 @@ use std::{
 
 use tokio::time::Instant;
 
+use crate::time;
+
 /// Keys remembered at most. Past it, expired marks go first, then any.
 const CAPACITY: usize = 4096;
 
@@ -29,6 +31,7 @@ pub(crate) struct PassList {
 }
 
 impl PassList {
+    /// Marks last `window`; `Duration::MAX` means for ever, zero never.
     pub(crate) fn new(window: Duration) -> Self {
         Self {
             until: Mutex::new(HashMap::new()),
@@ -73,7 +76,7 @@ impl PassList {
                 }
             }
         }
-        until.insert(hash, now + self.window);
+        until.insert(hash, time::after(now, self.window));
         self.marks.store(until.len(), Relaxed);
     }
 

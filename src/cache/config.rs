@@ -63,7 +63,8 @@ impl CacheConfig {
     }
 
     /// How long an answer is fresh. A response's `Cache-Control: s-maxage`
-    /// or `max-age` can only shorten it. Default: 60 seconds.
+    /// or `max-age` can only shorten it. `Duration::MAX` means never stale.
+    /// Default: 60 seconds.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -71,7 +72,8 @@ impl CacheConfig {
 
     /// After the TTL, how long the stale answer is served at once while
     /// exactly one request refreshes it in the background. A response's
-    /// `stale-while-revalidate` replaces it. Default: none.
+    /// `stale-while-revalidate` replaces it. `Duration::MAX` means for ever.
+    /// Default: none.
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
         self.stale_while_revalidate = window;
         self
@@ -79,7 +81,8 @@ impl CacheConfig {
 
     /// After the TTL, how long the stale answer is served instead of a
     /// failure (a `5xx`, a panic, a timeout) to refresh it. A response's
-    /// `stale-if-error` replaces it. Default: none.
+    /// `stale-if-error` replaces it. `Duration::MAX` means for ever.
+    /// Default: none.
     pub fn stale_if_error(mut self, window: Duration) -> Self {
         self.stale_if_error = window;
         self

@@ -63,15 +63,25 @@ fn split(directive: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// Delta-seconds, quoted or not; anything else is ignored.
+/// The largest delta-seconds: RFC 9111 §1.2.2 has caches read anything
+/// larger, however many digits, as 2^31 seconds (about 68 years).
+const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// Delta-seconds, quoted or not, clamped to [`MAX_DELTA_SECONDS`]; anything
+/// but digits is ignored.
 fn seconds(value: &[u8]) -> Option<Duration> {
     let value = value.strip_prefix(b"\"").unwrap_or(value);
     let value = value.strip_suffix(b"\"").unwrap_or(value);
-    std::str::from_utf8(value)
-        .ok()?
-        .parse()
-        .ok()
-        .map(Duration::from_secs)
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Saturating, so that digits past u64 clamp too instead of failing.
+    let seconds = value.iter().fold(0u64, |seconds, digit| {
+        seconds
+            .saturating_mul(10)
+            .saturating_add(u64::from(digit - b'0'))
+    });
+    Some(Duration::from_secs(seconds.min(MAX_DELTA_SECONDS)))
 }
 
 #[cfg(test)]
@@ -135,5 +145,30 @@ mod tests {
         let never = CacheConfig::new().ttl(Duration::ZERO);
         assert!(windows(&parts(200, None), &never).is_none());
         assert!(windows(&parts(200, Some("max-age=0")), &CacheConfig::new()).is_none());
+    }
+
+    #[test]
+    fn delta_seconds_clamp_at_2_pow_31() {
+        let clamped = Some(Duration::from_secs(1 << 31));
+        assert_eq!(seconds(b"2147483648"), clamped);
+        assert_eq!(seconds(b"2147483649"), clamped);
+        assert_eq!(seconds(b"18446744073709551615"), clamped);
+        assert_eq!(seconds(b"99999999999999999999999999"), clamped);
+        assert_eq!(seconds(b"\"99999999999999999999\""), clamped);
+        assert_eq!(
+            seconds(b"2147483647"),
+            Some(Duration::from_secs((1 << 31) - 1))
+        );
+        assert_eq!(seconds(b"+5"), None);
+        assert_eq!(seconds(b"-5"), None);
+        assert_eq!(seconds(b""), None);
+    }
+
+    #[test]
+    fn a_huge_stale_window_in_the_header_is_kept_clamped() {
+        let cc = Some("max-age=60, stale-if-error=18446744073709551615");
+        let windows = windows(&parts(200, cc), &config()).unwrap();
+        assert_eq!(windows.stale_if_error, Duration::from_secs(1 << 31));
+        assert_eq!(windows.lifetime(), Duration::from_secs(60 + (1 << 31)));
     }
 }

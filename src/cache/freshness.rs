@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::time;
+
 /// The windows of one stored answer, measured from when it was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Windows {
@@ -30,16 +32,19 @@ pub(crate) enum Freshness {
 impl Windows {
     /// How long the answer is worth keeping at all.
     pub(crate) fn lifetime(&self) -> Duration {
-        self.fresh + self.stale_while_revalidate.max(self.stale_if_error)
+        time::sum(
+            self.fresh,
+            self.stale_while_revalidate.max(self.stale_if_error),
+        )
     }
 
     pub(crate) fn at(&self, stored_at: Instant, now: Instant) -> Freshness {
         let age = now.saturating_duration_since(stored_at);
         if age < self.fresh {
             Freshness::Fresh
-        } else if age < self.fresh + self.stale_while_revalidate {
+        } else if age < time::sum(self.fresh, self.stale_while_revalidate) {
             Freshness::Revalidate
-        } else if age < self.fresh + self.stale_if_error {
+        } else if age < time::sum(self.fresh, self.stale_if_error) {
             Freshness::IfError
         } else {
             Freshness::Expired
@@ -51,7 +56,9 @@ impl Windows {
     pub(crate) fn jittered(mut self, jitter: f64) -> Self {
         if jitter > 0.0 {
             let cut = self.fresh.as_secs_f64() * jitter.min(1.0) * fastrand::f64();
-            self.fresh = self.fresh.saturating_sub(Duration::from_secs_f64(cut));
+            // Cannot fail below `fresh`, which is representable; no cut if so.
+            let cut = Duration::try_from_secs_f64(cut).unwrap_or(Duration::ZERO);
+            self.fresh = self.fresh.saturating_sub(cut);
         }
         self
     }
@@ -94,5 +101,23 @@ mod tests {
             assert!(jittered.fresh <= 10 * S && jittered.fresh >= 8 * S);
         }
         assert_eq!(windows.jittered(0.0), windows);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_windows_never_expire() {
+        let windows = Windows {
+            fresh: S,
+            stale_while_revalidate: Duration::MAX,
+            stale_if_error: Duration::MAX,
+        };
+        assert_eq!(windows.lifetime(), Duration::MAX);
+        let stored = Instant::now();
+        let later = crate::time::after(stored, Duration::MAX);
+        assert_eq!(windows.at(stored, later), Freshness::Revalidate);
+        let never_stale = Windows {
+            fresh: Duration::MAX,
+            ..windows
+        };
+        assert_eq!(never_stale.at(stored, later), Freshness::Fresh);
     }
 }

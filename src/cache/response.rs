@@ -197,8 +197,10 @@ struct Lifetime;
 impl Stored {
     fn useful_for(&self) -> Duration {
         let Stored::Answer(answer) = self;
-        let until = answer.stored_at + answer.windows.lifetime();
-        until.saturating_duration_since(Instant::now()) + Duration::from_secs(1)
+        let until = crate::time::after(answer.stored_at, answer.windows.lifetime());
+        let left = until.saturating_duration_since(Instant::now());
+        // What moka can take: "never" is a few decades, not `Duration::MAX`.
+        crate::time::capped(crate::time::sum(left, Duration::from_secs(1)))
     }
 }
 
@@ -350,7 +352,10 @@ where
         let answer = CachedResponse {
             response: Arc::clone(&stale.response),
             target: stale.target.clone(),
-            retry_at: Some(now + stale.windows.fresh.max(Duration::from_secs(1))),
+            retry_at: Some(crate::time::after(
+                now,
+                stale.windows.fresh.max(Duration::from_secs(1)),
+            )),
             ..*stale
         };
         self.put(key, Stored::Answer(Arc::new(answer)));

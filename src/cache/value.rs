@@ -16,7 +16,10 @@ use moka::future::Cache;
 use tokio::time::Instant;
 
 use super::freshness::{Freshness, Windows};
-use crate::flight::{CallOptions, FlightError, Flights};
+use crate::{
+    flight::{CallOptions, FlightError, Flights},
+    time,
+};
 
 /// A cache of computed values (a site-wide total, a paid API's answer) that
 /// computes each missing key once, however many callers ask at the same time.
@@ -199,28 +202,30 @@ where
     V: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
-    /// How long a value is fresh. Default: 60 seconds.
+    /// How long a value is fresh. `Duration::MAX` means never stale.
+    /// Default: 60 seconds.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.windows.fresh = ttl;
         self
     }
 
     /// After the TTL, how long the stale value is returned at once while one
-    /// computation refreshes it in the background. Default: none.
+    /// computation refreshes it in the background. `Duration::MAX` means for
+    /// ever. Default: none.
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
         self.windows.stale_while_revalidate = window;
         self
     }
 
     /// After the TTL, how long the stale value is returned when its
-    /// recomputation fails. Default: none.
+    /// recomputation fails. `Duration::MAX` means for ever. Default: none.
     pub fn stale_if_error(mut self, window: Duration) -> Self {
         self.windows.stale_if_error = window;
         self
     }
 
-    /// How long a computation may run before it is aborted. Default: 5
-    /// minutes.
+    /// How long a computation may run before it is aborted. `Duration::MAX`
+    /// means no limit. Default: 5 minutes.
     pub fn compute_timeout(mut self, timeout: Duration) -> Self {
         self.options = self.options.lease(timeout);
         self
@@ -234,7 +239,8 @@ where
 
     /// The cache.
     pub fn build(self) -> ValueCache<K, V, E> {
-        let lifetime = self.windows.lifetime() + Duration::from_secs(1);
+        // Kept a second past its last use; "never" is what moka can take.
+        let lifetime = time::capped(time::sum(self.windows.lifetime(), Duration::from_secs(1)));
         ValueCache {
             inner: Arc::new(Inner {
                 store: Cache::builder()

@@ -14,10 +14,11 @@ use tokio::{runtime::Handle, sync::oneshot, task::AbortHandle, time::Instant};
 
 use super::{
     callers::{Completion, Leader, Waiter},
-    deadline, lock,
+    lock,
     options::{CallOptions, FlightError, Outcome, Overloaded},
     stats::{Event, Stats},
 };
+use crate::time;
 
 /// The table of running flights.
 ///
@@ -345,7 +346,7 @@ where
                     let (sender, receiver) = oneshot::channel();
                     (Seat::Channel(sender), Some(receiver))
                 };
-                let deadline = deadline(now, options.lease);
+                let deadline = time::after(now, options.lease);
                 entry.insert(Call {
                     key,
                     hash,

@@ -15,9 +15,9 @@ use tokio::{sync::oneshot, time::Instant};
 
 use super::{
     call::CallHandle,
-    deadline,
     options::{FlightError, Outcome},
 };
+use crate::time;
 
 /// The caller that runs a flight's work.
 ///
@@ -75,7 +75,7 @@ where
     {
         let completion = self.completion.take().expect("a leader runs once");
         let work = make(completion.peers());
-        let deadline = deadline(Instant::now(), self.lease);
+        let deadline = time::after(Instant::now(), self.lease);
         let task = spawn_to_finish(Box::pin(work), completion, deadline, None);
         let waiter = self.waiter.take().expect("a leader runs once");
         if let Some(membership) = &waiter.membership {

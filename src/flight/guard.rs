@@ -1,14 +1,22 @@
 //! Holding a key: the guard that frees it, and the handle that reports on it.
 
-use std::{fmt, ops::Deref, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    hash::{DefaultHasher, Hash, Hasher},
+    ops::Deref,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::Duration,
+};
 
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::{
     history::RecordRun,
     lease::{LeaseId, LeaseStore, StoreFuture},
     progress::Progress,
-    stats::Stats,
+    stats::{Event, Stats},
 };
 
 /// Proof that the caller holds a key; dropping it frees the key.
@@ -174,19 +182,68 @@ impl<K: 'static> fmt::Debug for LeaseHandle<K> {
 
 /// Runs `job` in a spawned task that owns `guard`: the key is held for as
 /// long as the task runs, whatever `job` keeps, and freed however it ends.
+///
+/// A panic counts in the table's `panicked` and is logged, then resumed: the
+/// task's `JoinHandle` still reports it. `K` need not be `Debug`, so the
+/// event names the key by its digest ([`digest`]) and the lease generation.
 pub(crate) fn spawn_holding<K, F, Fut>(
     guard: LeaseGuard<K>,
     job: F,
 ) -> tokio::task::JoinHandle<Fut::Output>
 where
-    K: Clone + Send + Sync + 'static,
+    K: Hash + Clone + Send + Sync + 'static,
     F: FnOnce(LeaseHandle<K>) -> Fut,
     Fut: std::future::Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
     let work = job(guard.handle());
     tokio::spawn(async move {
-        let _guard = guard;
-        work.await
+        let ran = AssertUnwindSafe(work).catch_unwind().await;
+        match ran {
+            Ok(output) => output,
+            Err(panic) => {
+                let LeaseHandle { table, key, lease } = &guard.handle;
+                table.stats.record(Event::Panicked);
+                tracing::error!(
+                    key_digest = format_args!("{:016x}", digest(key)),
+                    generation = lease.generation(),
+                    "a job holding a key panicked; the key is freed"
+                );
+                drop(guard);
+                std::panic::resume_unwind(panic)
+            }
+        }
     })
+}
+
+/// A key's hash under a fixed, unkeyed hasher (`DefaultHasher::new()`): the
+/// same for the same key in every process of a build, so that a log line can
+/// be matched to a key.
+fn digest<K: Hash>(key: &K) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::flight::Flights;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_job_counts_frees_its_key_and_still_panics() {
+        let flights: Flights<String> = Flights::new();
+        let ttl = Duration::from_secs(60);
+        let job = flights
+            .spawn("job".to_owned(), ttl, |_| async { panic!("job failed") })
+            .await
+            .unwrap();
+        let error = job.await.unwrap_err();
+        assert!(error.is_panic(), "the JoinHandle still reports the panic");
+        assert_eq!(flights.stats().panicked, 1);
+        assert_eq!(flights.stats().leases_held, 0);
+        assert!(flights.holder(&"job".to_owned()).await.is_none());
+        assert!(flights.try_acquire("job".to_owned(), ttl).await.is_ok());
+    }
 }

@@ -14,11 +14,11 @@ use hashbrown::{hash_table, HashTable};
 use tokio::time::Instant;
 
 use super::{
-    deadline,
     lease::{Holder, LeaseId, LeaseStore, StoreFuture},
     lock,
     progress::Progress,
 };
+use crate::time;
 
 /// Leases kept in this process, in a mutex-guarded table.
 ///
@@ -26,7 +26,11 @@ use super::{
 /// replaced by the next `acquire`, so a hung holder costs one entry, no timer.
 /// A forced release is an expiry now. An expired entry stays as a tombstone
 /// (so that the next holder's generation follows on) until the key is taken
-/// again or, ten minutes after its expiry, a periodic sweep removes it.
+/// again or, ten minutes after its expiry, a periodic sweep removes it; past
+/// 4096 tombstones a sweep removes them all, whatever their age, so that a
+/// flood of unique keys that hang or are force-released cannot grow the
+/// table. (Tokens are unique store-wide: a key whose tombstone went starts
+/// again at generation 1 and no old holder can touch it.)
 ///
 /// Every call hashes its key once (SipHash, keyed per store: clients cannot
 /// aim collisions at it); entries keep their hash for the table to grow.
@@ -47,6 +51,11 @@ const TOMBSTONE: Duration = Duration::from_secs(600);
 
 /// Every this many acquisitions, old tombstones are swept.
 const SWEEP_EVERY: u64 = 1024;
+
+/// The most tombstones the table keeps: a sweep that finds more than this
+/// less one sweep period's worth (each acquisition adds at most one entry)
+/// removes every tombstone, young or not.
+const MAX_TOMBSTONES: usize = 4096;
 
 impl<K> MemoryStore<K> {
     /// An empty store.
@@ -98,6 +107,18 @@ impl<K: Hash + Eq> MemoryStore<K> {
     }
 }
 
+/// Removes the tombstones older than [`TOMBSTONE`], or all of them when there
+/// are so many that another sweep period could take them past
+/// [`MAX_TOMBSTONES`].
+fn sweep<K>(entries: &mut HashTable<Entry<K>>, now: Instant) {
+    let expired = |entry: &Entry<K>| entry.holder.expires_at() <= now;
+    let tombstones = entries.iter().filter(|entry| expired(entry)).count();
+    let keep_young = tombstones + SWEEP_EVERY as usize <= MAX_TOMBSTONES;
+    entries.retain(|entry| {
+        !expired(entry) || keep_young && time::after(entry.holder.expires_at(), TOMBSTONE) > now
+    });
+}
+
 /// Whether `holder` is `lease`'s holding, and not expired at `now`.
 fn is_current(holder: &Holder, lease: LeaseId, now: Instant) -> bool {
     holder.lease() == lease && holder.expires_at() > now
@@ -127,11 +148,11 @@ where
         let mut entries = lock(&self.entries);
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         if token % SWEEP_EVERY == 0 {
-            entries.retain(|entry| entry.holder.expires_at() + TOMBSTONE > now);
+            sweep(&mut entries, now);
         }
         let taken = |generation| {
             let lease = LeaseId::new(generation, token);
-            (lease, Holder::new(lease, now, deadline(now, ttl)))
+            (lease, Holder::new(lease, now, time::after(now, ttl)))
         };
         let lease = match entries.entry(hash, |entry| entry.key == *key, |entry| entry.hash) {
             hash_table::Entry::Occupied(mut occupied) => {
@@ -162,7 +183,7 @@ where
     fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool> {
         let now = Instant::now();
         let renewed = self.update_current(key, lease, now, |holder| {
-            holder.expiring_at(deadline(now, ttl))
+            holder.expiring_at(time::after(now, ttl))
         });
         StoreFuture::ready(renewed)
     }
@@ -351,6 +372,27 @@ mod tests {
         tokio::time::advance(TOMBSTONE + Duration::from_secs(1)).await;
         store.acquire(&u64::MAX, TTL).await.unwrap();
         assert_eq!(store.len(), 1, "only the live holding is left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_forced_releases_keeps_at_most_max_tombstones() {
+        let store = MemoryStore::new();
+        let mut live = Vec::new();
+        for key in 0..10u64 {
+            live.push(store.acquire(&key, TTL).await.unwrap());
+        }
+        for key in 10..10_010u64 {
+            let lease = store.acquire(&key, TTL).await.unwrap();
+            store.force_release(&key, None).await;
+            // Its guard's release comes too late to free anything.
+            assert!(store.release(&key, lease).is_none());
+            assert!(
+                store.len() <= MAX_TOMBSTONES + live.len(),
+                "{}",
+                store.len()
+            );
+        }
+        assert_eq!(store.list().await.len(), live.len(), "live holders stay");
     }
 
     #[tokio::test(start_paused = true)]

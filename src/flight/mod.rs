@@ -470,10 +470,3 @@ impl<K: 'static> fmt::Debug for Acquire<K> {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
-
-/// `now + ttl`, where a TTL too long to represent (`Duration::MAX` for "no
-/// TTL") means about thirty years, as in Tokio's own timers.
-fn deadline(now: tokio::time::Instant, ttl: Duration) -> tokio::time::Instant {
-    now.checked_add(ttl)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
-}

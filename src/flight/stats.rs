@@ -24,7 +24,8 @@ pub struct FlightStats {
     /// Waiters that gave up after their maximum wait, and flights aborted at
     /// the end of their lease.
     pub timed_out: u64,
-    /// Flights whose work panicked.
+    /// Flights whose work panicked, and spawned jobs holding a lease
+    /// ([`Flights::spawn`](super::Flights::spawn)) that panicked.
     pub panicked: u64,
     /// Followers that ran their own request because the leader's outcome
     /// could not be shared with them.

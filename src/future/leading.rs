@@ -18,6 +18,7 @@ use super::lead::Led;
 use crate::{
     flight::{FlightError, InlineLeader},
     shared::SharedOutcome,
+    time,
 };
 
 /// The leader's work, boxed so that a leader that stops waiting can hand it
@@ -54,7 +55,7 @@ pub(crate) struct Timer {
 impl Timer {
     pub(crate) fn new(lease_end: Instant, max_wait: Option<Duration>) -> Self {
         let waits_until = max_wait
-            .and_then(|wait| Instant::now().checked_add(wait))
+            .map(|wait| time::after(Instant::now(), wait))
             .filter(|until| *until < lease_end);
         Self {
             until: waits_until.unwrap_or(lease_end),
