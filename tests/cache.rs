@@ -657,7 +657,11 @@ async fn unique_long_queries_are_weighed() {
         cache.entry_count()
     );
     for n in 0..10 {
-        send(&app, get(&format!("/echo?pad={n:08}{}", "q".repeat(60_000)))).await;
+        send(
+            &app,
+            get(&format!("/echo?pad={n:08}{}", "q".repeat(60_000))),
+        )
+        .await;
     }
     assert_eq!(layer.stats().unkeyed, 10);
 }

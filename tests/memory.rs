@@ -111,7 +111,11 @@ async fn the_caches_heap_stays_within_max_bytes_under_hostile_requests() {
     let grown = after.saturating_sub(before);
 
     assert!(runs.get() > 9_000, "nearly every request was new");
-    assert!(cache.weighted_size() <= MAX_BYTES, "{}", cache.weighted_size());
+    assert!(
+        cache.weighted_size() <= MAX_BYTES,
+        "{}",
+        cache.weighted_size()
+    );
     // The constant: moka's own tables, sized on first use (about 1.8 MB
     // here, the same after 2,000 requests or 20,000).
     let constant = 2 * 1024 * 1024;

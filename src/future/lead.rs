@@ -194,10 +194,7 @@ where
                     let collected = match Pin::new(&mut *read).poll(cx) {
                         Poll::Ready(collected) => Ok(collected),
                         Poll::Pending => {
-                            // A budget too long to represent is no budget.
-                            let Some(until) = Instant::now().checked_add(this.lead.budget) else {
-                                return Poll::Pending;
-                            };
+                            let until = crate::time::after(Instant::now(), this.lead.budget);
                             let budget = budget.get_or_insert_with(|| Box::pin(sleep_until(until)));
                             ready!(budget.as_mut().poll(cx));
                             // Out of time: a stream, or a slow body. The
