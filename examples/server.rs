@@ -21,6 +21,9 @@
 //! - `GET /values/{key}`: a `ValueCache` seen through `peek`:
 //!   `{"state":"fresh|stale|computing|missing", ...}`; starts a computation
 //!   (1 s) when the value is missing or stale.
+//! - `GET /events?n=N&ms=M`: share mode; a server-sent-events stream of N
+//!   events M ms apart (default 1000; endless without `n`). Streams are
+//!   never held: try two `curl -N` at once, each gets its own stream at once.
 //! - `GET /stats`: how often each handler and job ran, and the counters.
 
 use std::{
@@ -64,6 +67,7 @@ struct Runs {
     totals: AtomicU64,
     flaky: AtomicU64,
     values: AtomicU64,
+    events: AtomicU64,
 }
 
 /// A phase of a flow: the key of its resume job, shown as `flow/phase`.
@@ -171,6 +175,7 @@ fn app(state: AppState) -> Router {
     let share_routes = Router::new()
         .route("/report/{id}", get(report))
         .route("/private/{id}", get(private))
+        .route("/events", get(events))
         .layer(state.share.clone());
     let reject_routes = Router::new()
         .route("/jobs/{name}", post(job))
@@ -208,6 +213,34 @@ async fn report(
     let execution = count(&state.runs.report);
     tokio::time::sleep(delay.or(300)).await;
     Json(json!({ "id": id, "execution": execution }))
+}
+
+/// `?n=N&ms=M` of `/events`.
+#[derive(Debug, serde::Deserialize)]
+struct Events {
+    n: Option<u64>,
+    ms: Option<u64>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Query(events): Query<Events>,
+) -> axum::response::Response {
+    let run = count(&state.runs.events);
+    let every = Duration::from_millis(events.ms.unwrap_or(1000));
+    let ticks = futures_util::stream::unfold(0u64, move |n| async move {
+        if events.n.is_some_and(|last| n >= last) {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+        let event = format!("id: {n}\ndata: run {run}, event {n}\n\n");
+        Some((Ok::<_, std::convert::Infallible>(event), n + 1))
+    });
+    axum::response::Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(axum::body::Body::from_stream(ticks))
+        .unwrap_or_default()
 }
 
 async fn job(State(state): State<AppState>, Query(delay): Query<Delay>) -> Json<Value> {
@@ -337,6 +370,7 @@ async fn stats(State(state): State<AppState>) -> Json<Value> {
             "totals": runs.totals.load(Ordering::SeqCst),
             "flaky": runs.flaky.load(Ordering::SeqCst),
             "values": runs.values.load(Ordering::SeqCst),
+            "events": runs.events.load(Ordering::SeqCst),
         },
         "caches": {
             "totals": state.cached.response_cache().map(|cache| cache.stats()),
