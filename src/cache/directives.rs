@@ -172,3 +172,39 @@ mod tests {
         assert_eq!(windows.lifetime(), Duration::from_secs(60 + (1 << 31)));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use http::{HeaderValue, Response};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Arbitrary `Cache-Control` and `Vary` bytes: never a panic, and a
+        /// stored answer's lifetime stays representable.
+        #[test]
+        fn arbitrary_response_headers_never_panic(
+            cache_control in prop::collection::vec(any::<u8>(), 0..80),
+            vary in prop::collection::vec(any::<u8>(), 0..40),
+            words in "((max-age|s-maxage|stale-if-error|stale-while-revalidate|no-cache|private)(=\"?[0-9-]{0,25}\"?)?, ){0,4}",
+        ) {
+            for value in [&cache_control[..], words.as_bytes()] {
+                let Ok(value) = HeaderValue::from_bytes(value) else { continue };
+                let mut response = Response::new(());
+                response.headers_mut().insert(header::CACHE_CONTROL, value);
+                if let Ok(vary) = HeaderValue::from_bytes(&vary) {
+                    response.headers_mut().insert(header::VARY, vary);
+                }
+                let parts = response.into_parts().0;
+                let _ = crate::policy::check(parts.status, &parts.headers, false);
+                if let Some(windows) = windows(&parts, &CacheConfig::new()) {
+                    let _ = windows.lifetime();
+                    let now = tokio::time::Instant::now();
+                    let _ = windows.at(now, now);
+                }
+            }
+        }
+    }
+}

@@ -149,3 +149,6 @@ impl Identify {
         Ok(identity)
     }
 }
+
+#[cfg(test)]
+mod properties;
