@@ -108,8 +108,9 @@ impl SingleFlightLayer<Share<RequestKey>> {
     /// Share mode: one request per key runs, identical requests get a copy of
     /// its response.
     ///
-    /// Coalesces `GET` and `HEAD` (never with each other), keeping callers
-    /// with different `Authorization` or `Cookie` headers apart.
+    /// Coalesces `GET` and `HEAD` requests without a body (never a `GET`
+    /// with a `HEAD`), keeping requests for different hosts and callers
+    /// apart (see [`identity`](Self::identity) and [`crate::identity`]).
     ///
     /// ```
     /// use axum::{routing::get, Router};
@@ -129,13 +130,23 @@ impl SingleFlightLayer<Share<RequestKey>> {
     /// leader included, receives a copy: same status, headers and body. A
     /// leader nobody else waits for gets its response streamed, untouched.
     ///
-    /// A response that cannot be shared is not: `Set-Cookie`,
-    /// `Cache-Control: no-store`, `private` (unless the key is per identity
-    /// and the caller is not anonymous), `Vary: *`, a `Vary` header naming
-    /// request headers on which a follower differs from the leader, a body
-    /// over the cap, or an error. The leader gets its own response, streamed;
-    /// each waiting follower then runs its own request, all at once, and the
-    /// key passes straight through for [`hit_for_pass`](Self::hit_for_pass).
+    /// A response that cannot be shared is not: `Set-Cookie` (in headers or
+    /// trailers), `Cache-Control: no-store`, `private` (unless the key is per
+    /// identity and a credential identifies the caller), `Vary: *`, a `Vary`
+    /// header naming request headers on which a follower differs from the
+    /// leader, a body over the cap, a `text/event-stream`, a body still
+    /// arriving after the [`buffer_budget`](Self::buffer_budget). The leader
+    /// gets its own response, streamed; each waiting follower then runs its
+    /// own request, all at once, and the key passes straight through for
+    /// [`hit_for_pass`](Self::hit_for_pass).
+    ///
+    /// # Errors
+    ///
+    /// When the inner service returns `Err` to the leader, the leader gets
+    /// that error and its followers enter the table once more, together:
+    /// one of them calls the service again for all of them. If that call
+    /// fails as well, its followers get `502`. A failing backend thus sees
+    /// at most one more call per flight, never one per waiter.
     ///
     /// # Cancellation
     ///

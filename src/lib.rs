@@ -1,7 +1,8 @@
 //! Tower middleware that stops duplicate work in web services.
 //!
 //! [`SingleFlightLayer`] finds identical in-flight requests by a key (method,
-//! path and query by default) and, depending on its mode:
+//! normalized host, path and query by default, kept apart per caller in share
+//! mode) and, depending on its mode:
 //!
 //! - **reject** ([`SingleFlightLayer::reject`]), for trigger and resume
 //!   endpoints: the first request for a key runs; duplicates get
@@ -40,12 +41,21 @@
 //! - In share mode a leader whose client leaves does not fail its followers:
 //!   its work is handed to a task that finishes it; a panic gives every
 //!   waiter `500` (never the panic's message) and frees the key.
-//! - A response for one caller is never handed to another: callers with
-//!   different `Authorization` or `Cookie` and requests for different hosts
-//!   are kept apart; conditional, range and upgrade requests are not
-//!   coalesced; `Set-Cookie`, `no-store`, `private` and `Vary` are honoured.
-//! - Nothing grows without bound: waiters per key, flights and buffered bytes
-//!   are capped, and no state remains for a key once its last request ends.
+//! - A response for one caller or tenant is never handed to another: what
+//!   makes two requests the same is decided in one place, [`identity`]
+//!   (normalized host, path and query; the caller's declared
+//!   [`CallerIdentity`]); requests naming two hosts, and requests with a
+//!   body, are never shared; conditional, range and upgrade requests are not
+//!   coalesced; `Set-Cookie` (headers or trailers), `no-store`, `private` and
+//!   `Vary` are honoured.
+//! - Nothing grows without bound: waiters per key, flights, keys
+//!   ([`max_key_bytes`](SingleFlightLayer::max_key_bytes)) and buffered bytes
+//!   are capped, cached answers are weighed with everything they keep, and no
+//!   state remains for a key once its last request ends.
+//! - Streams are never held: event streams, and bodies slower than the
+//!   [`buffer_budget`](SingleFlightLayer::buffer_budget), reach the leader as
+//!   they come.
+//! - No header value or setting can panic: `Duration::MAX` means "never".
 //!
 //! The framework-agnostic core, [`Flights`], can be used on its own: to take
 //! leases in your own code, or to run any future once for concurrent callers.
