@@ -99,22 +99,30 @@ pub struct MethodPathQuery;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestKey {
     method: Method,
-    host: Option<HeaderValue>,
-    /// Path, then `?` and the query if there is one.
-    target: Box<str>,
+    /// The host, then the path, then `?` and the query if there is one: one
+    /// allocation for the lot.
+    text: Box<str>,
+    /// Where the host ends in `text`; `None` when the request named none.
+    host_end: Option<usize>,
 }
 
 impl RequestKey {
     /// The key of a request with this identity.
     pub fn new(identity: &RequestIdentity<'_>) -> Self {
-        let target = match identity.query() {
-            Some(query) => [identity.path(), "?", query].concat().into_boxed_str(),
-            None => identity.path().into(),
-        };
+        // A normalized host is visible ASCII.
+        let host = identity.host().and_then(|host| host.to_str().ok());
+        let query = identity.query();
+        let text = [
+            host.unwrap_or_default(),
+            identity.path(),
+            if query.is_some() { "?" } else { "" },
+            query.unwrap_or_default(),
+        ]
+        .concat();
         Self {
             method: identity.method().clone(),
-            host: identity.host().cloned(),
-            target,
+            text: text.into_boxed_str(),
+            host_end: host.map(str::len),
         }
     }
 
@@ -125,26 +133,26 @@ impl RequestKey {
 
     /// The host the request was sent to, normalized, if it named one.
     pub fn host(&self) -> Option<&str> {
-        self.host.as_ref().and_then(|host| host.to_str().ok())
+        self.host_end.map(|end| &self.text[..end])
     }
 
     /// The path and query, normalized.
     pub fn path_and_query(&self) -> &str {
-        &self.target
+        &self.text[self.host_end.unwrap_or(0)..]
     }
 }
 
 /// Hashed for every request, so in few writes: the bytes of each field, not
 /// a write for every discriminant and length. Consistent with the derived
 /// `Eq`: equal fields write equal bytes. `0xff` occurs in no method token
-/// and no UTF-8 path, so fields never run together.
+/// and no UTF-8 text, so the method and the text never run together; the
+/// host's end is written as a number.
 impl Hash for RequestKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write(self.method.as_str().as_bytes());
         state.write_u8(0xff);
-        state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
-        state.write_u8(0xff);
-        state.write(self.target.as_bytes());
+        state.write_usize(self.host_end.map_or(0, |end| end + 1));
+        state.write(self.text.as_bytes());
     }
 }
 
@@ -243,6 +251,22 @@ pub(crate) struct ShareKey<K> {
     pub(crate) host: Option<HeaderValue>,
     /// `None` when the layer shares across identities.
     pub(crate) caller: Option<Caller>,
+}
+
+impl<K: Clone> ShareKey<K> {
+    /// A copy that shares no buffer with the request, to keep in the cache.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn detached(&self) -> Self {
+        let copy = |host: &HeaderValue| {
+            HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone())
+        };
+        Self {
+            key: self.key.clone(),
+            head: self.head,
+            host: self.host.as_ref().map(copy),
+            caller: self.caller.clone(),
+        }
+    }
 }
 
 impl<K> ShareKey<K> {

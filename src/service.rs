@@ -14,7 +14,7 @@ use crate::{
     body::ResponseBody,
     flight::{Event, Settled},
     future::{reject, release, share, take_ready},
-    identity::{Caller, Identify, RequestIdentity, Unkeyable},
+    identity::{Caller, Identify, Unkeyable},
     key::{KeyExtractor, ShareKey},
     mode::{Reject, Share},
     policy, rejection,
@@ -172,10 +172,10 @@ where
                     host: identity.host().cloned(),
                     caller,
                 });
-            Ok(key.map(|key| (key, target_of(mode, &identity))))
+            Ok(key)
         });
         let request = Request::from_parts(parts, body);
-        let (key, target) = match keyed {
+        let key = match keyed {
             Ok(Some(keyed)) => keyed,
             Ok(None) => {
                 return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role)
@@ -190,7 +190,6 @@ where
         let private_ok = key.caller.as_ref().is_some_and(Caller::is_identified);
         let entry = share::Entry {
             key,
-            target,
             private_ok,
             retry: false,
         };
@@ -203,17 +202,6 @@ where
 fn bodiless<B: Body>(body: &B) -> bool {
     body.is_end_stream() || body.size_hint().exact() == Some(0)
 }
-
-/// Where a leader's answer is stored, when the layer caches.
-#[cfg(feature = "cache")]
-fn target_of<K>(mode: &Share<K>, identity: &RequestIdentity<'_>) -> share::Target {
-    mode.cache
-        .as_ref()
-        .map(|_| crate::cache::Target::read(identity))
-}
-
-#[cfg(not(feature = "cache"))]
-fn target_of<K>(_: &Share<K>, _: &RequestIdentity<'_>) -> share::Target {}
 
 /// For a write the cache is told to watch: drop the answers cached for its
 /// host and path once it succeeds.

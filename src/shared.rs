@@ -100,7 +100,9 @@ fn header_bytes(map: &HeaderMap) -> usize {
 /// A copy of `map` whose values own their bytes.
 #[cfg(feature = "cache")]
 fn detached(map: &HeaderMap) -> HeaderMap {
-    let mut copy = HeaderMap::with_capacity(map.len());
+    // Room for what a copy served later adds (`Age`, the role header), so
+    // that serving one never grows it.
+    let mut copy = HeaderMap::with_capacity(map.len() + 2);
     for (name, value) in map {
         let owned =
             http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());

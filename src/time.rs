@@ -14,11 +14,12 @@ use tokio::time::Instant;
 /// long enough that nothing runs or is kept that long.
 pub(crate) const FOREVER: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// `instant + duration`, or [`FOREVER`] after `instant` when `duration` is
-/// longer than that.
+/// `instant + duration`, or [`FOREVER`] after `instant` when that cannot be
+/// represented.
 pub(crate) fn after(instant: Instant, duration: Duration) -> Instant {
     instant
-        .checked_add(duration.min(FOREVER))
+        .checked_add(duration)
+        .or_else(|| instant.checked_add(FOREVER))
         // Thirty years past a clock's reading fits every platform's
         // `Instant`: never taken, and "expired" is safer than a panic.
         .unwrap_or(instant)
@@ -47,7 +48,7 @@ mod tests {
         let minute = Duration::from_secs(60);
         assert_eq!(after(now, minute), now + minute);
         assert_eq!(after(now, Duration::MAX), now + FOREVER);
-        assert_eq!(after(now, FOREVER + minute), now + FOREVER);
+        assert_eq!(after(now, FOREVER + minute), now + FOREVER + minute);
         assert!(after(after(now, Duration::MAX), Duration::MAX) > now);
     }
 

@@ -61,12 +61,17 @@ pub(crate) struct Target {
 struct AnyHost;
 
 impl Target {
-    /// Where an answer to a request with this identity is stored.
-    pub(crate) fn read(identity: &RequestIdentity<'_>) -> Self {
+    /// Where an answer to a request for `host` (normalized) and `uri` is
+    /// stored. Made only when something is to be stored: a hit needs none.
+    pub(crate) fn stored(host: Option<&HeaderValue>, uri: &http::Uri) -> Self {
+        let path = RequestIdentity::path_of(uri);
+        let query = uri.query().map_or(0, str::len);
+        let host = host
+            .map(|host| HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone()));
         Self {
-            host: Ok(identity.host().cloned()),
-            path: identity.path().into(),
-            key_bytes: identity.len(),
+            key_bytes: host.as_ref().map_or(0, HeaderValue::len) + path.len() + query,
+            host: Ok(host),
+            path: path.into(),
         }
     }
 
@@ -74,7 +79,7 @@ impl Target {
     pub(crate) fn written<B>(identify: &Identify, request: &http::Request<B>) -> Self {
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         match identify.read_head(method, uri, headers) {
-            Ok(identity) => Self::read(&identity),
+            Ok(identity) => Self::stored(identity.host(), uri),
             Err(_) => Self {
                 host: Err(AnyHost),
                 path: RequestIdentity::path_of(uri).into(),

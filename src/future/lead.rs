@@ -377,7 +377,7 @@ mod cached_store {
         }
 
         pub(crate) fn keep(&self, response: &Arc<BufferedResponse>) {
-            let (key, target) = (self.key.clone(), self.target.clone());
+            let (key, target) = (self.key.detached(), self.target.clone());
             self.cache.store(key, response, target, self.epoch);
         }
 

@@ -84,22 +84,14 @@ pin_project! {
     }
 }
 
-/// Where a leader's answer would be stored: the request's target, when the
-/// layer caches.
-#[cfg(feature = "cache")]
-pub(crate) type Target = Option<crate::cache::Target>;
-#[cfg(not(feature = "cache"))]
-pub(crate) type Target = ();
-
 /// Run with the status of a passed-through request's response: drops cached
 /// answers after a successful write.
 pub(crate) type AfterResponse = Box<dyn FnOnce(http::StatusCode) + Send>;
 
-/// What a request coalesces on: its key, where its answer is stored, and
-/// whether it may share a `private` one.
+/// What a request coalesces on: its key, and whether it may share a
+/// `private` answer.
 pub(crate) struct Entry<K> {
     pub(crate) key: ShareKey<K>,
-    pub(crate) target: Target,
     pub(crate) private_ok: bool,
     /// Entering again after the flight it followed failed: it will not
     /// enter a third time.
@@ -163,11 +155,10 @@ where
     {
         let Entry {
             key,
-            target,
             private_ok,
             retry,
         } = entry;
-        let consulted = match consult_cache(mode, &key, target, &request) {
+        let consulted = match consult_cache(mode, &key, &request, !retry) {
             Consulted::Answer(response, role) => {
                 release(service);
                 return Self::respond(response, role, expose_role);
@@ -195,7 +186,6 @@ where
                     Box::new(move |service: &mut S, request| {
                         let entry = Entry {
                             key,
-                            target: Target::default(),
                             private_ok,
                             retry: true,
                         };
@@ -629,16 +619,16 @@ enum Consulted<B: Body, K> {
 fn consult_cache<B, K, ReqB>(
     mode: &Share<K>,
     key: &ShareKey<K>,
-    target: Target,
     request: &Request<ReqB>,
+    cached: bool,
 ) -> Consulted<B, K>
 where
     B: Body,
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
-    use crate::cache::{Freshness, Lookup};
+    use crate::cache::{Freshness, Lookup, Target};
 
-    let (Some(cache), Some(target)) = (&mode.cache, target) else {
+    let Some(cache) = mode.cache.as_ref().filter(|_| cached) else {
         return Consulted::Ask(AskOrigin::nothing());
     };
     let now = tokio::time::Instant::now();
@@ -650,7 +640,7 @@ where
         Some(Box::new(Store {
             cache: cache.clone(),
             key: key.clone(),
-            target: target.clone(),
+            target: Target::stored(key.host.as_ref(), request.uri()),
             epoch,
         }))
     };
@@ -692,8 +682,8 @@ where
 fn consult_cache<B: Body, K, ReqB>(
     _: &Share<K>,
     _: &ShareKey<K>,
-    _: Target,
     _: &Request<ReqB>,
+    _: bool,
 ) -> Consulted<B, K> {
     Consulted::Ask(AskOrigin::nothing())
 }

@@ -44,7 +44,7 @@ pub(crate) fn host_of(
     for (name, value) in headers {
         if *name == header::HOST {
             if !forwarded {
-                found.agree(value.as_bytes(), None)?;
+                found.agree_value(value)?;
             }
         } else if *name == X_FORWARDED_HOST {
             for element in elements(value.as_bytes()) {
@@ -67,7 +67,7 @@ pub(crate) fn host_of(
         // No forwarded host: the request's own `Host` must agree with the
         // authority too.
         for value in headers.get_all(header::HOST) {
-            found.agree(value.as_bytes(), None)?;
+            found.agree_value(value)?;
         }
     }
     Ok(found.host)
@@ -84,7 +84,15 @@ struct Found {
 
 impl Found {
     fn agree(&mut self, raw: &[u8], scheme: Option<&str>) -> Result<(), Ambiguous> {
-        let host = normalize(raw, scheme).ok_or(Ambiguous)?;
+        self.agree_with(normalize(raw, scheme).ok_or(Ambiguous)?)
+    }
+
+    /// [`agree`](Self::agree) for a whole header value.
+    fn agree_value(&mut self, value: &HeaderValue) -> Result<(), Ambiguous> {
+        self.agree_with(normalize_value(value).ok_or(Ambiguous)?)
+    }
+
+    fn agree_with(&mut self, host: HeaderValue) -> Result<(), Ambiguous> {
         match &self.host {
             Some(known) if *known != host => Err(Ambiguous),
             Some(_) => Ok(()),
@@ -105,6 +113,26 @@ impl Found {
 /// `http`, 443 for `https`, either when the scheme is not known), without
 /// userinfo; `None` when it is no host at all.
 pub(crate) fn normalize(raw: &[u8], scheme: Option<&str>) -> Option<HeaderValue> {
+    match normal_form(raw, scheme)? {
+        None => HeaderValue::from_bytes(raw).ok(),
+        Some(normal) => HeaderValue::from_bytes(&normal).ok(),
+    }
+}
+
+/// [`normalize`] of a header's value: the value itself when it is normal
+/// already, as nearly every one is (a reference count, not a copy; a cached
+/// key is copied out of the request when it is stored).
+fn normalize_value(value: &HeaderValue) -> Option<HeaderValue> {
+    match normal_form(value.as_bytes(), None)? {
+        None => Some(value.clone()),
+        Some(normal) => HeaderValue::from_bytes(&normal).ok(),
+    }
+}
+
+/// `Some(None)` when `raw` is a host in normal form, `Some(Some(normal))`
+/// when it is a host spelled otherwise, `None` when it is no host.
+fn normal_form(raw: &[u8], scheme: Option<&str>) -> Option<Option<Vec<u8>>> {
+    let whole = raw;
     let raw = raw.trim_ascii();
     // An authority may carry userinfo; a host never does.
     let raw = match raw.iter().rposition(|byte| *byte == b'@') {
@@ -123,17 +151,17 @@ pub(crate) fn normalize(raw: &[u8], scheme: Option<&str>) -> Option<HeaderValue>
             | (Some(b"443"), Some("https") | None)
     );
     let port = port.filter(|_| !default);
-    let normal = name.iter().all(|byte| !byte.is_ascii_uppercase())
-        && name.len() + port.map_or(0, |port| port.len() + 1) == raw.len();
-    if normal {
-        return HeaderValue::from_bytes(raw).ok();
+    let unchanged = name.iter().all(|byte| !byte.is_ascii_uppercase())
+        && name.len() + port.map_or(0, |port| port.len() + 1) == whole.len();
+    if unchanged {
+        return Some(None);
     }
     let mut out = name.to_ascii_lowercase();
     if let Some(port) = port {
         out.push(b':');
         out.extend_from_slice(port);
     }
-    HeaderValue::from_bytes(&out).ok()
+    Some(Some(out))
 }
 
 /// The name and the port (digits, possibly empty) of `host[:port]`, with
