@@ -45,6 +45,16 @@ pub trait KeyExtractor: Send + Sync + 'static {
         let _ = identity;
         self.extract(parts)
     }
+
+    /// The bytes `key` keeps besides the request's host, path and query
+    /// (which the layer counts already): for a key made of other parts of
+    /// the request, such as a header's value. They count towards
+    /// [`max_key_bytes`](crate::SingleFlightLayer::max_key_bytes) and towards
+    /// the weight of a cached answer. Default: none.
+    fn key_bytes(&self, key: &Self::Key) -> usize {
+        let _ = key;
+        0
+    }
 }
 
 impl<F, K> KeyExtractor for F
@@ -209,6 +219,10 @@ impl KeyExtractor for HeaderKey {
         let value = parts.headers.get(&self.name)?;
         HeaderValue::from_bytes(value.as_bytes()).ok()
     }
+
+    fn key_bytes(&self, key: &HeaderValue) -> usize {
+        key.len()
+    }
 }
 
 /// The key extractor of [`extension()`].
@@ -251,6 +265,9 @@ pub(crate) struct ShareKey<K> {
     pub(crate) host: Option<HeaderValue>,
     /// `None` when the layer shares across identities.
     pub(crate) caller: Option<Caller>,
+    /// What the user's key keeps besides host, path and query
+    /// ([`KeyExtractor::key_bytes`]): weighed, never hashed.
+    pub(crate) key_bytes: usize,
 }
 
 impl<K: Clone> ShareKey<K> {
@@ -265,15 +282,24 @@ impl<K: Clone> ShareKey<K> {
             head: self.head,
             host: self.host.as_ref().map(copy),
             caller: self.caller.clone(),
+            key_bytes: self.key_bytes,
         }
     }
 }
 
 impl<K> ShareKey<K> {
+    /// The bytes it keeps beyond the request's host, path and query: the
+    /// caller's identity and what the user's key adds.
+    pub(crate) fn extra_len(&self) -> usize {
+        self.caller.as_ref().map_or(0, Caller::len) + self.key_bytes
+    }
+
     /// The bytes it keeps besides the user's key.
     #[cfg_attr(not(feature = "cache"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
-        self.host.as_ref().map_or(0, HeaderValue::len) + self.caller.as_ref().map_or(0, Caller::len)
+        self.host.as_ref().map_or(0, HeaderValue::len)
+            + self.caller.as_ref().map_or(0, Caller::len)
+            + self.key_bytes
     }
 }
 

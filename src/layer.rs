@@ -382,11 +382,22 @@ where
     /// The methods that are coalesced; others pass through. Default: `GET`,
     /// `HEAD`.
     ///
-    /// Whatever the method, a request with a body passes through: its body
-    /// is not part of the key, so two requests that differ only in it must
-    /// never share an answer. A `POST` without a body can be coalesced.
+    /// Only safe methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`) are ever
+    /// coalesced or cached: an unsafe one (`POST`, `PUT`...) changes
+    /// something, which one answer handed to several callers would hide,
+    /// and its body is not part of the key. Unsafe methods given here are
+    /// left out (with a warning); to stop duplicate triggers, use
+    /// [`reject`](SingleFlightLayer::reject) mode. Whatever the method, a
+    /// request with a body passes through.
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
-        self.mode.methods = methods.into_iter().collect();
+        let (safe, unsafe_): (Vec<_>, Vec<_>) = methods.into_iter().partition(Method::is_safe);
+        if !unsafe_.is_empty() {
+            tracing::warn!(
+                methods = ?unsafe_,
+                "share mode never coalesces unsafe methods: left out (use reject mode)"
+            );
+        }
+        self.mode.methods = safe.into();
         self
     }
 

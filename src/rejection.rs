@@ -215,6 +215,12 @@ pub(crate) fn unkeyable(why: crate::identity::Unkeyable) -> Response<Bytes> {
             StatusCode::BAD_REQUEST,
             br#"{"status":"ambiguous_host","message":"the request names more than one host"}"#,
         ),
+        // Only share mode asks for the normal form, and it lets such a
+        // request through; answered alike should that ever change.
+        Unkeyable::NotCanonical => (
+            StatusCode::BAD_REQUEST,
+            br#"{"status":"not_canonical","message":"the request target is not in normal form"}"#,
+        ),
         Unkeyable::TooLong => (
             StatusCode::URI_TOO_LONG,
             br#"{"status":"key_too_long","message":"the request target is too long"}"#,
@@ -253,7 +259,9 @@ fn json_response(status: StatusCode, body: Bytes, content_type: HeaderValue) -> 
 
 /// Whole seconds, rounded up, at least one: `Retry-After: 0` invites a storm.
 fn retry_after(after: Duration) -> HeaderValue {
-    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    let seconds = after
+        .as_secs()
+        .saturating_add(u64::from(after.subsec_nanos() > 0));
     HeaderValue::from(seconds.max(1))
 }
 

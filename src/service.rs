@@ -14,7 +14,7 @@ use crate::{
     body::ResponseBody,
     flight::{Event, Settled},
     future::{reject, release, share, take_ready},
-    identity::{Caller, Identify, Unkeyable},
+    identity::{Caller, Identify, Reading, Unkeyable},
     key::{KeyExtractor, ShareKey},
     mode::{Reject, Share},
     policy, rejection,
@@ -90,7 +90,7 @@ where
             return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
         }
         let (parts, body) = request.into_parts();
-        let key = match self.config.identify.read(&parts) {
+        let key = match self.config.identify.read(&parts, Reading::Locking) {
             Ok(identity) => self.config.key.extract_with(&parts, &identity),
             Err(why) => {
                 // Unkeyed, it would run beside the holder: refused instead.
@@ -157,23 +157,28 @@ where
             return share::ResponseFuture::bypass_then(future, config.expose_role, after);
         }
         let (parts, body) = request.into_parts();
-        let keyed = config.identify.read(&parts).and_then(|identity| {
-            let caller = mode.identity.as_ref().map(|identity| identity.of(&parts));
-            let bytes = identity.len() + caller.as_ref().map_or(0, Caller::len);
-            if bytes > config.identify.max_key_bytes {
-                return Err(Unkeyable::TooLong);
-            }
-            let key = config
-                .key
-                .extract_with(&parts, &identity)
-                .map(|key| ShareKey {
+        let keyed = config
+            .identify
+            .read(&parts, Reading::Sharing)
+            .and_then(|identity| {
+                if !identity.is_canonical() {
+                    return Err(Unkeyable::NotCanonical);
+                }
+                let Some(key) = config.key.extract_with(&parts, &identity) else {
+                    return Ok(None);
+                };
+                let key = ShareKey {
+                    key_bytes: config.key.key_bytes(&key),
                     key,
                     head: parts.method == http::Method::HEAD,
                     host: identity.host().cloned(),
-                    caller,
-                });
-            Ok(key)
-        });
+                    caller: mode.identity.as_ref().map(|identity| identity.of(&parts)),
+                };
+                if identity.len() + key.extra_len() > config.identify.max_key_bytes {
+                    return Err(Unkeyable::TooLong);
+                }
+                Ok(Some(key))
+            });
         let request = Request::from_parts(parts, body);
         let key = match keyed {
             Ok(Some(keyed)) => keyed,

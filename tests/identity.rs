@@ -93,8 +93,12 @@ async fn a_request_naming_two_hosts_cannot_poison_another_tenants_cache() {
     }
 }
 
+/// Share mode hands an answer only to requests spelled as in normal form:
+/// the application may answer another spelling differently (an unknown
+/// tenant for `SVC.example`, a `404` for `/h%6Fme`), so such requests are
+/// answered by it, neither from the cache nor into it.
 #[tokio::test(start_paused = true)]
-async fn spellings_of_one_host_share_one_cached_answer() {
+async fn other_spellings_are_answered_by_the_app_not_from_the_cache() {
     let runs = Runs::default();
     let app = tenant_pages(&runs);
     send(
@@ -102,11 +106,32 @@ async fn spellings_of_one_host_share_one_cached_answer() {
         with_headers("GET", "/home", &[("host", "svc.example")]),
     )
     .await;
-    for host in ["SVC.example", "svc.example.", "svc.example:80"] {
-        let reply = send(&app, with_headers("GET", "/%68ome", &[("host", host)])).await;
-        assert_eq!(reply.role, Some(FlightRole::CacheHit), "{host}");
+    for (host, uri) in [
+        ("SVC.example", "/home"),
+        ("svc.example.", "/home"),
+        ("svc.example:80", "/home"),
+        ("svc.example", "/%68ome"),
+    ] {
+        let reply = send(&app, with_headers("GET", uri, &[("host", host)])).await;
+        assert_ne!(reply.role, Some(FlightRole::CacheHit), "{host}{uri}");
+        if uri == "/home" {
+            assert_eq!(reply.text(), format!("home of {host}"));
+        } else {
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "the router's own answer");
+        }
     }
-    assert_eq!(runs.get(), 1);
+    assert_eq!(runs.get(), 4, "the handler ran for every host spelling");
+    let again = send(
+        &app,
+        with_headers("GET", "/home", &[("host", "svc.example")]),
+    )
+    .await;
+    assert_eq!(
+        again.role,
+        Some(FlightRole::CacheHit),
+        "nothing else was stored"
+    );
+    assert_eq!(again.text(), "home of svc.example");
 }
 
 /// `POST` triggers that hold for `WORK` and count their runs.
@@ -344,7 +369,7 @@ async fn an_extension_set_by_auth_middleware_is_the_caller() {
 }
 
 /// Observation 7: a body is not part of the key, so requests with one never
-/// share.
+/// share; unsafe methods are never coalesced, whatever `methods` lists.
 #[tokio::test(start_paused = true)]
 async fn requests_with_different_bodies_never_share() {
     let runs = Runs::default();
@@ -374,10 +399,13 @@ async fn requests_with_different_bodies_never_share() {
     ]) {
         assert_eq!(reply.text(), format!("answer to {expected}"));
     }
-    // Without a body, a listed method is coalesced.
+    // Unsafe methods are left out of share mode altogether, bodiless or not;
+    // a bodiless GET is coalesced.
     let bodiless = send_all(&app, (0..3).map(|_| common::request("POST", "/search"))).await;
-    assert_eq!(runs.get(), 8);
+    assert_eq!(runs.get(), 10);
     assert_eq!(count(&bodiless, StatusCode::OK), 3);
+    send_all(&app, (0..3).map(|_| get("/search"))).await;
+    assert_eq!(runs.get(), 11);
 }
 
 #[tokio::test(start_paused = true)]

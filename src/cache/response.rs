@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     body::ResponseBody,
-    identity::{Identify, RequestIdentity},
+    identity::{Identify, Reading, RequestIdentity},
     key::ShareKey,
     shared::BufferedResponse,
 };
@@ -78,7 +78,11 @@ impl Target {
     /// What a write to this request's target invalidates.
     pub(crate) fn written<B>(identify: &Identify, request: &http::Request<B>) -> Self {
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
-        match identify.read_head(method, uri, headers) {
+        // Read as a lock reads it: by the host source alone, and whatever its
+        // length (a long write still changed one host's data, not all).
+        let read =
+            RequestIdentity::read_head(method, uri, headers, identify.host, Reading::Locking);
+        match read {
             Ok(identity) => Self::stored(identity.host(), uri),
             Err(_) => Self {
                 host: Err(AnyHost),

@@ -158,7 +158,7 @@ where
             private_ok,
             retry,
         } = entry;
-        let consulted = match consult_cache(mode, &key, &request, !retry) {
+        let consulted = match consult_cache(mode, &key, &request) {
             Consulted::Answer(response, role) => {
                 release(service);
                 return Self::respond(response, role, expose_role);
@@ -620,7 +620,6 @@ fn consult_cache<B, K, ReqB>(
     mode: &Share<K>,
     key: &ShareKey<K>,
     request: &Request<ReqB>,
-    cached: bool,
 ) -> Consulted<B, K>
 where
     B: Body,
@@ -628,7 +627,7 @@ where
 {
     use crate::cache::{Freshness, Lookup, Target};
 
-    let Some(cache) = mode.cache.as_ref().filter(|_| cached) else {
+    let Some(cache) = &mode.cache else {
         return Consulted::Ask(AskOrigin::nothing());
     };
     let now = tokio::time::Instant::now();
@@ -683,7 +682,6 @@ fn consult_cache<B: Body, K, ReqB>(
     _: &Share<K>,
     _: &ShareKey<K>,
     _: &Request<ReqB>,
-    _: bool,
 ) -> Consulted<B, K> {
     Consulted::Ask(AskOrigin::nothing())
 }

@@ -33,31 +33,48 @@ pub enum HostSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ambiguous;
 
-/// The normalized host of a request: `Ok(None)` when it names none.
+/// What a request says of its host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HostRead {
+    /// Normalized; `None` when the request names none.
+    pub(crate) host: Option<HeaderValue>,
+    /// Whether every place that named it spelled it in normal form.
+    pub(crate) canonical: bool,
+}
+
+/// The normalized host of a request. With `forwarded_must_agree`, a
+/// forwarded host that is not the `source` must agree too (share mode: an
+/// answer made for one host must not be kept under another); without it,
+/// forwarded hosts are read only when they are the source (reject mode: a
+/// lock keyed by the request's own host cannot be walked around with them).
 pub(crate) fn host_of(
     uri: &Uri,
     headers: &HeaderMap,
     source: HostSource,
-) -> Result<Option<HeaderValue>, Ambiguous> {
+    forwarded_must_agree: bool,
+) -> Result<HostRead, Ambiguous> {
     let mut found = Found::default();
     let forwarded = source != HostSource::Request;
+    let read_forwarded = forwarded || forwarded_must_agree;
     for (name, value) in headers {
         if *name == header::HOST {
             if !forwarded {
                 found.agree_value(value)?;
             }
-        } else if *name == X_FORWARDED_HOST {
-            for element in elements(value.as_bytes()) {
+        } else if read_forwarded && *name == X_FORWARDED_HOST {
+            // Every element counts, empty ones too: an empty forwarded host
+            // is one the application may read as "no host".
+            for element in value.as_bytes().split(|byte| *byte == b',') {
                 found.agree_forwarded(element)?;
             }
-        } else if *name == header::FORWARDED {
+        } else if read_forwarded && *name == header::FORWARDED {
             for element in forwarded_hosts(value.as_bytes()) {
                 found.agree_forwarded(element)?;
             }
         }
     }
     if forwarded && found.forwarded {
-        return Ok(found.host);
+        return Ok(found.into_read());
     }
     if let Some(authority) = uri.authority() {
         let scheme = uri.scheme_str();
@@ -70,26 +87,58 @@ pub(crate) fn host_of(
             found.agree_value(value)?;
         }
     }
-    Ok(found.host)
+    Ok(found.into_read())
 }
 
 const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
 
 /// The host found so far.
-#[derive(Default)]
 struct Found {
     host: Option<HeaderValue>,
     forwarded: bool,
+    canonical: bool,
+}
+
+impl Default for Found {
+    fn default() -> Self {
+        Self {
+            host: None,
+            forwarded: false,
+            canonical: true,
+        }
+    }
 }
 
 impl Found {
-    fn agree(&mut self, raw: &[u8], scheme: Option<&str>) -> Result<(), Ambiguous> {
-        self.agree_with(normalize(raw, scheme).ok_or(Ambiguous)?)
+    fn into_read(self) -> HostRead {
+        HostRead {
+            host: self.host,
+            canonical: self.canonical,
+        }
     }
 
-    /// [`agree`](Self::agree) for a whole header value.
+    fn agree(&mut self, raw: &[u8], scheme: Option<&str>) -> Result<(), Ambiguous> {
+        let host = match normal_form(raw, scheme).ok_or(Ambiguous)? {
+            None => HeaderValue::from_bytes(raw),
+            Some(normal) => {
+                self.canonical = false;
+                HeaderValue::from_bytes(&normal)
+            }
+        };
+        self.agree_with(host.map_err(|_| Ambiguous)?)
+    }
+
+    /// [`agree`](Self::agree) for a whole header value: the value itself
+    /// when it is normal already, as nearly every one is (a reference
+    /// count, not a copy; a cached key is copied when it is stored).
     fn agree_value(&mut self, value: &HeaderValue) -> Result<(), Ambiguous> {
-        self.agree_with(normalize_value(value).ok_or(Ambiguous)?)
+        match normal_form(value.as_bytes(), None).ok_or(Ambiguous)? {
+            None => self.agree_with(value.clone()),
+            Some(normal) => {
+                self.canonical = false;
+                self.agree_with(HeaderValue::from_bytes(&normal).map_err(|_| Ambiguous)?)
+            }
+        }
     }
 
     fn agree_with(&mut self, host: HeaderValue) -> Result<(), Ambiguous> {
@@ -110,21 +159,12 @@ impl Found {
 }
 
 /// `raw` lower-cased, without a trailing dot or a default port (80 for
-/// `http`, 443 for `https`, either when the scheme is not known), without
-/// userinfo; `None` when it is no host at all.
+/// `http`, 443 for `https`, either when the scheme is not known); `None`
+/// when it is no host at all (userinfo included).
+#[cfg(test)]
 pub(crate) fn normalize(raw: &[u8], scheme: Option<&str>) -> Option<HeaderValue> {
     match normal_form(raw, scheme)? {
         None => HeaderValue::from_bytes(raw).ok(),
-        Some(normal) => HeaderValue::from_bytes(&normal).ok(),
-    }
-}
-
-/// [`normalize`] of a header's value: the value itself when it is normal
-/// already, as nearly every one is (a reference count, not a copy; a cached
-/// key is copied out of the request when it is stored).
-fn normalize_value(value: &HeaderValue) -> Option<HeaderValue> {
-    match normal_form(value.as_bytes(), None)? {
-        None => Some(value.clone()),
         Some(normal) => HeaderValue::from_bytes(&normal).ok(),
     }
 }
@@ -134,11 +174,11 @@ fn normalize_value(value: &HeaderValue) -> Option<HeaderValue> {
 fn normal_form(raw: &[u8], scheme: Option<&str>) -> Option<Option<Vec<u8>>> {
     let whole = raw;
     let raw = raw.trim_ascii();
-    // An authority may carry userinfo; a host never does.
-    let raw = match raw.iter().rposition(|byte| *byte == b'@') {
-        Some(at) => &raw[at + 1..],
-        None => raw,
-    };
+    // Userinfo has no place in a host (RFC 9110 §4.2.4), and what comes
+    // before an `@` is not checked by anyone: such a value is no host.
+    if raw.contains(&b'@') {
+        return None;
+    }
     let (name, port) = split_port(raw)?;
     let name = name.strip_suffix(b".").unwrap_or(name);
     if name.is_empty() || !name.iter().all(|byte| is_host_byte(*byte)) {
@@ -247,8 +287,8 @@ mod tests {
         source: HostSource,
     ) -> Result<Option<String>, Ambiguous> {
         let parts = request.body(()).unwrap().into_parts().0;
-        host_of(&parts.uri, &parts.headers, source)
-            .map(|host| host.map(|host| host.to_str().unwrap().to_owned()))
+        host_of(&parts.uri, &parts.headers, source, true)
+            .map(|read| read.host.map(|host| host.to_str().unwrap().to_owned()))
     }
 
     #[test]
@@ -260,7 +300,6 @@ mod tests {
             "svc.example:80",
             "svc.example:443",
             "Svc.Example.:",
-            "user@svc.example",
         ] {
             assert_eq!(host(spelling).as_deref(), Some("svc.example"), "{spelling}");
         }
@@ -285,9 +324,57 @@ mod tests {
             "[::1",
             "svc/example",
             "é.example",
+            "user@svc.example",
+            "evil.example/#@a.example",
         ] {
             assert_eq!(host(raw), None, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_forwarded_host_is_a_host_named_twice() {
+        for forwarded in ["", ",", "a.example,", " , a.example"] {
+            let request = Request::builder()
+                .uri("/x")
+                .header("host", "a.example")
+                .header("x-forwarded-host", forwarded);
+            assert_eq!(
+                of(request, HostSource::Request),
+                Err(Ambiguous),
+                "{forwarded:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reject_mode_reads_forwarded_hosts_only_when_they_are_the_source() {
+        let parts = Request::builder()
+            .uri("/x")
+            .header("host", "upstream:8080")
+            .header("x-forwarded-host", "a.example")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let lenient = host_of(&parts.uri, &parts.headers, HostSource::Request, false);
+        assert_eq!(lenient.unwrap().host.unwrap(), "upstream:8080");
+    }
+
+    #[test]
+    fn canonical_means_every_spelling_was_normal() {
+        let read = |host: &str| {
+            let parts = Request::builder()
+                .uri("/")
+                .header("host", host)
+                .body(())
+                .unwrap();
+            let parts = parts.into_parts().0;
+            host_of(&parts.uri, &parts.headers, HostSource::Request, true).unwrap()
+        };
+        assert!(read("a.example").canonical);
+        assert!(!read("A.example").canonical);
+        assert!(!read("a.example:80").canonical);
+        assert_eq!(read("A.example").host, read("a.example").host);
     }
 
     #[test]

@@ -39,17 +39,23 @@ pub struct RequestIdentity<'a> {
     host: Option<HeaderValue>,
     path: Cow<'a, str>,
     query: Option<Cow<'a, str>>,
+    /// Whether the request spelled its host, path and query in normal form.
+    canonical: bool,
 }
 
 impl<'a> RequestIdentity<'a> {
     /// Reads the request's identity with the default [`HostSource`]; `None`
     /// when the request names two hosts.
     pub fn of(parts: &'a Parts) -> Option<Self> {
-        Self::read(parts, HostSource::default()).ok()
+        Self::read(parts, HostSource::default(), Reading::Sharing).ok()
     }
 
-    pub(crate) fn read(parts: &'a Parts, source: HostSource) -> Result<Self, Unkeyable> {
-        Self::read_head(&parts.method, &parts.uri, &parts.headers, source)
+    pub(crate) fn read(
+        parts: &'a Parts,
+        source: HostSource,
+        reading: Reading,
+    ) -> Result<Self, Unkeyable> {
+        Self::read_head(&parts.method, &parts.uri, &parts.headers, source, reading)
     }
 
     /// The identity of a request head, given by its pieces.
@@ -58,15 +64,32 @@ impl<'a> RequestIdentity<'a> {
         uri: &'a Uri,
         headers: &'a HeaderMap,
         source: HostSource,
+        reading: Reading,
     ) -> Result<Self, Unkeyable> {
-        let host =
-            host::host_of(uri, headers, source).map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
+        let strict = reading == Reading::Sharing;
+        let host = host::host_of(uri, headers, source, strict)
+            .map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
+        let path = path::normalize(uri.path());
+        let query = uri.query().map(path::normalize);
+        let canonical = host.canonical
+            && matches!(path, Cow::Borrowed(_))
+            && !matches!(query, Some(Cow::Owned(_)));
         Ok(Self {
             method,
-            host,
-            path: path::normalize(uri.path()),
-            query: uri.query().map(path::normalize),
+            host: host.host,
+            path,
+            query,
+            canonical,
         })
+    }
+
+    /// Whether the request spelled its host, path and query in normal form.
+    /// Share mode coalesces only such requests: an application (or its
+    /// router) may answer `/h%6Fme` or `Host: A.example` otherwise than
+    /// `/home` and `a.example`, say with a `404`, and that answer must not
+    /// reach those who asked for the page.
+    pub fn is_canonical(&self) -> bool {
+        self.canonical
     }
 
     /// The request method.
@@ -104,6 +127,17 @@ impl<'a> RequestIdentity<'a> {
     }
 }
 
+/// How strictly a request's host is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// For answers handed to others: every place that names a host must
+    /// agree, forwarded hosts included.
+    Sharing,
+    /// For a lock: the source alone, so that a made-up forwarded host can
+    /// neither change the key nor refuse the request.
+    Locking,
+}
+
 /// Why a request gets no key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unkeyable {
@@ -111,6 +145,9 @@ pub(crate) enum Unkeyable {
     AmbiguousHost,
     /// Its identity is longer than the layer keeps.
     TooLong,
+    /// Share mode: it spells its host, path or query otherwise than in
+    /// normal form.
+    NotCanonical,
 }
 
 /// The identity settings of one layer.
@@ -131,8 +168,12 @@ impl Default for Identify {
 
 impl Identify {
     /// The identity of a request, if it may be keyed at all.
-    pub(crate) fn read<'a>(&self, parts: &'a Parts) -> Result<RequestIdentity<'a>, Unkeyable> {
-        self.read_head(&parts.method, &parts.uri, &parts.headers)
+    pub(crate) fn read<'a>(
+        &self,
+        parts: &'a Parts,
+        reading: Reading,
+    ) -> Result<RequestIdentity<'a>, Unkeyable> {
+        self.read_head(&parts.method, &parts.uri, &parts.headers, reading)
     }
 
     /// [`read`](Self::read), given the head by its pieces.
@@ -141,8 +182,9 @@ impl Identify {
         method: &'a Method,
         uri: &'a Uri,
         headers: &'a HeaderMap,
+        reading: Reading,
     ) -> Result<RequestIdentity<'a>, Unkeyable> {
-        let identity = RequestIdentity::read_head(method, uri, headers, self.host)?;
+        let identity = RequestIdentity::read_head(method, uri, headers, self.host, reading)?;
         if identity.len() > self.max_key_bytes {
             return Err(Unkeyable::TooLong);
         }

@@ -4,7 +4,7 @@
 use http::{request::Parts, HeaderValue, Request};
 use proptest::prelude::*;
 
-use super::{host, path, CallerIdentity, HostSource, RequestIdentity};
+use super::{host, path, CallerIdentity, HostSource, Reading, RequestIdentity};
 use crate::key::{KeyExtractor, MethodPathQuery, RequestKey};
 
 fn parts(method: &str, uri: &str, headers: &[(&str, &[u8])]) -> Option<Parts> {
@@ -106,7 +106,8 @@ proptest! {
         let _ = path::normalize(&text);
         for name in ["host", "x-forwarded-host", "forwarded", "cookie"] {
             if let Some(parts) = parts("GET", "/", &[(name, &raw), ("host", b"a.example")]) {
-                let _ = RequestIdentity::read(&parts, source);
+                let _ = RequestIdentity::read(&parts, source, Reading::Sharing);
+                let _ = RequestIdentity::read(&parts, source, Reading::Locking);
                 let _ = CallerIdentity::new().cookie("session").of(&parts);
             }
         }
