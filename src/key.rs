@@ -122,13 +122,15 @@ impl RequestKey {
         // A normalized host is visible ASCII.
         let host = identity.host().and_then(|host| host.to_str().ok());
         let query = identity.query();
-        let text = [
-            host.unwrap_or_default(),
-            identity.path(),
-            if query.is_some() { "?" } else { "" },
-            query.unwrap_or_default(),
-        ]
-        .concat();
+        let (host_text, path) = (host.unwrap_or_default(), identity.path());
+        let length = host_text.len() + path.len() + query.map_or(0, |query| query.len() + 1);
+        let mut text = String::with_capacity(length);
+        text.push_str(host_text);
+        text.push_str(path);
+        if let Some(query) = query {
+            text.push('?');
+            text.push_str(query);
+        }
         Self {
             method: identity.method().clone(),
             text: text.into_boxed_str(),

@@ -215,9 +215,9 @@ pub(crate) fn unkeyable(why: crate::identity::Unkeyable) -> Response<Bytes> {
             StatusCode::BAD_REQUEST,
             br#"{"status":"ambiguous_host","message":"the request names more than one host"}"#,
         ),
-        // Only share mode asks for the normal form, and it lets such a
-        // request through; answered alike should that ever change.
-        Unkeyable::NotCanonical => (
+        // Only share mode asks for these, and it lets such requests
+        // through; answered alike should that ever change.
+        Unkeyable::NotCanonical | Unkeyable::OwnAnswer => (
             StatusCode::BAD_REQUEST,
             br#"{"status":"not_canonical","message":"the request target is not in normal form"}"#,
         ),

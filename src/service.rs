@@ -17,7 +17,7 @@ use crate::{
     identity::{Caller, Identify, Reading, Unkeyable},
     key::{KeyExtractor, ShareKey},
     mode::{Reject, Share},
-    policy, rejection,
+    rejection,
 };
 
 /// Middleware that rejects or coalesces identical in-flight requests.
@@ -148,22 +148,18 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
         let mode = &config.mode;
-        let coalesced = mode.methods.contains(request.method())
-            && policy::request_shareable(request.headers())
-            && bodiless(request.body());
+        let coalesced = mode.methods.contains(request.method()) && bodiless(request.body());
         if !coalesced {
             let after = invalidation(mode, &config.identify, &request);
             let future = self.inner.call(request);
             return share::ResponseFuture::bypass_then(future, config.expose_role, after);
         }
         let (parts, body) = request.into_parts();
+        let caller = mode.identity.as_ref();
         let keyed = config
             .identify
-            .read(&parts, Reading::Sharing)
-            .and_then(|identity| {
-                if !identity.is_canonical() {
-                    return Err(Unkeyable::NotCanonical);
-                }
+            .read_shared(&parts, caller)
+            .and_then(|(identity, caller)| {
                 let Some(key) = config.key.extract_with(&parts, &identity) else {
                     return Ok(None);
                 };
@@ -172,7 +168,7 @@ where
                     key,
                     head: parts.method == http::Method::HEAD,
                     host: identity.host().cloned(),
-                    caller: mode.identity.as_ref().map(|identity| identity.of(&parts)),
+                    caller,
                 };
                 if identity.len() + key.extra_len() > config.identify.max_key_bytes {
                     return Err(Unkeyable::TooLong);
@@ -182,7 +178,7 @@ where
         let request = Request::from_parts(parts, body);
         let key = match keyed {
             Ok(Some(keyed)) => keyed,
-            Ok(None) => {
+            Ok(None) | Err(Unkeyable::OwnAnswer) => {
                 return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role)
             }
             Err(why) => {

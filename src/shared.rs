@@ -3,7 +3,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+#[cfg(feature = "cache")]
+use bytes::BytesMut;
 use http::{response, HeaderMap, Response};
+#[cfg(feature = "cache")]
+use http::{HeaderName, HeaderValue};
 use http_body::Body;
 
 use crate::{
@@ -61,18 +65,32 @@ impl BufferedResponse {
 
     /// A copy that shares no buffer with anything else: a cached answer must
     /// not keep alive the (larger) buffers its body and headers were read
-    /// from, which its weight does not count.
+    /// from, which its weight does not count. Body and header values are
+    /// copied into one buffer: one allocation, and copies served later
+    /// share it by reference count.
     #[cfg(feature = "cache")]
     pub(crate) fn detached(&self) -> Self {
+        let values = |map: &HeaderMap| map.values().map(HeaderValue::len).sum::<usize>();
+        let trailers = self.trailers.as_ref().map_or(0, values);
+        let mut buffer =
+            BytesMut::with_capacity(self.data.len() + values(&self.parts.headers) + trailers);
+        buffer.extend_from_slice(&self.data);
         let mut parts = Response::new(()).into_parts().0;
         parts.status = self.parts.status;
         parts.version = self.parts.version;
-        parts.headers = detached(&self.parts.headers);
         parts.extensions = self.parts.extensions.clone();
+        let headers = copy_values(&self.parts.headers, &mut buffer);
+        let trailers = self
+            .trailers
+            .as_ref()
+            .map(|map| copy_values(map, &mut buffer));
+        let buffer = buffer.freeze();
+        let data = buffer.slice(..self.data.len());
+        parts.headers = rebuild(headers, &buffer);
         Self {
             parts,
-            data: Bytes::copy_from_slice(&self.data),
-            trailers: self.trailers.as_ref().map(detached),
+            data,
+            trailers: trailers.map(|trailers| rebuild(trailers, &buffer)),
             vary: self.vary.clone(),
         }
     }
@@ -97,16 +115,32 @@ fn header_bytes(map: &HeaderMap) -> usize {
         .sum()
 }
 
-/// A copy of `map` whose values own their bytes.
+/// The names of `map`, with where each value went in `buffer`.
 #[cfg(feature = "cache")]
-fn detached(map: &HeaderMap) -> HeaderMap {
-    // Room for what a copy served later adds (`Age`, the role header), so
-    // that serving one never grows it.
-    let mut copy = HeaderMap::with_capacity(map.len() + 2);
-    for (name, value) in map {
-        let owned =
-            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.append(name.clone(), owned);
+type Copied = Vec<(HeaderName, std::ops::Range<usize>, HeaderValue)>;
+
+/// Appends the values of `map` to `buffer`; where each went, to
+/// [`rebuild`] the map once the buffer is frozen.
+#[cfg(feature = "cache")]
+fn copy_values(map: &HeaderMap, buffer: &mut BytesMut) -> Copied {
+    map.iter()
+        .map(|(name, value)| {
+            let start = buffer.len();
+            buffer.extend_from_slice(value.as_bytes());
+            (name.clone(), start..buffer.len(), value.clone())
+        })
+        .collect()
+}
+
+/// The map of `copied`, its values slices of `buffer`.
+#[cfg(feature = "cache")]
+fn rebuild(copied: Copied, buffer: &Bytes) -> HeaderMap {
+    // Grown as the handler's own map was, appended to one by one: a map
+    // sized to the byte is slower to copy and to serve.
+    let mut map = HeaderMap::new();
+    for (name, range, original) in copied {
+        let value = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap_or(original);
+        map.append(name, value);
     }
-    copy
+    map
 }

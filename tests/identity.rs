@@ -117,7 +117,11 @@ async fn other_spellings_are_answered_by_the_app_not_from_the_cache() {
         if uri == "/home" {
             assert_eq!(reply.text(), format!("home of {host}"));
         } else {
-            assert_eq!(reply.status, StatusCode::NOT_FOUND, "the router's own answer");
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_FOUND,
+                "the router's own answer"
+            );
         }
     }
     assert_eq!(runs.get(), 4, "the handler ran for every host spelling");

@@ -1,6 +1,6 @@
 //! The host a request is for, read from every place that can name it.
 
-use http::{header, HeaderMap, HeaderValue, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
 
 /// Where the application reads the host it picks its tenant (or virtual
 /// host) by. The host in keys must be that one, or a request could be
@@ -53,44 +53,80 @@ pub(crate) fn host_of(
     source: HostSource,
     forwarded_must_agree: bool,
 ) -> Result<HostRead, Ambiguous> {
-    let mut found = Found::default();
-    let forwarded = source != HostSource::Request;
-    let read_forwarded = forwarded || forwarded_must_agree;
+    let mut scan = HostScan::new(source, forwarded_must_agree);
     for (name, value) in headers {
+        scan.header(name, value)?;
+    }
+    scan.finish(uri, headers)
+}
+
+/// [`host_of`] a header at a time, for a caller that reads the headers for
+/// other things in the same pass.
+pub(crate) struct HostScan {
+    found: Found,
+    /// The source is a forwarded header.
+    forwarded: bool,
+    /// Forwarded headers are read (as the source, or to agree).
+    read_forwarded: bool,
+}
+
+impl HostScan {
+    pub(crate) fn new(source: HostSource, forwarded_must_agree: bool) -> Self {
+        let forwarded = source != HostSource::Request;
+        Self {
+            found: Found::default(),
+            forwarded,
+            read_forwarded: forwarded || forwarded_must_agree,
+        }
+    }
+
+    /// Reads one header, if it names a host.
+    pub(crate) fn header(
+        &mut self,
+        name: &HeaderName,
+        value: &HeaderValue,
+    ) -> Result<(), Ambiguous> {
+        let found = &mut self.found;
         if *name == header::HOST {
-            if !forwarded {
+            if !self.forwarded {
                 found.agree_value(value)?;
             }
-        } else if read_forwarded && *name == X_FORWARDED_HOST {
+        } else if self.read_forwarded && *name == X_FORWARDED_HOST {
             // Every element counts, empty ones too: an empty forwarded host
             // is one the application may read as "no host".
             for element in value.as_bytes().split(|byte| *byte == b',') {
                 found.agree_forwarded(element)?;
             }
-        } else if read_forwarded && *name == header::FORWARDED {
+        } else if self.read_forwarded && *name == header::FORWARDED {
             for element in forwarded_hosts(value.as_bytes()) {
                 found.agree_forwarded(element)?;
             }
         }
+        Ok(())
     }
-    if forwarded && found.forwarded {
-        return Ok(found.into_read());
-    }
-    if let Some(authority) = uri.authority() {
-        let scheme = uri.scheme_str();
-        found.agree(authority.as_str().as_bytes(), scheme)?;
-    }
-    if forwarded {
-        // No forwarded host: the request's own `Host` must agree with the
-        // authority too.
-        for value in headers.get_all(header::HOST) {
-            found.agree_value(value)?;
+
+    /// The host, once every header was read.
+    pub(crate) fn finish(self, uri: &Uri, headers: &HeaderMap) -> Result<HostRead, Ambiguous> {
+        let mut found = self.found;
+        if self.forwarded && found.forwarded {
+            return Ok(found.into_read());
         }
+        if let Some(authority) = uri.authority() {
+            let scheme = uri.scheme_str();
+            found.agree(authority.as_str().as_bytes(), scheme)?;
+        }
+        if self.forwarded {
+            // No forwarded host: the request's own `Host` must agree with
+            // the authority too.
+            for value in headers.get_all(header::HOST) {
+                found.agree_value(value)?;
+            }
+        }
+        Ok(found.into_read())
     }
-    Ok(found.into_read())
 }
 
-const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The host found so far.
 struct Found {

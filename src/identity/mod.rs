@@ -28,7 +28,7 @@ pub use caller::CallerIdentity;
 pub use host::HostSource;
 
 pub(crate) use caller::Caller;
-use host::Ambiguous;
+use host::{Ambiguous, HostRead, HostScan};
 
 /// A request as the crate tells requests apart: its method, normalized host,
 /// path and query. Built once per request by the layer and handed to the
@@ -69,18 +69,23 @@ impl<'a> RequestIdentity<'a> {
         let strict = reading == Reading::Sharing;
         let host = host::host_of(uri, headers, source, strict)
             .map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
+        Ok(Self::with_host(method, uri, host))
+    }
+
+    /// The identity of a request whose host was read.
+    fn with_host(method: &'a Method, uri: &'a Uri, host: HostRead) -> Self {
         let path = path::normalize(uri.path());
         let query = uri.query().map(path::normalize);
         let canonical = host.canonical
             && matches!(path, Cow::Borrowed(_))
             && !matches!(query, Some(Cow::Owned(_)));
-        Ok(Self {
+        Self {
             method,
             host: host.host,
             path,
             query,
             canonical,
-        })
+        }
     }
 
     /// Whether the request spelled its host, path and query in normal form.
@@ -148,6 +153,9 @@ pub(crate) enum Unkeyable {
     /// Share mode: it spells its host, path or query otherwise than in
     /// normal form.
     NotCanonical,
+    /// Share mode: it asks for an answer of its own (conditional, range,
+    /// upgrade requests).
+    OwnAnswer,
 }
 
 /// The identity settings of one layer.
@@ -174,6 +182,40 @@ impl Identify {
         reading: Reading,
     ) -> Result<RequestIdentity<'a>, Unkeyable> {
         self.read_head(&parts.method, &parts.uri, &parts.headers, reading)
+    }
+
+    /// Reads a request for share mode in one pass over its headers: its
+    /// identity and, with `caller`, its caller; or why it is not keyed.
+    pub(crate) fn read_shared<'a>(
+        &self,
+        parts: &'a Parts,
+        caller: Option<&CallerIdentity>,
+    ) -> Result<(RequestIdentity<'a>, Option<Caller>), Unkeyable> {
+        let mut hosts = HostScan::new(self.host, true);
+        let mut who = caller.map(|_| Caller::default());
+        for (name, value) in &parts.headers {
+            if crate::policy::asks_own_answer(name) {
+                return Err(Unkeyable::OwnAnswer);
+            }
+            hosts
+                .header(name, value)
+                .map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
+            if let (Some(caller), Some(who)) = (caller, who.as_mut()) {
+                caller.read_header(name, value, who);
+            }
+        }
+        let host = hosts
+            .finish(&parts.uri, &parts.headers)
+            .map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
+        let identity = RequestIdentity::with_host(&parts.method, &parts.uri, host);
+        if !identity.is_canonical() {
+            return Err(Unkeyable::NotCanonical);
+        }
+        let who = match (caller, who) {
+            (Some(caller), Some(who)) => Some(caller.finish(&parts.extensions, who)),
+            _ => None,
+        };
+        Ok((identity, who))
     }
 
     /// [`read`](Self::read), given the head by its pieces.
