@@ -79,6 +79,7 @@ impl BufferedResponse {
         parts.status = self.parts.status;
         parts.version = self.parts.version;
         parts.extensions = self.parts.extensions.clone();
+        let capacity = self.parts.headers.capacity();
         let headers = copy_values(&self.parts.headers, &mut buffer);
         let trailers = self
             .trailers
@@ -86,11 +87,11 @@ impl BufferedResponse {
             .map(|map| copy_values(map, &mut buffer));
         let buffer = buffer.freeze();
         let data = buffer.slice(..self.data.len());
-        parts.headers = rebuild(headers, &buffer);
+        parts.headers = rebuild(headers, &buffer, capacity);
         Self {
             parts,
             data,
-            trailers: trailers.map(|trailers| rebuild(trailers, &buffer)),
+            trailers: trailers.map(|trailers| rebuild(trailers, &buffer, 0)),
             vary: self.vary.clone(),
         }
     }
@@ -134,10 +135,10 @@ fn copy_values(map: &HeaderMap, buffer: &mut BytesMut) -> Copied {
 
 /// The map of `copied`, its values slices of `buffer`.
 #[cfg(feature = "cache")]
-fn rebuild(copied: Copied, buffer: &Bytes) -> HeaderMap {
-    // Grown as the handler's own map was, appended to one by one: a map
-    // sized to the byte is slower to copy and to serve.
-    let mut map = HeaderMap::new();
+fn rebuild(copied: Copied, buffer: &Bytes, capacity: usize) -> HeaderMap {
+    // As roomy as the original: serving a copy adds `Age`, which must not
+    // grow it every time.
+    let mut map = HeaderMap::with_capacity(capacity);
     for (name, range, original) in copied {
         let value = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap_or(original);
         map.append(name, value);

@@ -47,9 +47,6 @@ use http::{header, Extensions, HeaderName, HeaderValue};
 #[must_use]
 pub struct CallerIdentity {
     headers: Arc<[HeaderName]>,
-    /// Bit `n` set when a header of length `n` (under 64) may name the
-    /// caller: the names above, and `Cookie`.
-    lengths: u64,
     /// `None`: the whole `Cookie` header, which keeps callers apart but
     /// identifies nobody.
     cookies: Option<Arc<[Box<str>]>>,
@@ -61,15 +58,18 @@ type ReadExtension = fn(&Extensions) -> Option<Arc<dyn Part>>;
 
 impl Default for CallerIdentity {
     fn default() -> Self {
-        Self::with_headers(Arc::new([
-            header::AUTHORIZATION,
-            header::PROXY_AUTHORIZATION,
-            HeaderName::from_static("x-api-key"),
-            HeaderName::from_static("api-key"),
-            HeaderName::from_static("x-auth-token"),
-            HeaderName::from_static("x-access-token"),
-        ]))
-        .whole_cookie()
+        Self {
+            headers: Arc::new([
+                header::AUTHORIZATION,
+                header::PROXY_AUTHORIZATION,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("api-key"),
+                HeaderName::from_static("x-auth-token"),
+                HeaderName::from_static("x-access-token"),
+            ]),
+            cookies: None,
+            extension: None,
+        }
     }
 }
 
@@ -81,46 +81,22 @@ impl CallerIdentity {
 
     /// No header, cookie or extension: build the identity from scratch.
     pub fn none() -> Self {
-        let mut none = Self::with_headers(Arc::new([]));
-        none.cookies = Some(Arc::new([]));
-        none
-    }
-
-    fn with_headers(headers: Arc<[HeaderName]>) -> Self {
-        let lengths = headers
-            .iter()
-            .chain([&header::COOKIE])
-            .map(|name| name.as_str().len())
-            .fold(0, |lengths, length| {
-                lengths | 1u64.checked_shl(length as u32).unwrap_or(0)
-            });
-        // A name of 64 bytes or more is always checked (see `header`).
         Self {
-            headers,
-            lengths,
-            cookies: None,
+            headers: Arc::new([]),
+            cookies: Some(Arc::new([])),
             extension: None,
         }
     }
 
-    fn whole_cookie(mut self) -> Self {
-        self.cookies = None;
-        self
-    }
-
     /// Another request header whose value identifies the caller (an API key
     /// of your own, say).
-    pub fn header(self, name: HeaderName) -> Self {
-        if self.headers.contains(&name) {
-            return self;
+    pub fn header(mut self, name: HeaderName) -> Self {
+        if !self.headers.contains(&name) {
+            let mut names = self.headers.to_vec();
+            names.push(name);
+            self.headers = names.into();
         }
-        let mut names = self.headers.to_vec();
-        names.push(name);
-        Self {
-            cookies: self.cookies,
-            extension: self.extension,
-            ..Self::with_headers(names.into())
-        }
+        self
     }
 
     /// A cookie whose value identifies the caller (the session cookie). Once
@@ -166,11 +142,6 @@ impl CallerIdentity {
 
     /// Reads one request header into `caller`, if it names the caller.
     pub(crate) fn read_header(&self, name: &HeaderName, value: &HeaderValue, caller: &mut Caller) {
-        // Most headers are none of ours: their length says so at once.
-        let length = name.as_str().len();
-        if length < 64 && self.lengths & (1 << length) == 0 {
-            return;
-        }
         if let Some(index) = self.headers.iter().position(|known| known == name) {
             caller.identified = true;
             caller.push(index, value.as_bytes());

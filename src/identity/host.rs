@@ -208,6 +208,15 @@ pub(crate) fn normalize(raw: &[u8], scheme: Option<&str>) -> Option<HeaderValue>
 /// `Some(None)` when `raw` is a host in normal form, `Some(Some(normal))`
 /// when it is a host spelled otherwise, `None` when it is no host.
 fn normal_form(raw: &[u8], scheme: Option<&str>) -> Option<Option<Vec<u8>>> {
+    // Nearly every host is a lower-case name without a port: one pass says so.
+    let plain =
+        |byte: &u8| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-.".contains(byte);
+    if raw.iter().all(plain)
+        && raw.first().is_some_and(|first| *first != b'.')
+        && raw.last() != Some(&b'.')
+    {
+        return Some(None);
+    }
     let whole = raw;
     let raw = raw.trim_ascii();
     // Userinfo has no place in a host (RFC 9110 §4.2.4), and what comes
