@@ -53,6 +53,13 @@ impl BufferedResponse {
         &self.parts
     }
 
+    /// Its headers, to give a stored copy a header that each copy served
+    /// from it replaces.
+    #[cfg(feature = "cache")]
+    pub(crate) fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.parts.headers
+    }
+
     /// What it keeps on the heap, or a little more: body, headers,
     /// trailers, and the request header values its `Vary` names.
     #[cfg_attr(not(feature = "cache"), allow(dead_code))]

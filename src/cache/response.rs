@@ -333,8 +333,14 @@ where
         let Some(windows) = directives::windows(response.parts(), &self.inner.config) else {
             return;
         };
+        let mut stored = response.detached();
+        // Every copy served gets its own `Age`: with one in place already,
+        // setting it replaces a value instead of growing a full map.
+        stored
+            .headers_mut()
+            .insert(header::AGE, HeaderValue::from_static("0"));
         let answer = CachedResponse {
-            response: Arc::new(response.detached()),
+            response: Arc::new(stored),
             windows,
             stored_at: Instant::now(),
             target,

@@ -8,17 +8,14 @@ use std::{
     sync::Arc,
 };
 
-#[cfg(test)]
-use http::request::Parts;
-use http::{header, Extensions, HeaderName, HeaderValue};
+use http::{header, request::Parts, Extensions, HeaderName, HeaderValue};
 
 /// Which parts of a request identify its caller, for share mode: two
 /// requests whose callers differ never share an answer, and a `private`
 /// answer is shared only among requests of one identified caller.
 ///
 /// The default reads the credential headers `Authorization`,
-/// `Proxy-Authorization`, `X-Api-Key`, `Api-Key`, `X-Auth-Token` and
-/// `X-Access-Token`, and the whole `Cookie` header. Any difference in them
+/// `Proxy-Authorization` and `X-Api-Key`, and the whole `Cookie` header. Any difference in them
 /// keeps callers apart. A credential header identifies its caller; a cookie
 /// alone does not (`consent=yes` is no credential), so a `private` answer is
 /// never shared on the strength of a `Cookie` header unless you name the
@@ -63,9 +60,6 @@ impl Default for CallerIdentity {
                 header::AUTHORIZATION,
                 header::PROXY_AUTHORIZATION,
                 HeaderName::from_static("x-api-key"),
-                HeaderName::from_static("api-key"),
-                HeaderName::from_static("x-auth-token"),
-                HeaderName::from_static("x-access-token"),
             ]),
             cookies: None,
             extension: None,
@@ -130,30 +124,22 @@ impl CallerIdentity {
         self
     }
 
-    /// The caller of this request, as these settings see it.
-    #[cfg(test)]
+    /// The caller of this request, as these settings see it. A lookup per
+    /// identity header: a request carries a dozen headers or more, and few
+    /// names are declared.
     pub(crate) fn of(&self, parts: &Parts) -> Caller {
         let mut caller = Caller::default();
-        for (name, value) in &parts.headers {
-            self.read_header(name, value, &mut caller);
+        for (index, name) in self.headers.iter().enumerate() {
+            for value in parts.headers.get_all(name) {
+                caller.identified = true;
+                caller.push(index, value.as_bytes());
+            }
         }
-        self.finish(&parts.extensions, caller)
-    }
-
-    /// Reads one request header into `caller`, if it names the caller.
-    pub(crate) fn read_header(&self, name: &HeaderName, value: &HeaderValue, caller: &mut Caller) {
-        if let Some(index) = self.headers.iter().position(|known| known == name) {
-            caller.identified = true;
-            caller.push(index, value.as_bytes());
-        } else if *name == header::COOKIE {
-            self.cookies_of(value, caller);
+        for value in parts.headers.get_all(header::COOKIE) {
+            self.cookies_of(value, &mut caller);
         }
-    }
-
-    /// The caller, once every header was read: with the extension, if any.
-    pub(crate) fn finish(&self, extensions: &Extensions, mut caller: Caller) -> Caller {
         if let Some(read) = self.extension {
-            caller.extension = read(extensions);
+            caller.extension = read(&parts.extensions);
             caller.identified |= caller.extension.is_some();
         }
         caller

@@ -184,15 +184,14 @@ impl Identify {
         self.read_head(&parts.method, &parts.uri, &parts.headers, reading)
     }
 
-    /// Reads a request for share mode in one pass over its headers: its
-    /// identity and, with `caller`, its caller; or why it is not keyed.
+    /// Reads a request for share mode: its identity (in one pass over its
+    /// headers) and, with `caller`, its caller; or why it is not keyed.
     pub(crate) fn read_shared<'a>(
         &self,
         parts: &'a Parts,
         caller: Option<&CallerIdentity>,
     ) -> Result<(RequestIdentity<'a>, Option<Caller>), Unkeyable> {
         let mut hosts = HostScan::new(self.host, true);
-        let mut who = caller.map(|_| Caller::default());
         for (name, value) in &parts.headers {
             if crate::policy::asks_own_answer(name) {
                 return Err(Unkeyable::OwnAnswer);
@@ -200,9 +199,6 @@ impl Identify {
             hosts
                 .header(name, value)
                 .map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
-            if let (Some(caller), Some(who)) = (caller, who.as_mut()) {
-                caller.read_header(name, value, who);
-            }
         }
         let host = hosts
             .finish(&parts.uri, &parts.headers)
@@ -211,11 +207,7 @@ impl Identify {
         if !identity.is_canonical() {
             return Err(Unkeyable::NotCanonical);
         }
-        let who = match (caller, who) {
-            (Some(caller), Some(who)) => Some(caller.finish(&parts.extensions, who)),
-            _ => None,
-        };
-        Ok((identity, who))
+        Ok((identity, caller.map(|caller| caller.of(parts))))
     }
 
     /// [`read`](Self::read), given the head by its pieces.
