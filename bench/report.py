@@ -237,9 +237,10 @@ def why(results):
     identity, from_fn = references["identity_layer"], references["noop_from_fn"]
     return f"""### Why the missed ones are missed
 
-- **Instructions per request.** The bare route costs about 4.3k
+- **Instructions per request.** The bare route costs about 8.6k
   instructions per request in `benches/instructions.rs` (a request built,
-  routed, answered and read back), so the targets leave 0.6k to 1.1k
+  routed, answered and read back; 100 requests measure 0.86M), so the
+  targets leave 1.3k to 2.2k
   instructions for the layer. Part of that is axum's, not the layer's: any
   layer added with `Router::layer` puts another `Route` around the handler
   (a service clone, a boxed future and a boxed body per request), and a
@@ -260,7 +261,14 @@ def why(results):
   key, the buffering of a response nobody else waits for, the `FlightRole`
   extension on answers the inner service gave the request itself (three
   allocations), a clone of the inner service per leader, and the copies an
-  `async` block made of the leader's work. Reject mode
+  `async` block made of the leader's work. Since then, the one request
+  identity (issue 10) added about 0.07x to 0.09x to every case: the host,
+  path and query normalized and checked for other spellings, the key's
+  bytes owned rather than borrowed from the request (one allocation, so
+  that a cached key never pins a request buffer), the caller's three
+  credential headers and cookie looked up, and the response's
+  `Content-Type` checked for event streams. The baseline was refreshed
+  for it, with that reason. Reject mode
   ({ratios['reject_unique_keys']:.2f}x) takes and frees a lease (one hash each) and keeps its
   guard in the body until the body ends; a `409` costs {ratios['reject_conflict']:.2f}x: the
   key hashed for the lease and again for the `Retry-After` history, and
