@@ -159,6 +159,11 @@ impl<E: FlightKey, Source> Flight<E, Source> {
     /// `job` receives a [`LeaseHandle`], to report progress or renew: the
     /// lease still ends at its TTL unless renewed.
     ///
+    /// A panic in `job` frees the key too, counts in the table's
+    /// [`FlightStats::panicked`](crate::FlightStats::panicked) and is logged
+    /// (`tracing::error!`) with a digest of the key and the lease's
+    /// generation; the `JoinHandle` still reports it.
+    ///
     /// # Panics
     ///
     /// Outside a Tokio runtime, like [`tokio::spawn`].

@@ -257,13 +257,14 @@ where
     }
 }
 
-/// The key share mode coalesces on: the user's key, kept apart by method kind
-/// (a `HEAD` never shares with a `GET`), by host and by caller, whatever the
-/// user's key says.
+/// The key share mode coalesces on: the user's key, kept apart by method,
+/// by host and by caller, whatever the user's key says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShareKey<K> {
     pub(crate) key: K,
-    pub(crate) head: bool,
+    /// The method, whatever the user's key says: a `HEAD`, an `OPTIONS`
+    /// and a `GET` never share an answer.
+    pub(crate) method: Method,
     pub(crate) host: Option<HeaderValue>,
     /// `None` when the layer shares across identities.
     pub(crate) caller: Option<Caller>,
@@ -281,7 +282,7 @@ impl<K: Clone> ShareKey<K> {
         };
         Self {
             key: self.key.clone(),
-            head: self.head,
+            method: self.method.clone(),
             host: self.host.as_ref().map(copy),
             caller: self.caller.clone(),
             key_bytes: self.key_bytes,
@@ -308,7 +309,7 @@ impl<K> ShareKey<K> {
 impl<K: Hash> Hash for ShareKey<K> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key.hash(state);
-        state.write_u8(u8::from(self.head));
+        state.write(self.method.as_str().as_bytes());
         state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
         if let Some(caller) = &self.caller {
             caller.hash(state);

@@ -242,7 +242,7 @@ where
     }
 
     /// How long a request may hold its key before the key is freed anyway.
-    /// Default: 5 minutes.
+    /// Default: 5 minutes; `Duration::MAX` means never.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.mode.lease_ttl = ttl;
         self
@@ -337,7 +337,7 @@ where
     /// followers run their own requests at once; the key then passes
     /// straight through for [`hit_for_pass`](Self::hit_for_pass).
     /// `text/event-stream` responses are never buffered at all. Default:
-    /// 1 second.
+    /// 1 second; `Duration::MAX` means no budget.
     pub fn buffer_budget(mut self, budget: Duration) -> Self {
         self.mode.buffer_budget = budget;
         self
@@ -345,14 +345,14 @@ where
 
     /// How long any one request waits for the shared response before it is
     /// answered `504`. The flight goes on for the others. Default: no limit
-    /// but the flight's lease.
+    /// but the flight's lease (as `Duration::MAX` gives).
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.mode.max_wait = Some(wait);
         self
     }
 
     /// How long the shared work may run before it is aborted and its waiters
-    /// get `504`. Default: 5 minutes.
+    /// get `504`. Default: 5 minutes; `Duration::MAX` means never.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.mode.options = self.mode.options.clone().lease(lease);
         self
@@ -434,7 +434,8 @@ where
     /// How long a key whose last answer could not be shared (`Set-Cookie`,
     /// `no-store`, `private`, too large...) passes straight through, instead
     /// of its next burst queueing behind a leader only to run its own
-    /// requests anyway. Default: 10 seconds; zero turns it off.
+    /// requests anyway. Default: 10 seconds; zero turns it off,
+    /// `Duration::MAX` makes it last.
     pub fn hit_for_pass(mut self, window: Duration) -> Self {
         self.mode.passes = std::sync::Arc::new(crate::pass::PassList::new(window));
         self

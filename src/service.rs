@@ -166,7 +166,7 @@ where
                 let key = ShareKey {
                     key_bytes: config.key.key_bytes(&key),
                     key,
-                    head: parts.method == http::Method::HEAD,
+                    method: parts.method.clone(),
                     host: identity.host().cloned(),
                     caller,
                 };

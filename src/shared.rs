@@ -86,7 +86,6 @@ impl BufferedResponse {
         parts.status = self.parts.status;
         parts.version = self.parts.version;
         parts.extensions = self.parts.extensions.clone();
-        let capacity = self.parts.headers.capacity();
         let headers = copy_values(&self.parts.headers, &mut buffer);
         let trailers = self
             .trailers
@@ -94,11 +93,11 @@ impl BufferedResponse {
             .map(|map| copy_values(map, &mut buffer));
         let buffer = buffer.freeze();
         let data = buffer.slice(..self.data.len());
-        parts.headers = rebuild(headers, &buffer, capacity);
+        parts.headers = rebuild(headers, &buffer);
         Self {
             parts,
             data,
-            trailers: trailers.map(|trailers| rebuild(trailers, &buffer, 0)),
+            trailers: trailers.map(|trailers| rebuild(trailers, &buffer)),
             vary: self.vary.clone(),
         }
     }
@@ -118,9 +117,14 @@ impl BufferedResponse {
 
 /// The bytes a header map keeps: names, values, and its index per entry.
 fn header_bytes(map: &HeaderMap) -> usize {
-    map.iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 64)
-        .sum()
+    // A slot of a header map (entry, index, links) takes a little over a
+    // hundred bytes, used or not.
+    const SLOT: usize = 128;
+    let named: usize = map
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    named + map.capacity().max(map.len()) * SLOT
 }
 
 /// The names of `map`, with where each value went in `buffer`.
@@ -142,10 +146,9 @@ fn copy_values(map: &HeaderMap, buffer: &mut BytesMut) -> Copied {
 
 /// The map of `copied`, its values slices of `buffer`.
 #[cfg(feature = "cache")]
-fn rebuild(copied: Copied, buffer: &Bytes, capacity: usize) -> HeaderMap {
-    // As roomy as the original: serving a copy adds `Age`, which must not
-    // grow it every time.
-    let mut map = HeaderMap::with_capacity(capacity);
+fn rebuild(copied: Copied, buffer: &Bytes) -> HeaderMap {
+    // Room for one more: the cache gives a stored answer an `Age`.
+    let mut map = HeaderMap::with_capacity(copied.len() + 1);
     for (name, range, original) in copied {
         let value = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap_or(original);
         map.append(name, value);

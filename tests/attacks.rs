@@ -13,7 +13,7 @@ use axum::{
 use common::{get, send, Runs};
 use tokio::time::sleep;
 use tower::ServiceExt;
-use tower_singleflight::{key, CacheConfig, FlightRole, SingleFlightLayer};
+use tower_singleflight::{key, CacheConfig, FlightRole, HostSource, SingleFlightLayer};
 
 const WORK: Duration = Duration::from_millis(300);
 
@@ -399,4 +399,163 @@ async fn a_long_write_on_one_host_does_not_invalidate_another_hosts_cache() {
         "a write to b.example dropped a.example's cached answer"
     );
     assert_eq!(runs.get(), 1);
+}
+
+// Found by the second review.
+
+/// The host an application behind a proxy that sets `X-Forwarded-Host`
+/// picks its tenant by: that header, else (a request that reached it
+/// directly) `Host`, as `HostSource::XForwardedHost` documents.
+fn forwarded_tenant(headers: &HeaderMap) -> String {
+    headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// README: "In reject mode, forwarded headers are read only when they are
+/// the `HostSource`, so a made-up one can neither move the key nor get a
+/// trigger refused." With `HostSource::XForwardedHost`, a `Forwarded: host=`
+/// the client added (and the proxy passed on) is read all the same: the
+/// trigger is refused `400`.
+#[tokio::test]
+async fn reject_mode_ignores_a_made_up_forwarded_host_that_is_not_the_source() {
+    let runs = Runs::default();
+    let counted = runs.clone();
+    let app: Router = Router::new()
+        .route(
+            "/jobs/run",
+            routing::post(move || async move {
+                counted.bump();
+                "started"
+            }),
+        )
+        .layer(SingleFlightLayer::reject().host_source(HostSource::XForwardedHost));
+    let reply = send(
+        &app,
+        with_headers(
+            "POST",
+            "/jobs/run",
+            &[
+                ("host", "internal:8080"),
+                ("x-forwarded-host", "a.example"),
+                ("forwarded", "for=1.2.3.4;host=made-up.example"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "a made-up Forwarded host got the trigger refused"
+    );
+    assert_eq!(runs.get(), 1);
+}
+
+/// The same header moves the lock: with `HostSource::XForwardedHost` and a
+/// request that reached the application directly (no `X-Forwarded-Host`,
+/// so the application reads `Host`), a made-up `Forwarded: host=` becomes
+/// the key's host. Two triggers for `a.example`, each with another made-up
+/// host, run side by side instead of the second getting `409`.
+#[tokio::test(start_paused = true)]
+async fn a_made_up_forwarded_host_does_not_walk_around_the_lock() {
+    let runs = Runs::default();
+    let counted = runs.clone();
+    let app: Router = Router::new()
+        .route(
+            "/jobs/run",
+            routing::post(move || async move {
+                counted.bump();
+                sleep(Duration::from_secs(5)).await;
+                "started"
+            }),
+        )
+        .layer(SingleFlightLayer::reject().host_source(HostSource::XForwardedHost));
+    let trigger = |made_up: &'static str| {
+        let request = with_headers(
+            "POST",
+            "/jobs/run",
+            &[("host", "a.example"), ("forwarded", made_up)],
+        );
+        common::spawn(&app, request)
+    };
+    let first = trigger("host=x1.example");
+    tokio::task::yield_now().await;
+    let second = trigger("host=x2.example");
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        second.status,
+        StatusCode::CONFLICT,
+        "the second trigger for a.example ran beside the first ({} runs)",
+        runs.get()
+    );
+}
+
+/// Share mode, `HostSource::XForwardedHost`, a request that reached the
+/// application directly: the application answers for `Host` (a.example), the
+/// key says the made-up `Forwarded` host (b.example). The proxied visitor of
+/// b.example is then served a.example's page from the cache.
+#[tokio::test]
+async fn a_forwarded_host_that_is_not_the_source_cannot_poison_another_hosts_cache() {
+    let runs = Runs::default();
+    let counted = runs.clone();
+    let app: Router = Router::new()
+        .route(
+            "/home",
+            routing::get(move |headers: HeaderMap| async move {
+                counted.bump();
+                format!("home of {}", forwarded_tenant(&headers))
+            }),
+        )
+        .layer(
+            SingleFlightLayer::share()
+                .host_source(HostSource::XForwardedHost)
+                .cache(CacheConfig::new()),
+        );
+    let poison = with_headers(
+        "GET",
+        "/home",
+        &[("host", "a.example"), ("forwarded", "host=b.example")],
+    );
+    assert_eq!(send(&app, poison).await.text(), "home of a.example");
+
+    let visitor = with_headers(
+        "GET",
+        "/home",
+        &[("host", "internal:8080"), ("x-forwarded-host", "b.example")],
+    );
+    assert_eq!(send(&app, visitor).await.text(), "home of b.example");
+}
+
+/// `methods` now admits every safe method, `OPTIONS` included, but a
+/// `ShareKey` tells only `HEAD` apart from the rest: with a key that does
+/// not name the method (`key::path()`, or the crate docs' own
+/// tenant-and-path closure), a CORS preflight's empty `204` is cached and
+/// served to every `GET` of the page.
+#[tokio::test]
+async fn an_options_answer_is_never_served_to_a_get() {
+    let app: Router = Router::new()
+        .route(
+            "/page",
+            routing::get(|| async { "the page" })
+                .options(|| async { (StatusCode::NO_CONTENT, [(header::ALLOW, "GET, OPTIONS")]) }),
+        )
+        .layer(
+            SingleFlightLayer::share()
+                .key(key::path())
+                .methods([http::Method::GET, http::Method::HEAD, http::Method::OPTIONS])
+                .cache(CacheConfig::new()),
+        );
+    let preflight = send(&app, common::request("OPTIONS", "/page")).await;
+    assert_eq!(preflight.status, StatusCode::NO_CONTENT);
+    let page = send(&app, get("/page")).await;
+    assert_eq!(
+        (page.status, page.text()),
+        (StatusCode::OK, "the page"),
+        "a GET got the OPTIONS answer ({:?})",
+        page.role
+    );
 }

@@ -162,7 +162,7 @@ where
     }
 
     /// The TTL of leases taken without one of their own, as by the `Flight`
-    /// extractor. Default: 5 minutes.
+    /// extractor. Default: 5 minutes; `Duration::MAX` means never.
     #[must_use]
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.defaults.lease_ttl = ttl;

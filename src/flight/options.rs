@@ -92,7 +92,8 @@ impl Default for CallOptions {
 
 impl CallOptions {
     /// How long the work may run; past it, it is aborted, its waiters get
-    /// [`FlightError::TimedOut`] and the key is free.
+    /// [`FlightError::TimedOut`] and the key is free. `Duration::MAX` means
+    /// never.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;

@@ -382,7 +382,7 @@ mod cached_store {
         }
 
         pub(crate) fn back_off(&self) {
-            self.cache.back_off(self.key.clone());
+            self.cache.back_off(self.key.detached());
         }
     }
 }

@@ -57,26 +57,54 @@ pub(crate) fn host_of(
     for (name, value) in headers {
         scan.header(name, value)?;
     }
-    scan.finish(uri, headers)
+    scan.finish(uri)
 }
 
 /// [`host_of`] a header at a time, for a caller that reads the headers for
 /// other things in the same pass.
 pub(crate) struct HostScan {
-    found: Found,
-    /// The source is a forwarded header.
-    forwarded: bool,
-    /// Forwarded headers are read (as the source, or to agree).
-    read_forwarded: bool,
+    source: HostSource,
+    strict: bool,
+    /// What the source header says, when it is a forwarded one.
+    forwarded: Found,
+    /// What the request says of itself: `Host` and the URI's authority.
+    own: Found,
+    /// With `strict`: what the forwarded headers that are not the source
+    /// say, which must agree with the host read.
+    others: Found,
+}
+
+/// The kinds of header that name a host.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Host,
+    XForwardedHost,
+    Forwarded,
 }
 
 impl HostScan {
     pub(crate) fn new(source: HostSource, forwarded_must_agree: bool) -> Self {
-        let forwarded = source != HostSource::Request;
         Self {
-            found: Found::default(),
-            forwarded,
-            read_forwarded: forwarded || forwarded_must_agree,
+            source,
+            strict: forwarded_must_agree,
+            forwarded: Found::default(),
+            own: Found::default(),
+            others: Found::default(),
+        }
+    }
+
+    /// Where a header of this kind goes: `None` when it is not read.
+    fn found_for(&mut self, kind: Kind) -> Option<&mut Found> {
+        let source = match self.source {
+            HostSource::Request => Kind::Host,
+            HostSource::XForwardedHost => Kind::XForwardedHost,
+            HostSource::Forwarded => Kind::Forwarded,
+        };
+        match kind {
+            Kind::Host => Some(&mut self.own),
+            _ if kind == source => Some(&mut self.forwarded),
+            _ if self.strict => Some(&mut self.others),
+            _ => None,
         }
     }
 
@@ -86,43 +114,45 @@ impl HostScan {
         name: &HeaderName,
         value: &HeaderValue,
     ) -> Result<(), Ambiguous> {
-        let found = &mut self.found;
         if *name == header::HOST {
-            if !self.forwarded {
-                found.agree_value(value)?;
+            self.own.agree_value(value)?;
+        } else if *name == X_FORWARDED_HOST {
+            if let Some(found) = self.found_for(Kind::XForwardedHost) {
+                // Every element counts, empty ones too: an empty forwarded
+                // host is one the application may read as "no host".
+                for element in value.as_bytes().split(|byte| *byte == b',') {
+                    found.agree_forwarded(element)?;
+                }
             }
-        } else if self.read_forwarded && *name == X_FORWARDED_HOST {
-            // Every element counts, empty ones too: an empty forwarded host
-            // is one the application may read as "no host".
-            for element in value.as_bytes().split(|byte| *byte == b',') {
-                found.agree_forwarded(element)?;
-            }
-        } else if self.read_forwarded && *name == header::FORWARDED {
-            for element in forwarded_hosts(value.as_bytes()) {
-                found.agree_forwarded(element)?;
+        } else if *name == header::FORWARDED {
+            if let Some(found) = self.found_for(Kind::Forwarded) {
+                for element in forwarded_hosts(value.as_bytes()) {
+                    found.agree_forwarded(element)?;
+                }
             }
         }
         Ok(())
     }
 
     /// The host, once every header was read.
-    pub(crate) fn finish(self, uri: &Uri, headers: &HeaderMap) -> Result<HostRead, Ambiguous> {
-        let mut found = self.found;
-        if self.forwarded && found.forwarded {
-            return Ok(found.into_read());
-        }
-        if let Some(authority) = uri.authority() {
-            let scheme = uri.scheme_str();
-            found.agree(authority.as_str().as_bytes(), scheme)?;
-        }
-        if self.forwarded {
-            // No forwarded host: the request's own `Host` must agree with
-            // the authority too.
-            for value in headers.get_all(header::HOST) {
-                found.agree_value(value)?;
+    pub(crate) fn finish(self, uri: &Uri) -> Result<HostRead, Ambiguous> {
+        let read = if self.forwarded.forwarded {
+            // The proxy's word; `Host` and the authority are its own.
+            self.forwarded.into_read()
+        } else {
+            let mut own = self.own;
+            if let Some(authority) = uri.authority() {
+                own.agree(authority.as_str().as_bytes(), uri.scheme_str())?;
             }
+            own.into_read()
+        };
+        if self.others.forwarded && self.others.host != read.host {
+            return Err(Ambiguous);
         }
-        Ok(found.into_read())
+        Ok(HostRead {
+            canonical: read.canonical && self.others.canonical,
+            ..read
+        })
     }
 }
 

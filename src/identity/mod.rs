@@ -201,7 +201,7 @@ impl Identify {
                 .map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
         }
         let host = hosts
-            .finish(&parts.uri, &parts.headers)
+            .finish(&parts.uri)
             .map_err(|Ambiguous| Unkeyable::AmbiguousHost)?;
         let identity = RequestIdentity::with_host(&parts.method, &parts.uri, host);
         if !identity.is_canonical() {
