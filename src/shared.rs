@@ -86,6 +86,14 @@ impl BufferedResponse {
         parts.status = self.parts.status;
         parts.version = self.parts.version;
         parts.extensions = self.parts.extensions.clone();
+        // As roomy as the original, and room for two more: copies served
+        // from it get headers added (`Age`, `Content-Length`), and growing a
+        // full map on every hit costs more than the slots (which are weighed).
+        let room = self
+            .parts
+            .headers
+            .capacity()
+            .max(self.parts.headers.len() + 2);
         let headers = copy_values(&self.parts.headers, &mut buffer);
         let trailers = self
             .trailers
@@ -93,11 +101,11 @@ impl BufferedResponse {
             .map(|map| copy_values(map, &mut buffer));
         let buffer = buffer.freeze();
         let data = buffer.slice(..self.data.len());
-        parts.headers = rebuild(headers, &buffer);
+        parts.headers = rebuild(headers, &buffer, room);
         Self {
             parts,
             data,
-            trailers: trailers.map(|trailers| rebuild(trailers, &buffer)),
+            trailers: trailers.map(|trailers| rebuild(trailers, &buffer, 0)),
             vary: self.vary.clone(),
         }
     }
@@ -146,9 +154,8 @@ fn copy_values(map: &HeaderMap, buffer: &mut BytesMut) -> Copied {
 
 /// The map of `copied`, its values slices of `buffer`.
 #[cfg(feature = "cache")]
-fn rebuild(copied: Copied, buffer: &Bytes) -> HeaderMap {
-    // Room for one more: the cache gives a stored answer an `Age`.
-    let mut map = HeaderMap::with_capacity(copied.len() + 1);
+fn rebuild(copied: Copied, buffer: &Bytes, room: usize) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(room.max(copied.len()));
     for (name, range, original) in copied {
         let value = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap_or(original);
         map.append(name, value);

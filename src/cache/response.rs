@@ -126,10 +126,15 @@ impl CachedResponse {
     /// A copy to serve, with its `Age`.
     pub(crate) fn to_response<B: Body>(&self, now: Instant) -> Response<ResponseBody<B>> {
         let mut response = self.response.to_response();
-        let age = now.saturating_duration_since(self.stored_at).as_secs();
-        response
-            .headers_mut()
-            .insert(header::AGE, HeaderValue::from(age));
+        let age = HeaderValue::from(now.saturating_duration_since(self.stored_at).as_secs());
+        // The stored copy has an `Age` in place: overwritten where it is, as
+        // an insert would first grow a full map.
+        match response.headers_mut().get_mut(header::AGE) {
+            Some(placeholder) => *placeholder = age,
+            None => {
+                response.headers_mut().insert(header::AGE, age);
+            }
+        }
         response
     }
 
@@ -334,8 +339,7 @@ where
             return;
         };
         let mut stored = response.detached();
-        // Every copy served gets its own `Age`: with one in place already,
-        // setting it replaces a value instead of growing a full map.
+        // Every copy served gets its own `Age`, written over this one.
         stored
             .headers_mut()
             .insert(header::AGE, HeaderValue::from_static("0"));
