@@ -6,26 +6,32 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
 /// host) by. The host in keys must be that one, or a request could be
 /// answered for one host and shared under another.
 ///
-/// Whatever the source, every other place that names a host must agree with
-/// it: a request that names two hosts is never coalesced, cached or keyed
-/// (share mode lets it through; reject mode answers `400`).
+/// In share mode, every other place that names a host must agree with the
+/// source: a request that names two hosts is never coalesced or cached (it
+/// is let through). Reject mode reads the source alone (the request's own
+/// host, or the forwarded header named), so that a made-up header can
+/// neither move a lock nor get a trigger refused; a request whose own
+/// authority and `Host` disagree gets `400`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HostSource {
     /// The request's own host: its URI authority (HTTP/2's `:authority`, an
-    /// absolute-form target) and its `Host` header, which must agree, as
-    /// must `X-Forwarded-Host` and `Forwarded: host=` when a client sends
-    /// them (axum-extra's `Host` extractor, for one, prefers those).
-    /// For an application that clients reach directly. The default.
+    /// absolute-form target) and its `Host` header, which must agree. In
+    /// share mode so must `X-Forwarded-Host` and `Forwarded: host=` when a
+    /// client sends them (axum-extra's `Host` extractor, for one, prefers
+    /// those). For an application that clients reach directly. The
+    /// default.
     #[default]
     Request,
     /// `X-Forwarded-Host`, for an application behind a proxy that sets it
-    /// and rewrites `Host`. `Forwarded: host=`, if present, must agree.
-    /// Without either, the request's own host, as with [`Request`](Self::Request).
+    /// and rewrites `Host`. In share mode `Forwarded: host=`, if present,
+    /// must agree. Without `X-Forwarded-Host`, the request's own host, as
+    /// with [`Request`](Self::Request).
     XForwardedHost,
     /// `Forwarded: host=` (RFC 7239), for an application behind a proxy
-    /// that sets it. `X-Forwarded-Host`, if present, must agree. Without
-    /// either, the request's own host, as with [`Request`](Self::Request).
+    /// that sets it. In share mode `X-Forwarded-Host`, if present, must
+    /// agree. Without `Forwarded: host=`, the request's own host, as with
+    /// [`Request`](Self::Request).
     Forwarded,
 }
 
