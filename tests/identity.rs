@@ -11,48 +11,11 @@ use axum::{
     http::{header, HeaderMap, Request, StatusCode},
     routing, Router,
 };
-use common::{count, get, send, send_all, Runs};
+use common::{count, get, send, send_all, tenant_pages, versioned_items, with_headers, Runs};
 use tokio::time::sleep;
 use tower_singleflight::{key, CacheConfig, FlightRole, SingleFlightLayer};
 
 const WORK: Duration = Duration::from_millis(300);
-
-fn with_headers(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
-    let mut request = Request::builder().method(method).uri(uri);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.body(Body::empty()).expect("a valid request")
-}
-
-/// The host a handler picks its tenant by, as axum-extra's `Host` reads it:
-/// `Forwarded`, then `X-Forwarded-Host`, then `Host`, then the authority.
-fn tenant(headers: &HeaderMap, uri: &http::Uri) -> String {
-    let forwarded = headers
-        .get(header::FORWARDED)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').find_map(|pair| pair.strip_prefix("host=")));
-    forwarded
-        .or_else(|| headers.get("x-forwarded-host")?.to_str().ok())
-        .or_else(|| headers.get(header::HOST)?.to_str().ok())
-        .or_else(|| uri.host())
-        .unwrap_or("?")
-        .to_owned()
-}
-
-/// `GET /home`, cached: the home page of the tenant the request names.
-fn tenant_pages(runs: &Runs) -> Router {
-    let runs = runs.clone();
-    Router::new()
-        .route(
-            "/home",
-            routing::get(move |headers: HeaderMap, uri: http::Uri| async move {
-                runs.bump();
-                format!("home of {}", tenant(&headers, &uri))
-            }),
-        )
-        .layer(SingleFlightLayer::share().cache(CacheConfig::new()))
-}
 
 /// Observation 1: an answer made for one host is never stored under another.
 #[tokio::test(start_paused = true)]
@@ -231,15 +194,7 @@ async fn a_trigger_naming_two_hosts_is_refused_not_run_beside_the_holder() {
 #[tokio::test(start_paused = true)]
 async fn a_write_spelled_another_way_invalidates_the_cached_read() {
     let runs = Runs::default();
-    let counted = runs.clone();
-    let layer = SingleFlightLayer::share().cache(CacheConfig::new().invalidate_on_write(true));
-    let app = Router::new()
-        .route(
-            "/items/{id}",
-            routing::get(move || async move { format!("version {}", counted.bump()) })
-                .put(|| async { StatusCode::NO_CONTENT }),
-        )
-        .layer(layer);
+    let app = versioned_items(&runs);
     assert_eq!(send(&app, get("/items/1")).await.text(), "version 1");
     assert_eq!(send(&app, get("/items/1")).await.text(), "version 1");
     send(&app, common::request("PUT", "/items/%31")).await;

@@ -18,7 +18,8 @@ use axum::{
     routing, Json, Router,
 };
 use common::{
-    call_kept, count, get, get_with, gets_ready, played, send, send_all, spawn, until, Runs,
+    call_kept, count, failing_backend, get, get_with, gets_ready, played, send, send_all, spawn,
+    until, Runs,
 };
 use serde_json::json;
 use tokio::time::{sleep, Instant};
@@ -940,40 +941,16 @@ async fn a_flight_past_its_lease_does_not_count_towards_max_flights() {
     drop(stuck);
 }
 
-/// A plain tower service that fails its first `failures` calls, each after
-/// `WORK`, and counts them.
-fn backend(
-    runs: &Runs,
-    failures: usize,
-) -> impl tower::Service<
-    http::Request<Body>,
-    Response = http::Response<Body>,
-    Error = std::io::Error,
-    Future = impl Send,
-> + Clone
-       + Send
-       + 'static {
-    let runs = runs.clone();
-    tower::service_fn(move |_: http::Request<Body>| {
-        let call = runs.bump();
-        async move {
-            sleep(WORK).await;
-            if call <= failures {
-                Err(std::io::Error::other(format!("call {call} failed")))
-            } else {
-                Ok(http::Response::new(Body::from(format!("call {call}"))))
-            }
-        }
-    })
-}
-
 /// Observation 9: the followers of a failed call do not each call the failing
 /// backend: they try once more, together.
 #[tokio::test(start_paused = true)]
 async fn followers_of_a_failed_call_make_one_more_call_between_them() {
     for (failures, followers_get) in [(1, StatusCode::OK), (2, StatusCode::BAD_GATEWAY)] {
         let runs = Runs::default();
-        let service = tower::Layer::layer(&SingleFlightLayer::share(), backend(&runs, failures));
+        let service = tower::Layer::layer(
+            &SingleFlightLayer::share(),
+            failing_backend(&runs, failures, WORK),
+        );
         let calls: Vec<_> = (0..6)
             .map(|_| tokio::spawn(service.clone().oneshot(get("/report"))))
             .collect();

@@ -6,9 +6,9 @@ use std::sync::{
     Arc,
 };
 
-use axum::{body::Body, Router};
+use axum::{body::Body, routing, Router};
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{header, HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_singleflight::FlightRole;
@@ -167,4 +167,91 @@ where
         tokio::time::timeout(std::time::Duration::from_secs(5), ready).await,
         Ok(Ok(_))
     )
+}
+
+pub fn with_headers(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::empty()).expect("a valid request")
+}
+
+/// The host a handler picks its tenant by, as axum-extra's `Host` reads it
+///: `Forwarded`, then
+/// `X-Forwarded-Host`, then `Host`, then the authority.
+pub fn tenant(headers: &HeaderMap, uri: &http::Uri) -> String {
+    let forwarded = headers
+        .get(header::FORWARDED)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').find_map(|pair| pair.strip_prefix("host=")));
+    forwarded
+        .or_else(|| headers.get("x-forwarded-host")?.to_str().ok())
+        .or_else(|| headers.get(header::HOST)?.to_str().ok())
+        .or_else(|| uri.host())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// `GET /home`, cached: a page that names (reflects) the host the request
+/// names, as pages with absolute links, redirects or reset mails do.
+pub fn tenant_pages(runs: &Runs) -> Router {
+    let runs = runs.clone();
+    Router::new()
+        .route(
+            "/home",
+            routing::get(move |headers: HeaderMap, uri: http::Uri| async move {
+                runs.bump();
+                format!("home of {}", tenant(&headers, &uri))
+            }),
+        )
+        .layer(
+            tower_singleflight::SingleFlightLayer::share()
+                .cache(tower_singleflight::CacheConfig::new()),
+        )
+}
+
+/// A plain tower service that fails its first `failures` calls, each after
+/// `work`, answers `call N` after that, and counts its calls.
+pub fn failing_backend(
+    runs: &Runs,
+    failures: usize,
+    work: std::time::Duration,
+) -> impl tower::Service<
+    http::Request<axum::body::Body>,
+    Response = http::Response<axum::body::Body>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    let runs = runs.clone();
+    tower::service_fn(move |_: http::Request<axum::body::Body>| {
+        let call = runs.bump();
+        async move {
+            tokio::time::sleep(work).await;
+            if call <= failures {
+                Err(std::io::Error::other(format!("call {call} failed")))
+            } else {
+                Ok(http::Response::new(axum::body::Body::from(format!(
+                    "call {call}"
+                ))))
+            }
+        }
+    })
+}
+
+/// `GET /items/{id}` answers `version N` (N counting its runs), cached with
+/// `invalidate_on_write`; `PUT /items/{id}` succeeds.
+pub fn versioned_items(runs: &Runs) -> Router {
+    let counted = runs.clone();
+    let layer = tower_singleflight::SingleFlightLayer::share()
+        .cache(tower_singleflight::CacheConfig::new().invalidate_on_write(true));
+    Router::new()
+        .route(
+            "/items/{id}",
+            routing::get(move || async move { format!("version {}", counted.bump()) })
+                .put(|| async { StatusCode::NO_CONTENT }),
+        )
+        .layer(layer)
 }
