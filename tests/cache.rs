@@ -544,6 +544,45 @@ async fn a_read_in_flight_during_a_write_is_not_stored() {
     );
 }
 
+/// Issue 11's race: a write to one path used to keep every read in flight
+/// anywhere in the cache from being stored.
+#[tokio::test(start_paused = true)]
+async fn a_write_to_another_path_does_not_keep_a_read_from_being_stored() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::share().cache(CacheConfig::new().invalidate_on_write(true));
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/a",
+                routing::get(move || async move {
+                    sleep(WORK).await;
+                    format!("run {}", runs.bump())
+                }),
+            )
+            .route(
+                "/config/x",
+                routing::put(|| async { StatusCode::NO_CONTENT }),
+            )
+            .layer(layer.clone())
+    };
+    let reading = spawn(&app, get("/a"));
+    sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        send(&app, request("PUT", "/config/x")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(reading.await.unwrap().text(), "run 1");
+    layer.response_cache().unwrap().run_pending_tasks();
+    let after = send(&app, get("/a")).await;
+    assert_eq!(
+        after.role,
+        Some(FlightRole::CacheHit),
+        "the read was stored"
+    );
+    assert_eq!(runs.get(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unshareable_refresh_does_not_cost_the_stale_copy() {
     let runs = Runs::default();

@@ -6,6 +6,7 @@
 
 mod config;
 mod directives;
+mod epochs;
 mod freshness;
 mod response;
 mod value;
@@ -14,5 +15,6 @@ pub use config::CacheConfig;
 pub use response::{CacheStats, ResponseCache};
 pub use value::{Peek, ValueCache, ValueCacheBuilder, ValueCacheStats, ValueError};
 
+pub(crate) use epochs::Epoch;
 pub(crate) use freshness::Freshness;
 pub(crate) use response::{CachedResponse, Counters, Lookup, Target};

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::{
     config::CacheConfig,
     directives,
+    epochs::{Epoch, Epochs},
     freshness::{Freshness, Windows},
 };
 use crate::{
@@ -173,10 +174,10 @@ struct Inner<K> {
     store: Cache<ShareKey<K>, Stored>,
     config: CacheConfig,
     stats: Arc<Counters>,
-    /// Bumped by every invalidation: an answer fetched across one is not
-    /// stored, so a read in flight during a write cannot bring back the old
-    /// data.
-    invalidations: AtomicU64,
+    /// Bumped by every invalidation: an answer fetched across one that
+    /// concerns it is not stored, so a read in flight during a write cannot
+    /// bring back the old data.
+    epochs: Epochs,
 }
 
 /// What a [`ResponseCache`] did, counted since it was made.
@@ -269,7 +270,7 @@ where
                 store,
                 config,
                 stats: Arc::default(),
-                invalidations: AtomicU64::new(0),
+                epochs: Epochs::default(),
             }),
         }
     }
@@ -317,10 +318,10 @@ where
         Arc::clone(&self.inner.stats)
     }
 
-    /// A mark to give [`store`](Self::store): answers fetched across an
-    /// invalidation are not stored.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.inner.invalidations.load(Relaxed)
+    /// A mark to give [`store`](Self::store) with an answer for `target`:
+    /// answers fetched across an invalidation of it are not stored.
+    pub(crate) fn epoch(&self, target: &Target) -> Epoch {
+        self.inner.epochs.now(&target.path)
     }
 
     /// Stores a shareable answer if its status and `Cache-Control` allow, and
@@ -330,9 +331,9 @@ where
         key: ShareKey<K>,
         response: &Arc<BufferedResponse>,
         target: Target,
-        epoch: u64,
+        epoch: Epoch,
     ) {
-        if self.epoch() != epoch {
+        if self.inner.epochs.crossed(epoch) {
             return;
         }
         let Some(windows) = directives::windows(response.parts(), &self.inner.config) else {
@@ -383,33 +384,35 @@ where
     /// Drops every answer for this host and path (all queries, callers and
     /// methods).
     pub(crate) fn invalidate_target(&self, target: &Target) {
+        self.inner.epochs.bump_path(&target.path);
         let target = target.clone();
-        self.invalidate_stored(move |_, Stored::Answer(answer)| target.covers(&answer.target));
+        self.drop_entries(move |_, Stored::Answer(answer)| target.covers(&answer.target));
     }
 
     /// Drops every answer stored under this key (for every caller, host and
     /// method).
     pub fn invalidate(&self, key: &K) {
         let key = key.clone();
-        self.invalidate_stored(move |stored, _| stored.key == key);
+        self.inner.epochs.bump_all();
+        self.drop_entries(move |stored, _| stored.key == key);
     }
 
     /// Drops every answer whose key matches.
     pub fn invalidate_if(&self, matches: impl Fn(&K) -> bool + Send + Sync + 'static) {
-        self.invalidate_stored(move |stored, _| matches(&stored.key));
+        self.inner.epochs.bump_all();
+        self.drop_entries(move |stored, _| matches(&stored.key));
     }
 
     /// Drops every answer.
     pub fn invalidate_all(&self) {
-        self.inner.invalidations.fetch_add(1, Relaxed);
+        self.inner.epochs.bump_all();
         self.inner.store.invalidate_all();
     }
 
-    fn invalidate_stored(
+    fn drop_entries(
         &self,
         matches: impl Fn(&ShareKey<K>, &Stored) -> bool + Send + Sync + 'static,
     ) {
-        self.inner.invalidations.fetch_add(1, Relaxed);
         // Fails only without `support_invalidation_closures`, which `new` sets.
         if let Err(error) = self.inner.store.invalidate_entries_if(matches) {
             tracing::error!(%error, "cache invalidation failed");

@@ -367,8 +367,8 @@ mod cached_store {
         pub(crate) cache: ResponseCache<K>,
         pub(crate) key: ShareKey<K>,
         pub(crate) target: Target,
-        /// The cache's invalidation count when the request looked it up.
-        pub(crate) epoch: u64,
+        /// The cache's invalidation counts when the request looked it up.
+        pub(crate) epoch: crate::cache::Epoch,
     }
 
     impl<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static> Store<K> {

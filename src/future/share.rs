@@ -631,16 +631,17 @@ where
         return Consulted::Ask(AskOrigin::nothing());
     };
     let now = tokio::time::Instant::now();
-    let epoch = cache.epoch();
-    // Where the leader stores the origin's answer.
+    // Where the leader stores the origin's answer, and which invalidations
+    // of it it must not cross: made on a miss only, at lookup.
     let store = || {
+        let target = Target::stored(key.host.as_ref(), request.uri());
         // Boxed: the leader's work moves it around, and most requests have
         // none.
         Some(Box::new(Store {
             cache: cache.clone(),
             key: key.clone(),
-            target: Target::stored(key.host.as_ref(), request.uri()),
-            epoch,
+            epoch: cache.epoch(&target),
+            target,
         }))
     };
     let ask = |stale| {
