@@ -342,24 +342,31 @@ fn forwarded_tenant(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// `POST /jobs/run`: a trigger that runs for 5 s, behind reject mode keyed
+/// by the default key with `HostSource::XForwardedHost`.
+fn forwarded_triggers(runs: &Runs) -> Router {
+    let counted = runs.clone();
+    Router::new()
+        .route(
+            "/jobs/run",
+            routing::post(move || async move {
+                counted.bump();
+                sleep(Duration::from_secs(5)).await;
+                "started"
+            }),
+        )
+        .layer(SingleFlightLayer::reject().host_source(HostSource::XForwardedHost))
+}
+
 /// README: "In reject mode, forwarded headers are read only when they are
 /// the `HostSource`, so a made-up one can neither move the key nor get a
 /// trigger refused." With `HostSource::XForwardedHost`, a `Forwarded: host=`
 /// the client added (and the proxy passed on) is read all the same: the
 /// trigger is refused `400`.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn reject_mode_ignores_a_made_up_forwarded_host_that_is_not_the_source() {
     let runs = Runs::default();
-    let counted = runs.clone();
-    let app: Router = Router::new()
-        .route(
-            "/jobs/run",
-            routing::post(move || async move {
-                counted.bump();
-                "started"
-            }),
-        )
-        .layer(SingleFlightLayer::reject().host_source(HostSource::XForwardedHost));
+    let app = forwarded_triggers(&runs);
     let reply = send(
         &app,
         with_headers(
@@ -389,17 +396,7 @@ async fn reject_mode_ignores_a_made_up_forwarded_host_that_is_not_the_source() {
 #[tokio::test(start_paused = true)]
 async fn a_made_up_forwarded_host_does_not_walk_around_the_lock() {
     let runs = Runs::default();
-    let counted = runs.clone();
-    let app: Router = Router::new()
-        .route(
-            "/jobs/run",
-            routing::post(move || async move {
-                counted.bump();
-                sleep(Duration::from_secs(5)).await;
-                "started"
-            }),
-        )
-        .layer(SingleFlightLayer::reject().host_source(HostSource::XForwardedHost));
+    let app = forwarded_triggers(&runs);
     let trigger = |made_up: &'static str| {
         let request = with_headers(
             "POST",
