@@ -194,13 +194,14 @@ impl<K> fmt::Debug for Share<K> {
             .field("methods", &self.methods)
             .field("per_identity", &self.identity.is_some())
             .field("retry_after", &self.retry_after)
-            .field("cached", &self.cached())
+            .field("cached", &self.has_cache())
             .finish_non_exhaustive()
     }
 }
 
 impl<K> Share<K> {
-    fn cached(&self) -> bool {
+    /// Whether share mode keeps a response cache.
+    pub(crate) fn has_cache(&self) -> bool {
         #[cfg(feature = "cache")]
         return self.cache.is_some();
         #[cfg(not(feature = "cache"))]

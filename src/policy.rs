@@ -70,16 +70,21 @@ impl fmt::Display for Unshareable {
 /// theirs alone, and an upgrade is a connection of its own. Such requests
 /// are not coalesced.
 pub(crate) fn asks_own_answer(name: &HeaderName) -> bool {
-    const OWN_ANSWER: [HeaderName; 7] = [
+    const OWN_ANSWER: [HeaderName; 5] = [
         header::RANGE,
         header::IF_RANGE,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
         header::IF_MATCH,
         header::IF_UNMODIFIED_SINCE,
         header::UPGRADE,
     ];
     OWN_ANSWER.contains(name)
+}
+
+/// Whether a request header makes a `GET` conditional on the validators
+/// of a cached answer: a cache answers it itself; without a cache, the
+/// request is not coalesced (its answer may be a `304`, its own).
+pub(crate) fn is_validation(name: &HeaderName) -> bool {
+    name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE
 }
 
 /// Checks a response head before its body is read.
@@ -230,10 +235,46 @@ impl Vary {
             .sum()
     }
 
+    /// Whether a request with these headers gets the same answer: the values
+    /// of each named header are the same, or the same once normalized (RFC
+    /// 9111 §4.1: lists compared element by element, whitespace aside, and
+    /// case aside for the `Accept` family).
     pub(crate) fn matches(&self, request: &HeaderMap) -> bool {
-        self.headers
-            .iter()
-            .all(|(name, values)| request.get_all(name).iter().eq(values.iter()))
+        self.headers.iter().all(|(name, values)| {
+            let sent = request.get_all(name);
+            sent.iter().eq(values.iter()) || same_list(name, sent.iter(), values.iter())
+        })
+    }
+
+    /// Whether two answers are variants for the same request values.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn same_as(&self, other: &Vary) -> bool {
+        self.headers.len() == other.headers.len()
+            && self
+                .headers
+                .iter()
+                .zip(&other.headers)
+                .all(|(mine, theirs)| {
+                    mine.0 == theirs.0 && same_list(&mine.0, mine.1.iter(), theirs.1.iter())
+                })
+    }
+}
+
+/// Whether two sets of values of `name` hold the same list elements.
+fn same_list<'a>(
+    name: &HeaderName,
+    a: impl Iterator<Item = &'a HeaderValue>,
+    b: impl Iterator<Item = &'a HeaderValue>,
+) -> bool {
+    let caseless = name.as_str().starts_with("accept");
+    let mut a = a.flat_map(value_elements);
+    let mut b = b.flat_map(value_elements);
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y || (caseless && x.eq_ignore_ascii_case(y)) => {}
+            _ => return false,
+        }
     }
 }
 
@@ -314,14 +355,11 @@ mod tests {
     #[test]
     fn conditional_range_and_upgrade_requests_are_not_coalesced() {
         assert!(!asks_own_answer(&header::ACCEPT));
-        for name in [
-            "range",
-            "if-none-match",
-            "if-modified-since",
-            "if-range",
-            "upgrade",
-        ] {
+        for name in ["range", "if-range", "if-match", "upgrade"] {
             assert!(asks_own_answer(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["if-none-match", "if-modified-since"] {
+            assert!(is_validation(&HeaderName::from_static(name)), "{name}");
         }
     }
 
@@ -378,5 +416,25 @@ mod tests {
             ("accept-encoding", "br"),
             ("accept-language", "fr")
         ])));
+    }
+
+    #[test]
+    fn vary_compares_lists_whitespace_and_accept_case_aside() {
+        let response = headers(&[("vary", "Accept-Language, X-Tenant")]);
+        let leader = headers(&[("accept-language", "en, fr"), ("x-tenant", "Acme")]);
+        let vary = Vary::new(&response, &LeaderHeaders::of(&leader));
+        let spelled = headers(&[
+            ("accept-language", "EN"),
+            ("accept-language", "fr"),
+            ("x-tenant", " Acme "),
+        ]);
+        assert!(vary.matches(&spelled));
+        let other_case = headers(&[("accept-language", "en,fr"), ("x-tenant", "acme")]);
+        assert!(
+            !vary.matches(&other_case),
+            "only the Accept family is caseless"
+        );
+        let other_order = headers(&[("accept-language", "fr, en"), ("x-tenant", "Acme")]);
+        assert!(!vary.matches(&other_order));
     }
 }

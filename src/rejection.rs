@@ -206,6 +206,19 @@ pub(crate) fn timed_out() -> Response<Bytes> {
     )
 }
 
+/// `504`: the client asked for a cached answer only (`only-if-cached`), and
+/// none is stored (RFC 9111 §5.2.1.7).
+#[cfg(feature = "cache")]
+pub(crate) fn not_cached() -> Response<Bytes> {
+    json_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        Bytes::from_static(
+            br#"{"status":"not_cached","message":"nothing cached for this request"}"#,
+        ),
+        JSON,
+    )
+}
+
 /// A request reject mode cannot key: `400` when it names two hosts, `414`
 /// when its identity is longer than the layer keeps.
 pub(crate) fn unkeyable(why: crate::identity::Unkeyable) -> Response<Bytes> {

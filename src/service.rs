@@ -156,10 +156,12 @@ where
         }
         let (parts, body) = request.into_parts();
         let caller = mode.identity.as_ref();
+        let mut asks = crate::identity::Asks::default();
         let keyed = config
             .identify
-            .read_shared(&parts, caller)
-            .and_then(|(identity, caller)| {
+            .read_shared(&parts, caller, mode.has_cache())
+            .and_then(|(identity, caller, asked)| {
+                asks = asked;
                 let Some(key) = config.key.extract_with(&parts, &identity) else {
                     return Ok(None);
                 };
@@ -193,6 +195,7 @@ where
             key,
             private_ok,
             retry: false,
+            asks,
         };
         share::ResponseFuture::start(&mut self.inner, request, entry, mode, config.expose_role)
     }
@@ -221,11 +224,21 @@ where
     }
     let cache = cache.clone();
     let target = crate::cache::Target::written(identify, request);
-    Some(Box::new(move |status: http::StatusCode| {
-        if status.is_success() || status.is_redirection() {
-            cache.invalidate_target(&target);
-        }
-    }))
+    Some(Box::new(
+        move |status: http::StatusCode, headers: &http::HeaderMap| {
+            // RFC 9111 §4.4: a non-error answer to an unsafe request invalidates
+            // its target, and the same-origin targets its answer names.
+            if status.is_success() || status.is_redirection() {
+                cache.invalidate_target(&target);
+                let named = [http::header::LOCATION, http::header::CONTENT_LOCATION];
+                for value in named.iter().filter_map(|name| headers.get(name)) {
+                    if let Some(named) = target.named(value) {
+                        cache.invalidate_target(&named);
+                    }
+                }
+            }
+        },
+    ))
 }
 
 #[cfg(not(feature = "cache"))]

@@ -53,6 +53,12 @@ impl BufferedResponse {
         &self.parts
     }
 
+    /// Its extensions, to tell every waiter what the cache did with it.
+    #[cfg(feature = "cache")]
+    pub(crate) fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.parts.extensions
+    }
+
     /// Its headers, to give a stored copy a header that each copy served
     /// from it replaces.
     #[cfg(feature = "cache")]
@@ -86,14 +92,15 @@ impl BufferedResponse {
         parts.status = self.parts.status;
         parts.version = self.parts.version;
         parts.extensions = self.parts.extensions.clone();
-        // As roomy as the original, and room for two more: copies served
-        // from it get headers added (`Age`, `Content-Length`), and growing a
-        // full map on every hit costs more than the slots (which are weighed).
+        // As roomy as the original, and room for four more: the stored copy
+        // gets `Age` (and `Date` if it had none), copies served from it get
+        // `Cache-Status` and `Content-Length`, and growing a full map on every
+        // hit costs more than the slots (which are weighed).
         let room = self
             .parts
             .headers
             .capacity()
-            .max(self.parts.headers.len() + 2);
+            .max(self.parts.headers.len() + 4);
         let headers = copy_values(&self.parts.headers, &mut buffer);
         let trailers = self
             .trailers
@@ -113,6 +120,29 @@ impl BufferedResponse {
     /// Whether a follower that sent these request headers may have a copy.
     pub(crate) fn fits(&self, request: &HeaderMap) -> bool {
         self.vary.matches(request)
+    }
+
+    /// Whether it is the same variant as `other`: it varies on the same
+    /// headers, with the same values.
+    #[cfg(feature = "cache")]
+    pub(crate) fn same_variant(&self, other: &Self) -> bool {
+        self.vary.same_as(&other.vary)
+    }
+
+    /// A copy of a stored answer with the headers a `304` updated, its body
+    /// and trailers shared with it.
+    #[cfg(feature = "cache")]
+    pub(crate) fn with_headers(&self, headers: HeaderMap) -> Self {
+        let mut parts = Response::new(()).into_parts().0;
+        parts.status = self.parts.status;
+        parts.version = self.parts.version;
+        parts.headers = headers;
+        Self {
+            parts,
+            data: self.data.clone(),
+            trailers: self.trailers.clone(),
+            vary: self.vary.clone(),
+        }
     }
 
     /// A fresh copy: same status, headers, extensions, body and trailers.

@@ -238,12 +238,6 @@ async fn cached_per_value(
 }
 
 #[tokio::test(start_paused = true)]
-async fn private_is_cached_for_one_identity_only() {
-    let answer = (header::CACHE_CONTROL, "private");
-    cached_per_value(header::AUTHORIZATION, answer, "a", "b").await;
-}
-
-#[tokio::test(start_paused = true)]
 async fn max_age_shortens_the_ttl() {
     let runs = Runs::default();
     let layer = cached(CacheConfig::new().ttl(Duration::from_secs(60)));

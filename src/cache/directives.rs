@@ -1,56 +1,165 @@
-//! What a response's `Cache-Control` says about storing it.
+//! The `Cache-Control` directives of a response (RFC 9111 §5.2.2) and of a
+//! request (§5.2.1), each read in one pass.
 
 use std::time::Duration;
 
-use http::{header, response::Parts};
+use http::{header, HeaderMap, HeaderName};
 
-use super::{config::CacheConfig, freshness::Windows};
 use crate::policy::elements;
 
-/// The windows to store this answer for, or `None` when it must not be
-/// stored. Called only for answers share mode found shareable.
-pub(crate) fn windows(parts: &Parts, config: &CacheConfig) -> Option<Windows> {
-    if !config.statuses.contains(&parts.status) {
-        return None;
+/// A delta-seconds directive: absent, or present with a value that is not
+/// delta-seconds (which makes a response stale, §4.2.1), or a duration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Seconds {
+    #[default]
+    Absent,
+    Invalid,
+    Valid(Duration),
+}
+
+impl Seconds {
+    fn read(value: Option<&[u8]>) -> Self {
+        value
+            .and_then(delta_seconds)
+            .map_or(Self::Invalid, Self::Valid)
     }
-    let mut max_age = None;
-    let mut s_maxage = None;
-    let mut must_revalidate = false;
-    let mut windows = Windows {
-        fresh: config.ttl,
-        stale_while_revalidate: config.stale_while_revalidate,
-        stale_if_error: config.stale_if_error,
-    };
-    for directive in elements(&parts.headers, &header::CACHE_CONTROL) {
-        let (name, value) = split(directive);
-        let seconds = || value.and_then(seconds);
-        if name.eq_ignore_ascii_case(b"no-cache") {
-            return None;
-        } else if name.eq_ignore_ascii_case(b"must-revalidate")
-            || name.eq_ignore_ascii_case(b"proxy-revalidate")
-        {
-            // Never served stale: not while revalidating, not on error.
-            must_revalidate = true;
-        } else if name.eq_ignore_ascii_case(b"max-age") {
-            max_age = seconds();
-        } else if name.eq_ignore_ascii_case(b"s-maxage") {
-            s_maxage = seconds();
-        } else if name.eq_ignore_ascii_case(b"stale-while-revalidate") {
-            windows.stale_while_revalidate = seconds().unwrap_or(windows.stale_while_revalidate);
-        } else if name.eq_ignore_ascii_case(b"stale-if-error") {
-            windows.stale_if_error = seconds().unwrap_or(windows.stale_if_error);
+
+    pub(crate) fn valid(self) -> Option<Duration> {
+        match self {
+            Self::Valid(seconds) => Some(seconds),
+            Self::Absent | Self::Invalid => None,
         }
     }
-    // A shared cache reads `s-maxage` first; either may only shorten our TTL.
-    if let Some(age) = s_maxage.or(max_age) {
-        windows.fresh = windows.fresh.min(age);
+}
+
+/// What a response's `Cache-Control` says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ResponseDirectives {
+    pub(crate) no_store: bool,
+    /// Qualified or not: a qualified `no-cache` is read as unqualified, as
+    /// §5.2.2.4 allows.
+    pub(crate) no_cache: bool,
+    /// Qualified or not: a shared cache stores neither (§5.2.2.7).
+    pub(crate) private: bool,
+    pub(crate) public: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
+    pub(crate) must_understand: bool,
+    pub(crate) max_age: Seconds,
+    pub(crate) s_maxage: Seconds,
+    pub(crate) stale_while_revalidate: Seconds,
+    pub(crate) stale_if_error: Seconds,
+}
+
+impl ResponseDirectives {
+    /// The directives of `headers`: those of `targeted` (RFC 9213's
+    /// `CDN-Cache-Control`, say) when it is set and present, else those of
+    /// `Cache-Control`.
+    pub(crate) fn of(headers: &HeaderMap, targeted: Option<&HeaderName>) -> Self {
+        let name = targeted
+            .filter(|name| headers.contains_key(*name))
+            .unwrap_or(&header::CACHE_CONTROL);
+        let mut read = Self::default();
+        for directive in elements(headers, name) {
+            let (name, value) = split(directive);
+            let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+            if is("no-store") {
+                read.no_store = true;
+            } else if is("no-cache") {
+                read.no_cache = true;
+            } else if is("private") {
+                read.private = true;
+            } else if is("public") {
+                read.public = true;
+            } else if is("must-revalidate") {
+                read.must_revalidate = true;
+            } else if is("proxy-revalidate") {
+                read.proxy_revalidate = true;
+            } else if is("must-understand") {
+                read.must_understand = true;
+            } else if is("max-age") {
+                read.max_age = first(read.max_age, value);
+            } else if is("s-maxage") {
+                read.s_maxage = first(read.s_maxage, value);
+            } else if is("stale-while-revalidate") {
+                read.stale_while_revalidate = first(read.stale_while_revalidate, value);
+            } else if is("stale-if-error") {
+                read.stale_if_error = first(read.stale_if_error, value);
+            }
+        }
+        read
     }
-    if must_revalidate {
-        windows.stale_while_revalidate = Duration::ZERO;
-        windows.stale_if_error = Duration::ZERO;
+
+    /// Whether a stale copy may never be served without validation: a
+    /// shared cache reads `proxy-revalidate` and `s-maxage` as
+    /// `must-revalidate` (§5.2.2.8, §5.2.2.10), and `no-cache` is stale
+    /// from the start.
+    pub(crate) fn forbids_stale(&self) -> bool {
+        self.must_revalidate
+            || self.proxy_revalidate
+            || self.no_cache
+            || self.s_maxage != Seconds::Absent
     }
-    let windows = windows.jittered(config.jitter);
-    (!windows.lifetime().is_zero()).then_some(windows)
+}
+
+/// A directive given twice is read once, the first time (a conflict is not
+/// resolved in the longer lifetime's favour: §4.2.1 reads duplicates as
+/// invalid, which the first invalid one already is).
+fn first(read: Seconds, value: Option<&[u8]>) -> Seconds {
+    match read {
+        Seconds::Absent => Seconds::read(value),
+        // Two values: §4.2.1 says a cache should treat it as stale.
+        Seconds::Valid(_) | Seconds::Invalid => Seconds::Invalid,
+    }
+}
+
+/// What a request's `Cache-Control` (or, without one, `Pragma: no-cache`,
+/// §5.4) asks of the cache. Request directives are advisory (§5.2.1): the
+/// cache honours them unless configured not to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RequestDirectives {
+    pub(crate) no_cache: bool,
+    pub(crate) no_store: bool,
+    pub(crate) only_if_cached: bool,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) min_fresh: Option<Duration>,
+    /// `Some(Duration::MAX)` for a `max-stale` without a value: any age.
+    pub(crate) max_stale: Option<Duration>,
+}
+
+impl RequestDirectives {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut read = Self::default();
+        let mut any = false;
+        for directive in elements(headers, &header::CACHE_CONTROL) {
+            any = true;
+            let (name, value) = split(directive);
+            let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+            let seconds = || value.and_then(delta_seconds);
+            if is("no-cache") {
+                read.no_cache = true;
+            } else if is("no-store") {
+                read.no_store = true;
+            } else if is("only-if-cached") {
+                read.only_if_cached = true;
+            } else if is("max-age") {
+                // An invalid value asks for nothing in particular.
+                read.max_age = seconds().or(read.max_age);
+            } else if is("min-fresh") {
+                read.min_fresh = seconds().or(read.min_fresh);
+            } else if is("max-stale") {
+                read.max_stale = match value {
+                    None => Some(Duration::MAX),
+                    Some(_) => seconds().or(read.max_stale),
+                };
+            }
+        }
+        if !any {
+            read.no_cache = elements(headers, &header::PRAGMA)
+                .any(|element| element.eq_ignore_ascii_case(b"no-cache"));
+        }
+        read
+    }
 }
 
 fn split(directive: &[u8]) -> (&[u8], Option<&[u8]>) {
@@ -67,11 +176,15 @@ fn split(directive: &[u8]) -> (&[u8], Option<&[u8]>) {
 /// larger, however many digits, as 2^31 seconds (about 68 years).
 const MAX_DELTA_SECONDS: u64 = 1 << 31;
 
-/// Delta-seconds, quoted or not, clamped to [`MAX_DELTA_SECONDS`]; anything
-/// but digits is ignored.
-fn seconds(value: &[u8]) -> Option<Duration> {
-    let value = value.strip_prefix(b"\"").unwrap_or(value);
-    let value = value.strip_suffix(b"\"").unwrap_or(value);
+/// Delta-seconds (§1.2.2): digits only, clamped to [`MAX_DELTA_SECONDS`];
+/// a sign or a fraction is not delta-seconds. Quoted digits are read as
+/// digits: senders must not quote them, but §5.2 has recipients accept both
+/// forms.
+pub(crate) fn delta_seconds(value: &[u8]) -> Option<Duration> {
+    let value = match value {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => value,
+    };
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -87,124 +200,94 @@ fn seconds(value: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{Response, StatusCode};
+    use http::HeaderValue;
 
-    fn parts(status: u16, cache_control: Option<&'static str>) -> Parts {
-        let mut response = Response::builder().status(status);
-        if let Some(value) = cache_control {
-            response = response.header(header::CACHE_CONTROL, value);
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
+    fn response(cache_control: &'static str) -> ResponseDirectives {
+        ResponseDirectives::of(&headers(&[("cache-control", cache_control)]), None)
+    }
+
+    #[test]
+    fn invalid_max_age_values_are_invalid_not_absent() {
+        for value in ["max-age=-3600", "max-age=1.5", "max-age", "max-age=\"36"] {
+            assert_eq!(response(value).max_age, Seconds::Invalid, "{value}");
         }
-        response.body(()).unwrap().into_parts().0
-    }
-
-    fn config() -> CacheConfig {
-        CacheConfig::new()
-            .ttl(Duration::from_secs(60))
-            .stale_if_error(Duration::from_secs(5))
-    }
-
-    #[test]
-    fn only_listed_statuses_are_stored() {
-        assert!(windows(&parts(200, None), &config()).is_some());
-        assert!(windows(&parts(404, None), &config()).is_some());
-        assert!(windows(&parts(500, None), &config()).is_none());
-        assert!(windows(&parts(201, None), &config()).is_none());
-        let custom = config().statuses([StatusCode::CREATED]);
-        assert!(windows(&parts(201, None), &custom).is_some());
+        assert_eq!(response("public").max_age, Seconds::Absent);
+        // §5.2: recipients accept the quoted form senders must not send.
+        assert_eq!(
+            response("max-age=\"3600\"").max_age,
+            Seconds::Valid(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            response("MAX-AGE=60").max_age,
+            Seconds::Valid(Duration::from_secs(60))
+        );
+        assert_eq!(response("max-age=5, max-age=60").max_age, Seconds::Invalid);
     }
 
     #[test]
-    fn max_age_and_s_maxage_only_shorten() {
-        let short = windows(&parts(200, Some("max-age=10")), &config()).unwrap();
-        assert_eq!(short.fresh, Duration::from_secs(10));
-        let long = windows(&parts(200, Some("max-age=600")), &config()).unwrap();
-        assert_eq!(long.fresh, Duration::from_secs(60));
-        let shared = windows(&parts(200, Some("max-age=30, s-maxage=\"3\"")), &config()).unwrap();
-        assert_eq!(shared.fresh, Duration::from_secs(3));
+    fn qualified_private_and_no_cache_are_read_as_unqualified() {
+        let read = response("private=\"x-user\", no-cache=\"set-cookie\"");
+        assert!(read.private && read.no_cache);
     }
 
     #[test]
-    fn the_response_sets_its_stale_windows() {
-        let cc = Some("max-age=1, stale-while-revalidate=9, stale-if-error=99");
-        let windows = windows(&parts(200, cc), &config()).unwrap();
-        assert_eq!(windows.stale_while_revalidate, Duration::from_secs(9));
-        assert_eq!(windows.stale_if_error, Duration::from_secs(99));
+    fn a_targeted_field_replaces_cache_control() {
+        let both = headers(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=600"),
+        ]);
+        let cdn = HeaderName::from_static("cdn-cache-control");
+        let read = ResponseDirectives::of(&both, Some(&cdn));
+        assert!(!read.no_store);
+        assert_eq!(read.max_age, Seconds::Valid(Duration::from_secs(600)));
+        assert!(ResponseDirectives::of(&both, None).no_store);
+        let only_cc = headers(&[("cache-control", "max-age=5")]);
+        assert_eq!(
+            ResponseDirectives::of(&only_cc, Some(&cdn)).max_age,
+            Seconds::Valid(Duration::from_secs(5))
+        );
     }
 
     #[test]
-    fn must_revalidate_is_never_served_stale() {
-        let cc = Some("max-age=5, must-revalidate, stale-while-revalidate=60");
-        let windows = windows(&parts(200, cc), &config()).unwrap();
-        assert_eq!(windows.fresh, Duration::from_secs(5));
-        assert_eq!(windows.lifetime(), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn no_cache_and_zero_lifetimes_are_not_stored() {
-        assert!(windows(&parts(200, Some("no-cache")), &config()).is_none());
-        let never = CacheConfig::new().ttl(Duration::ZERO);
-        assert!(windows(&parts(200, None), &never).is_none());
-        assert!(windows(&parts(200, Some("max-age=0")), &CacheConfig::new()).is_none());
+    fn request_directives_and_pragma() {
+        let read = RequestDirectives::of(&headers(&[(
+            "cache-control",
+            "max-age=0, min-fresh=5, max-stale, only-if-cached",
+        )]));
+        assert_eq!(read.max_age, Some(Duration::ZERO));
+        assert_eq!(read.min_fresh, Some(Duration::from_secs(5)));
+        assert_eq!(read.max_stale, Some(Duration::MAX));
+        assert!(read.only_if_cached && !read.no_cache);
+        assert!(RequestDirectives::of(&headers(&[("pragma", "no-cache")])).no_cache);
+        let both = headers(&[("pragma", "no-cache"), ("cache-control", "max-stale=9")]);
+        assert!(!RequestDirectives::of(&both).no_cache);
     }
 
     #[test]
     fn delta_seconds_clamp_at_2_pow_31() {
         let clamped = Some(Duration::from_secs(1 << 31));
-        assert_eq!(seconds(b"2147483648"), clamped);
-        assert_eq!(seconds(b"2147483649"), clamped);
-        assert_eq!(seconds(b"18446744073709551615"), clamped);
-        assert_eq!(seconds(b"99999999999999999999999999"), clamped);
-        assert_eq!(seconds(b"\"99999999999999999999\""), clamped);
+        assert_eq!(delta_seconds(b"2147483648"), clamped);
+        assert_eq!(delta_seconds(b"18446744073709551615"), clamped);
+        assert_eq!(delta_seconds(b"99999999999999999999999999"), clamped);
         assert_eq!(
-            seconds(b"2147483647"),
+            delta_seconds(b"2147483647"),
             Some(Duration::from_secs((1 << 31) - 1))
         );
-        assert_eq!(seconds(b"+5"), None);
-        assert_eq!(seconds(b"-5"), None);
-        assert_eq!(seconds(b""), None);
-    }
-
-    #[test]
-    fn a_huge_stale_window_in_the_header_is_kept_clamped() {
-        let cc = Some("max-age=60, stale-if-error=18446744073709551615");
-        let windows = windows(&parts(200, cc), &config()).unwrap();
-        assert_eq!(windows.stale_if_error, Duration::from_secs(1 << 31));
-        assert_eq!(windows.lifetime(), Duration::from_secs(60 + (1 << 31)));
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use http::{HeaderValue, Response};
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4000))]
-
-        /// Arbitrary `Cache-Control` and `Vary` bytes: never a panic, and a
-        /// stored answer's lifetime stays representable.
-        #[test]
-        fn arbitrary_response_headers_never_panic(
-            cache_control in prop::collection::vec(any::<u8>(), 0..80),
-            vary in prop::collection::vec(any::<u8>(), 0..40),
-            words in "((max-age|s-maxage|stale-if-error|stale-while-revalidate|no-cache|private)(=\"?[0-9-]{0,25}\"?)?, ){0,4}",
-        ) {
-            for value in [&cache_control[..], words.as_bytes()] {
-                let Ok(value) = HeaderValue::from_bytes(value) else { continue };
-                let mut response = Response::new(());
-                response.headers_mut().insert(header::CACHE_CONTROL, value);
-                if let Ok(vary) = HeaderValue::from_bytes(&vary) {
-                    response.headers_mut().insert(header::VARY, vary);
-                }
-                let parts = response.into_parts().0;
-                let _ = crate::policy::check(parts.status, &parts.headers, false);
-                if let Some(windows) = windows(&parts, &CacheConfig::new()) {
-                    let _ = windows.lifetime();
-                    let now = tokio::time::Instant::now();
-                    let _ = windows.at(now, now);
-                }
-            }
+        assert_eq!(delta_seconds(b"\"5\""), Some(Duration::from_secs(5)));
+        for invalid in [&b"+5"[..], b"-5", b"", b"\"", b"\"\"", b"1.5"] {
+            assert_eq!(delta_seconds(invalid), None);
         }
     }
 }

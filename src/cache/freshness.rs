@@ -39,7 +39,11 @@ impl Windows {
     }
 
     pub(crate) fn at(&self, stored_at: Instant, now: Instant) -> Freshness {
-        let age = now.saturating_duration_since(stored_at);
+        self.at_age(now.saturating_duration_since(stored_at))
+    }
+
+    /// What an answer of this `age` (RFC 9111 §4.2.3) is good for.
+    pub(crate) fn at_age(&self, age: Duration) -> Freshness {
         if age < self.fresh {
             Freshness::Fresh
         } else if age < time::sum(self.fresh, self.stale_while_revalidate) {

@@ -16,10 +16,12 @@ use moka::{sync::Cache, Expiry};
 use tokio::time::Instant;
 
 use super::{
+    age::{self, Clock},
     config::CacheConfig,
-    directives,
     epochs::{Epoch, Epochs},
     freshness::{Freshness, Windows},
+    status::{self, Status},
+    storage,
 };
 use crate::{
     body::ResponseBody,
@@ -28,22 +30,24 @@ use crate::{
     shared::BufferedResponse,
 };
 
-impl Counters {
-    pub(crate) fn count_stale(&self) {
-        self.stale.fetch_add(1, Relaxed);
-    }
-}
-
-/// An answer in the cache.
+/// An answer in the cache: one variant of a key.
 #[derive(Debug)]
 pub(crate) struct CachedResponse {
-    response: Arc<BufferedResponse>,
+    pub(crate) response: Arc<BufferedResponse>,
     windows: Windows,
+    /// When it arrived: its age grows from `initial_age` from then on.
     stored_at: Instant,
+    /// Its age when it arrived (RFC 9111 §4.2.3).
+    initial_age: Duration,
+    /// Never served stale at a client's `max-stale`.
+    forbids_stale: bool,
+    /// Has an `ETag` or `Last-Modified`: kept stale, to be revalidated.
+    validator: bool,
     /// The host and path it answered, to drop it when they are written to.
     target: Target,
-    /// After a failed refresh: no new attempt before then.
-    retry_at: Option<Instant>,
+    /// After a failed refresh: no new attempt before this many milliseconds
+    /// after `stored_at` (0: none).
+    retry_at: AtomicU64,
 }
 
 /// The normalized host and path of a request: what a write invalidates.
@@ -93,6 +97,23 @@ impl Target {
         }
     }
 
+    /// The same-origin target a `Location` or `Content-Location` of an
+    /// answer to a write to `self` names (RFC 9111 §4.4), if any.
+    pub(crate) fn named(&self, value: &HeaderValue) -> Option<Self> {
+        let uri: http::Uri = value.to_str().ok()?.parse().ok()?;
+        let host = self.host.as_ref().ok()?.as_ref();
+        if let Some(authority) = uri.authority() {
+            let named = crate::identity::normal_host(authority.as_str(), uri.scheme_str())?;
+            if host.is_none_or(|host| host.as_bytes() != named.as_bytes()) {
+                return None;
+            }
+        }
+        if !uri.path().starts_with('/') {
+            return None;
+        }
+        Some(Self::stored(host, &uri))
+    }
+
     /// Whether a write to `self` invalidates an answer stored for `stored`.
     fn covers(&self, stored: &Target) -> bool {
         self.path == stored.path
@@ -110,8 +131,34 @@ impl Target {
 }
 
 impl CachedResponse {
+    /// Its current age (RFC 9111 §4.2.3).
+    pub(crate) fn age(&self, now: Instant) -> Duration {
+        crate::time::sum(
+            self.initial_age,
+            now.saturating_duration_since(self.stored_at),
+        )
+    }
+
+    /// Its freshness lifetime.
+    pub(crate) fn lifetime(&self) -> Duration {
+        self.windows.fresh
+    }
+
     pub(crate) fn freshness(&self, now: Instant) -> Freshness {
-        self.windows.at(self.stored_at, now)
+        self.windows.at_age(self.age(now))
+    }
+
+    /// Whether it may stand in for a failed refresh now (`stale-if-error`).
+    pub(crate) fn serves_on_error(&self, now: Instant) -> bool {
+        self.age(now) < crate::time::sum(self.windows.fresh, self.windows.stale_if_error)
+    }
+
+    pub(crate) fn forbids_stale(&self) -> bool {
+        self.forbids_stale
+    }
+
+    pub(crate) fn has_validator(&self) -> bool {
+        self.validator
     }
 
     /// Whether a request with these headers may have it (its `Vary`).
@@ -121,39 +168,72 @@ impl CachedResponse {
 
     /// Whether a refresh may be tried now (not backing off after a failure).
     pub(crate) fn may_refresh(&self, now: Instant) -> bool {
-        self.retry_at.is_none_or(|retry_at| now >= retry_at)
+        let retry_at = self.retry_at.load(Relaxed);
+        retry_at == 0
+            || now.saturating_duration_since(self.stored_at) >= Duration::from_millis(retry_at)
     }
 
-    /// A copy to serve, with its `Age`.
-    pub(crate) fn to_response<B: Body>(&self, now: Instant) -> Response<ResponseBody<B>> {
+    /// After a failed refresh: no new attempt for another TTL (at least a
+    /// second), while the stale copy keeps serving.
+    pub(crate) fn back_off(&self, now: Instant) {
+        let wait = self.windows.fresh.max(Duration::from_secs(1));
+        let at = crate::time::sum(now.saturating_duration_since(self.stored_at), wait);
+        let millis = u64::try_from(at.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.retry_at.store(millis, Relaxed);
+    }
+
+    /// A copy to serve, with its `Age` and, if `status_name` is set, its
+    /// `Cache-Status`.
+    pub(crate) fn to_response<B: Body>(
+        &self,
+        now: Instant,
+        status_name: Option<&HeaderValue>,
+    ) -> Response<ResponseBody<B>> {
         let mut response = self.response.to_response();
-        let age = HeaderValue::from(now.saturating_duration_since(self.stored_at).as_secs());
+        let age = self.age(now);
+        let age_value = HeaderValue::from(age.as_secs());
         // The stored copy has an `Age` in place: overwritten where it is, as
         // an insert would first grow a full map.
         match response.headers_mut().get_mut(header::AGE) {
-            Some(placeholder) => *placeholder = age,
+            Some(placeholder) => *placeholder = age_value,
             None => {
-                response.headers_mut().insert(header::AGE, age);
+                response.headers_mut().insert(header::AGE, age_value);
             }
+        }
+        if let Some(name) = status_name {
+            let ttl = status::ttl(self.windows.fresh, age);
+            status::append(response.headers_mut(), name, Status::Hit { ttl });
         }
         response
     }
 
     /// The bytes it keeps: the answer, and its target and key.
     fn weight(&self) -> usize {
-        self.response.heap_bytes() + self.target.len()
+        self.response.heap_bytes() + self.target.len() + VARIANT_OVERHEAD
+    }
+
+    /// How long it is worth keeping from now: while fresh or servable
+    /// stale, and while it can be revalidated.
+    fn useful_for(&self, keep_to_revalidate: Duration) -> Duration {
+        let useful = if self.validator {
+            crate::time::sum(self.windows.lifetime(), keep_to_revalidate)
+        } else {
+            self.windows.lifetime()
+        };
+        useful.saturating_sub(self.age(Instant::now()))
     }
 }
 
-/// What a key holds in the cache.
-#[derive(Debug, Clone)]
-pub(crate) enum Stored {
-    Answer(Arc<CachedResponse>),
-}
+/// The variants a key holds, newest first: answers that differ in the
+/// request headers their `Vary` names.
+pub(crate) type Stored = Arc<[Arc<CachedResponse>]>;
 
 /// What a lookup found.
 pub(crate) enum Lookup {
+    /// The newest variant for the request.
     Answer(Arc<CachedResponse>),
+    /// Variants, none of them for the request.
+    VaryMiss,
     Miss,
 }
 
@@ -173,47 +253,66 @@ pub struct ResponseCache<K> {
 struct Inner<K> {
     store: Cache<ShareKey<K>, Stored>,
     config: CacheConfig,
-    stats: Arc<Counters>,
+    stats: Counters,
     /// Bumped by every invalidation: an answer fetched across one that
     /// concerns it is not stored, so a read in flight during a write cannot
     /// bring back the old data.
     epochs: Epochs,
+    clock: Clock,
 }
 
-/// What a [`ResponseCache`] did, counted since it was made.
+/// What a [`ResponseCache`] did, counted since it was made. Every request
+/// that reached the cache is counted once, as exactly one of `hits`,
+/// `stale`, `misses` and `passes`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Requests answered fresh from the cache.
+    /// Answered fresh from the cache (a `304` to a client's conditional
+    /// request included).
     pub hits: u64,
-    /// Requests answered with a stale copy (while revalidating, or because
-    /// the refresh failed).
+    /// Answered at once with a stale copy (while one refresh runs, while
+    /// refreshes back off, or at the client's `max-stale`).
     pub stale: u64,
-    /// Requests that found nothing usable.
+    /// Went to the origin, or waited for a request that did, because
+    /// nothing fresh was stored for them: nothing at all, another variant,
+    /// a stale answer (revalidated or fetched again), or the request's own
+    /// directives (`no-cache`, `max-age`...). An `only-if-cached` request
+    /// that found nothing counts here too.
     pub misses: u64,
-    /// Answers stored.
+    /// Went to the origin past the cache, which stores nothing of it: a
+    /// request with `Cache-Control: no-store`.
+    pub passes: u64,
+    /// Answers stored (revalidated ones included).
     pub stored: u64,
+    /// Stale answers revalidated by a `304` from the origin.
+    pub revalidated: u64,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+struct Counters {
     hits: AtomicU64,
     stale: AtomicU64,
     misses: AtomicU64,
+    passes: AtomicU64,
     stored: AtomicU64,
+    revalidated: AtomicU64,
 }
 
 /// moka evicts on its own (wall) clock; freshness is decided on Tokio's.
-/// An entry is kept for as long as what it holds is useful, plus a margin;
-/// a refresh re-arms it.
-struct Lifetime;
+/// An entry is kept for as long as its longest-lived variant is useful, plus
+/// a margin; a new variant or a refresh re-arms it.
+struct Lifetime {
+    keep_to_revalidate: Duration,
+}
 
-impl Stored {
-    fn useful_for(&self) -> Duration {
-        let Stored::Answer(answer) = self;
-        let until = crate::time::after(answer.stored_at, answer.windows.lifetime());
-        let left = until.saturating_duration_since(Instant::now());
+impl Lifetime {
+    fn of(&self, stored: &Stored) -> Duration {
+        let left = stored
+            .iter()
+            .map(|variant| variant.useful_for(self.keep_to_revalidate))
+            .max()
+            .unwrap_or(Duration::ZERO);
         // What moka can take: "never" is a few decades, not `Duration::MAX`.
         crate::time::capped(crate::time::sum(left, Duration::from_secs(1)))
     }
@@ -226,7 +325,7 @@ impl<K> Expiry<ShareKey<K>, Stored> for Lifetime {
         stored: &Stored,
         _now: std::time::Instant,
     ) -> Option<Duration> {
-        Some(stored.useful_for())
+        Some(self.of(stored))
     }
 
     fn expire_after_update(
@@ -236,7 +335,7 @@ impl<K> Expiry<ShareKey<K>, Stored> for Lifetime {
         _now: std::time::Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
-        Some(stored.useful_for())
+        Some(self.of(stored))
     }
 }
 
@@ -245,13 +344,28 @@ impl<K> Expiry<ShareKey<K>, Stored> for Lifetime {
 /// Measured by the memory test (`tests/memory.rs`), with a margin.
 const ENTRY_OVERHEAD: usize = 1024;
 
-/// The bytes an entry costs: everything it keeps (the answer's body,
+/// What each variant costs besides its bytes: its struct and `Arc`s.
+const VARIANT_OVERHEAD: usize = 256;
+
+/// The bytes an entry costs: everything it keeps (each variant's body,
 /// headers, trailers and `Vary` copies; its target; its key, with the
 /// caller's identity), so that `max_bytes` bounds the heap the cache holds.
 fn weigh<K>(key: &ShareKey<K>, stored: &Stored) -> u32 {
-    let Stored::Answer(answer) = stored;
-    let bytes = key.len() + answer.weight() + ENTRY_OVERHEAD;
+    let variants: usize = stored.iter().map(|variant| variant.weight()).sum();
+    let bytes = key.len() + variants + ENTRY_OVERHEAD;
     u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// What a leader stores: the answer, and what it needs to decide how.
+pub(crate) struct Storing<'a> {
+    pub(crate) response: &'a BufferedResponse,
+    pub(crate) target: Target,
+    /// The cache's invalidation counts when the request looked it up.
+    pub(crate) epoch: Epoch,
+    /// When the request left for the origin.
+    pub(crate) requested: Instant,
+    /// The request carried `Authorization` (RFC 9111 §3.5).
+    pub(crate) authorized: bool,
 }
 
 impl<K> ResponseCache<K>
@@ -262,15 +376,18 @@ where
         let store = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(weigh)
-            .expire_after(Lifetime)
+            .expire_after(Lifetime {
+                keep_to_revalidate: config.keep_to_revalidate,
+            })
             .support_invalidation_closures()
             .build();
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
-                stats: Arc::default(),
+                stats: Counters::default(),
                 epochs: Epochs::default(),
+                clock: Clock::new(),
             }),
         }
     }
@@ -279,15 +396,15 @@ where
         &self.inner.config
     }
 
-    /// Looks the key up; counts what it found.
-    pub(crate) fn lookup(&self, key: &ShareKey<K>) -> Lookup {
-        let stats = &self.inner.stats;
-        match self.inner.store.get(key) {
-            Some(Stored::Answer(answer)) => Lookup::Answer(answer),
-            None => {
-                stats.misses.fetch_add(1, Relaxed);
-                Lookup::Miss
-            }
+    /// The newest variant stored for a request with these headers. Not
+    /// counted: [`consult`](super::consult) counts what it decides.
+    pub(crate) fn lookup(&self, key: &ShareKey<K>, request: &http::HeaderMap) -> Lookup {
+        let Some(variants) = self.inner.store.get(key) else {
+            return Lookup::Miss;
+        };
+        match variants.iter().find(|variant| variant.fits(request)) {
+            Some(answer) => Lookup::Answer(Arc::clone(answer)),
+            None => Lookup::VaryMiss,
         }
     }
 
@@ -299,23 +416,23 @@ where
         key: &ShareKey<K>,
         request: &http::HeaderMap,
     ) -> Option<Arc<BufferedResponse>> {
-        match self.inner.store.get(key)? {
-            Stored::Answer(answer)
-                if answer.freshness(Instant::now()) == Freshness::Fresh && answer.fits(request) =>
-            {
+        match self.lookup(key, request) {
+            Lookup::Answer(answer) if answer.freshness(Instant::now()) == Freshness::Fresh => {
                 Some(Arc::clone(&answer.response))
             }
-            Stored::Answer(_) => None,
+            Lookup::Answer(_) | Lookup::VaryMiss | Lookup::Miss => None,
         }
     }
 
-    pub(crate) fn count_hit(&self) {
-        self.inner.stats.hits.fetch_add(1, Relaxed);
-    }
-
-    /// The counters, to count a stale answer served later.
-    pub(crate) fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.inner.stats)
+    pub(crate) fn count(&self, outcome: Counted) {
+        let stats = &self.inner.stats;
+        let counter = match outcome {
+            Counted::Hit => &stats.hits,
+            Counted::Stale => &stats.stale,
+            Counted::Miss => &stats.misses,
+            Counted::Pass => &stats.passes,
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// A mark to give [`store`](Self::store) with an answer for `target`:
@@ -324,61 +441,89 @@ where
         self.inner.epochs.now(&target.path)
     }
 
-    /// Stores a shareable answer if its status and `Cache-Control` allow, and
-    /// nothing was invalidated since `epoch`.
-    pub(crate) fn store(
-        &self,
-        key: ShareKey<K>,
-        response: &Arc<BufferedResponse>,
-        target: Target,
-        epoch: Epoch,
-    ) {
-        if self.inner.epochs.crossed(epoch) {
-            return;
+    /// Stores a shareable answer if RFC 9111 and the configuration allow,
+    /// and nothing was invalidated since it was asked for. Returns the
+    /// freshness it was stored with (for `Cache-Status`), if stored.
+    pub(crate) fn store(&self, key: ShareKey<K>, storing: Storing<'_>) -> Option<i64> {
+        if self.inner.epochs.crossed(storing.epoch) {
+            return None;
         }
-        let Some(windows) = directives::windows(response.parts(), &self.inner.config) else {
-            return;
-        };
-        let mut stored = response.detached();
-        // Every copy served gets its own `Age`, written over this one.
-        stored
-            .headers_mut()
-            .insert(header::AGE, HeaderValue::from_static("0"));
-        let answer = CachedResponse {
-            response: Arc::new(stored),
-            windows,
-            stored_at: Instant::now(),
-            target,
-            retry_at: None,
-        };
-        self.inner.stats.stored.fetch_add(1, Relaxed);
-        self.put(key, Stored::Answer(Arc::new(answer)));
-    }
-
-    fn put(&self, key: ShareKey<K>, stored: Stored) {
-        self.inner.store.insert(key, stored);
-    }
-
-    /// After a failed refresh: keep serving the stale answer, and try again
-    /// only after another TTL, not on every request.
-    pub(crate) fn back_off(&self, key: ShareKey<K>) {
-        let Some(Stored::Answer(stale)) = self.inner.store.get(&key) else {
-            return;
-        };
         let now = Instant::now();
-        if stale.freshness(now) == Freshness::Expired {
-            return;
+        let clock = &self.inner.clock;
+        let received = clock.wall(now);
+        let config = &self.inner.config;
+        let parts = storing.response.parts();
+        let admitted = storage::admit(parts, storing.authorized, received, config)?;
+        let initial_age = age::initial_age(&parts.headers, storing.requested, now, clock);
+        let mut stored = storing.response.detached();
+        let headers = stored.headers_mut();
+        // Every copy served gets its own `Age`, written over this one.
+        headers.insert(header::AGE, HeaderValue::from_static("0"));
+        // RFC 9110 §6.6.1: a cache adds the `Date` an origin did not send.
+        if !headers.contains_key(header::DATE) {
+            headers.insert(header::DATE, age::date_value(received));
         }
-        let answer = CachedResponse {
-            response: Arc::clone(&stale.response),
-            target: stale.target.clone(),
-            retry_at: Some(crate::time::after(
-                now,
-                stale.windows.fresh.max(Duration::from_secs(1)),
-            )),
-            ..*stale
-        };
-        self.put(key, Stored::Answer(Arc::new(answer)));
+        let answer = Arc::new(CachedResponse {
+            response: Arc::new(stored),
+            windows: admitted.windows,
+            stored_at: now,
+            initial_age,
+            forbids_stale: admitted.forbids_stale,
+            validator: admitted.validator,
+            target: storing.target,
+            retry_at: AtomicU64::new(0),
+        });
+        let ttl = status::ttl(answer.windows.fresh, initial_age);
+        self.inner.stats.stored.fetch_add(1, Relaxed);
+        self.add_variant(key, answer);
+        Some(ttl)
+    }
+
+    /// Puts `answer` first among its key's variants, in place of the one it
+    /// replaces (the same `Vary` values), keeping at most `max_variants`.
+    fn add_variant(&self, key: ShareKey<K>, answer: Arc<CachedResponse>) {
+        let max = self.inner.config.max_variants;
+        self.inner.store.entry(key).and_upsert_with(|entry| {
+            let older = entry.map(|entry| entry.into_value());
+            let kept: Vec<_> = older
+                .iter()
+                .flat_map(|variants| variants.iter())
+                .filter(|variant| !variant.response.same_variant(&answer.response))
+                .take(max - 1)
+                .cloned()
+                .collect();
+            std::iter::once(answer).chain(kept).collect()
+        });
+    }
+
+    /// Counts a `304` that revalidated a stale answer.
+    pub(crate) fn count_revalidated(&self) {
+        self.inner.stats.revalidated.fetch_add(1, Relaxed);
+    }
+
+    /// Drops one variant (a `304` that does not match it).
+    pub(crate) fn drop_variant(&self, key: &ShareKey<K>, variant: &Arc<CachedResponse>) {
+        let variant = Arc::clone(variant);
+        self.inner
+            .store
+            .entry(key.clone())
+            .and_compute_with(|entry| {
+                use moka::ops::compute::Op;
+                let Some(entry) = entry else {
+                    return Op::Nop;
+                };
+                let kept: Stored = entry
+                    .value()
+                    .iter()
+                    .filter(|stored| !Arc::ptr_eq(stored, &variant))
+                    .cloned()
+                    .collect();
+                if kept.is_empty() {
+                    Op::Remove
+                } else {
+                    Op::Put(kept)
+                }
+            });
     }
 
     /// Drops every answer for this host and path (all queries, callers and
@@ -386,7 +531,9 @@ where
     pub(crate) fn invalidate_target(&self, target: &Target) {
         self.inner.epochs.bump_path(&target.path);
         let target = target.clone();
-        self.drop_entries(move |_, Stored::Answer(answer)| target.covers(&answer.target));
+        self.drop_entries(move |_, stored| {
+            stored.iter().any(|variant| target.covers(&variant.target))
+        });
     }
 
     /// Drops every answer stored under this key (for every caller, host and
@@ -426,7 +573,9 @@ where
             hits: stats.hits.load(Relaxed),
             stale: stats.stale.load(Relaxed),
             misses: stats.misses.load(Relaxed),
+            passes: stats.passes.load(Relaxed),
             stored: stats.stored.load(Relaxed),
+            revalidated: stats.revalidated.load(Relaxed),
         }
     }
 
@@ -445,6 +594,15 @@ where
     pub fn run_pending_tasks(&self) {
         self.inner.store.run_pending_tasks();
     }
+}
+
+/// What one request through the cache counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    Hit,
+    Stale,
+    Miss,
+    Pass,
 }
 
 impl<K> Clone for ResponseCache<K> {

@@ -260,6 +260,11 @@ where
             }
         };
         let (parts, body) = response.into_parts();
+        if parts.status == http::StatusCode::NOT_MODIFIED {
+            if let Some(revalidated) = revalidated(&self.store, &parts) {
+                return Answered::Done(self.not_modified(revalidated));
+            }
+        }
         // A server error is never stored nor remembered as unshareable: a
         // stale copy, if any, stands in for it.
         let failed = parts.status.is_server_error();
@@ -289,6 +294,31 @@ where
                 body,
                 failed,
             },
+        }
+    }
+
+    /// The origin's `304` to the leader's conditional request: the stored
+    /// answer it refreshed, for everyone; or, when it was about another
+    /// representation, a failed call (the followers try again, without the
+    /// dropped variant).
+    fn not_modified<S, ReqB, ResB>(
+        &self,
+        revalidated: Result<BufferedResponse, ()>,
+    ) -> Led<S, ReqB, ResB>
+    where
+        S: Service<Request<ReqB>>,
+        ResB: Body,
+    {
+        match revalidated {
+            Ok(mut response) => {
+                keep(&self.store, &mut response, Some(304));
+                Led::shared(SharedOutcome::Response(Arc::new(response)))
+            }
+            Err(()) => {
+                let failed =
+                    crate::rejection::bad_gateway().map(|body| ResponseBody::owned(body, None));
+                Led::private(Unshareable::BodyFailed, Ok(failed))
+            }
         }
     }
 
@@ -325,12 +355,11 @@ where
                     let body = ResponseBody::owned(data, trailers);
                     return Led::private(reason, Ok(Response::from_parts(parts, body)));
                 }
-                let response =
-                    Arc::new(BufferedResponse::new(parts, data, trailers, leader_headers));
+                let mut response = BufferedResponse::new(parts, data, trailers, leader_headers);
                 if !failed {
-                    keep(&self.store, &response);
+                    keep(&self.store, &mut response, None);
                 }
-                return Led::shared(SharedOutcome::Response(response));
+                return Led::shared(SharedOutcome::Response(Arc::new(response)));
             }
             Collected::TooLarge { prefix, rest } => {
                 if !failed {
@@ -354,10 +383,11 @@ pub(crate) use cached_store::Store;
 mod cached_store {
     use std::sync::Arc;
 
-    use http::HeaderMap;
+    use http::{header, response::Parts, HeaderMap};
+    use tokio::time::Instant;
 
     use crate::{
-        cache::{ResponseCache, Target},
+        cache::{CachedResponse, ResponseCache, Storing, Target},
         key::ShareKey,
         shared::BufferedResponse,
     };
@@ -369,20 +399,69 @@ mod cached_store {
         pub(crate) target: Target,
         /// The cache's invalidation counts when the request looked it up.
         pub(crate) epoch: crate::cache::Epoch,
+        /// When the request looked the cache up, on its way to the origin.
+        pub(crate) requested: Instant,
+        /// The request carried `Authorization`.
+        pub(crate) authorized: bool,
+        /// The stale variant the request found: revalidated with the
+        /// origin, and backed off if the refresh fails.
+        pub(crate) stale: Option<Arc<CachedResponse>>,
+        /// The request's own directives sent it to the origin: an answer
+        /// stored meanwhile does not do for it.
+        pub(crate) forced: bool,
     }
 
     impl<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static> Store<K> {
         pub(crate) fn fresh(&self, request: &HeaderMap) -> Option<Arc<BufferedResponse>> {
+            if self.forced {
+                return None;
+            }
             self.cache.fresh(&self.key, request)
         }
 
-        pub(crate) fn keep(&self, response: &Arc<BufferedResponse>) {
-            let (key, target) = (self.key.detached(), self.target.clone());
-            self.cache.store(key, response, target, self.epoch);
+        /// Stores `response` if it may be; its freshness if so.
+        pub(crate) fn keep(&self, response: &BufferedResponse) -> Option<i64> {
+            let storing = Storing {
+                response,
+                target: self.target.clone(),
+                epoch: self.epoch,
+                requested: self.requested,
+                authorized: self.authorized,
+            };
+            self.cache.store(self.key.detached(), storing)
         }
 
         pub(crate) fn back_off(&self) {
-            self.cache.back_off(self.key.detached());
+            if let Some(stale) = &self.stale {
+                stale.back_off(Instant::now());
+            }
+        }
+
+        /// Makes the leader's request conditional on the stale variant's
+        /// validators, if it has any (RFC 9111 §4.3.1).
+        pub(crate) fn validate(&self, request: &mut HeaderMap) {
+            if let Some(stale) = self.stale.as_ref().filter(|stale| stale.has_validator()) {
+                crate::cache::validate(request, &stale.response.parts().headers);
+            }
+        }
+
+        /// For a `304`: the stale variant with the `304`'s headers (§3.2,
+        /// §4.3.4), or `Err` when the `304` is about another representation
+        /// (the variant is dropped); `None` when no validation was asked.
+        pub(crate) fn revalidated(&self, parts: &Parts) -> Option<Result<BufferedResponse, ()>> {
+            let stale = self.stale.as_ref().filter(|stale| stale.has_validator())?;
+            let stored = &stale.response.parts().headers;
+            if !crate::cache::refreshes(&parts.headers, stored) {
+                self.cache.drop_variant(&self.key, stale);
+                return Some(Err(()));
+            }
+            let mut headers = crate::cache::updated(stored, &parts.headers);
+            // Without a `Date` of its own, the `304` is dated when it came.
+            if !parts.headers.contains_key(header::DATE) {
+                headers.remove(header::DATE);
+            }
+            self.cache.count_revalidated();
+            Some(Ok(stale.response.with_headers(headers)))
         }
     }
 }
@@ -403,13 +482,19 @@ where
     store.as_ref()?.fresh(request)
 }
 
+/// Stores the answer if it may be; what `Cache-Status` reports of it.
 #[cfg(feature = "cache")]
-fn keep<K>(store: &Option<Box<Store<K>>>, response: &Arc<BufferedResponse>)
-where
+fn keep<K>(
+    store: &Option<Box<Store<K>>>,
+    response: &mut BufferedResponse,
+    origin_status: Option<u16>,
+) where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
     if let Some(store) = store {
-        store.keep(response);
+        let ttl = store.keep(response);
+        let report = crate::cache::StoreReport { ttl, origin_status };
+        response.extensions_mut().insert(report);
     }
 }
 
@@ -423,6 +508,28 @@ where
     }
 }
 
+/// Makes the leader's request conditional, to revalidate a stale answer.
+#[cfg(feature = "cache")]
+pub(crate) fn validate<K>(store: &Option<Box<Store<K>>>, request: &mut http::HeaderMap)
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    if let Some(store) = store {
+        store.validate(request);
+    }
+}
+
+#[cfg(feature = "cache")]
+fn revalidated<K>(
+    store: &Option<Box<Store<K>>>,
+    parts: &Parts,
+) -> Option<Result<BufferedResponse, ()>>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    store.as_ref()?.revalidated(parts)
+}
+
 #[cfg(not(feature = "cache"))]
 pub(crate) fn fresh<K>(
     _: &Option<Box<Store<K>>>,
@@ -432,7 +539,15 @@ pub(crate) fn fresh<K>(
 }
 
 #[cfg(not(feature = "cache"))]
-fn keep<K>(_: &Option<Box<Store<K>>>, _: &Arc<BufferedResponse>) {}
+fn keep<K>(_: &Option<Box<Store<K>>>, _: &mut BufferedResponse, _: Option<u16>) {}
 
 #[cfg(not(feature = "cache"))]
 fn back_off<K>(_: &Option<Box<Store<K>>>) {}
+
+#[cfg(not(feature = "cache"))]
+pub(crate) fn validate<K>(_: &Option<Box<Store<K>>>, _: &mut http::HeaderMap) {}
+
+#[cfg(not(feature = "cache"))]
+fn revalidated<K>(_: &Option<Box<Store<K>>>, _: &Parts) -> Option<Result<BufferedResponse, ()>> {
+    None
+}

@@ -15,13 +15,14 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
-    lead::{fresh, lead, Lead, Led, Private, Store},
+    lead::{fresh, lead, validate, Lead, Led, Private, Store},
     leading::{finish_in_task, Leading, Timer, Work},
     release, take_ready,
 };
 use crate::{
     body::ResponseBody,
     flight::{Event, FlightError, Inlined, LeaseWatch, Outcome, Stats, Waiter},
+    identity::Asks,
     key::ShareKey,
     mode::Share,
     policy::{LeaderHeaders, Unshareable},
@@ -37,6 +38,8 @@ pin_project! {
         state: State<S, ReqB, ResB>,
         expose_role: bool,
         stats: Option<Arc<Stats>>,
+        // For a request the cache sent on: what its answer tells the client.
+        note: Option<Box<CacheNote>>,
     }
 }
 
@@ -84,9 +87,9 @@ pin_project! {
     }
 }
 
-/// Run with the status of a passed-through request's response: drops cached
-/// answers after a successful write.
-pub(crate) type AfterResponse = Box<dyn FnOnce(http::StatusCode) + Send>;
+/// Run with the status and headers of a passed-through request's response:
+/// drops cached answers after a successful write.
+pub(crate) type AfterResponse = Box<dyn FnOnce(http::StatusCode, &http::HeaderMap) + Send>;
 
 /// What a request coalesces on: its key, and whether it may share a
 /// `private` answer.
@@ -96,6 +99,8 @@ pub(crate) struct Entry<K> {
     /// Entering again after the flight it followed failed: it will not
     /// enter a third time.
     pub(crate) retry: bool,
+    /// What it asks of the cache.
+    pub(crate) asks: Asks,
 }
 
 /// A follower's own request, and the service to run it on.
@@ -145,7 +150,7 @@ where
     /// service's capacity.
     pub(crate) fn start<K>(
         service: &mut S,
-        request: Request<ReqB>,
+        mut request: Request<ReqB>,
         entry: Entry<K>,
         mode: &Share<K>,
         expose_role: bool,
@@ -157,8 +162,9 @@ where
             key,
             private_ok,
             retry,
+            asks,
         } = entry;
-        let consulted = match consult_cache(mode, &key, &request) {
+        let consulted = match consult_cache(mode, &key, &mut request, asks) {
             Consulted::Answer(response, role) => {
                 release(service);
                 return Self::respond(response, role, expose_role);
@@ -167,8 +173,12 @@ where
                 Self::refresh(take_ready(service), request, key, mode, private_ok, store);
                 return Self::respond(response, FlightRole::Stale, expose_role);
             }
+            Consulted::Pass => {
+                return Self::bypass(service.call(request), expose_role);
+            }
             Consulted::Ask(consulted) => consulted,
         };
+        let note = consulted.note;
         // The one hash of the key, for the pass list and the flights table.
         let hash = mode.flights.key_hash(&key);
         // Its last answer could not be shared: do not queue for nothing. (A
@@ -188,6 +198,7 @@ where
                             key,
                             private_ok,
                             retry: true,
+                            asks,
                         };
                         Self::start(service, request, entry, &mode, expose_role).state
                     }) as Rejoin<S, ReqB, ResB>
@@ -218,6 +229,8 @@ where
                 // Kept to compare with followers if the response names them
                 // in `Vary`.
                 let leader_headers = LeaderHeaders::of(request.headers());
+                // Revalidates the stale answer it found, if it has validators.
+                validate(&consulted.store, request.headers_mut());
                 // A panic here ends the flight as a panic in the work would
                 // (and a stale copy, if any, stands in for the answer).
                 let called = catch_unwind(AssertUnwindSafe(|| service.call(request)));
@@ -253,6 +266,7 @@ where
             state,
             expose_role,
             stats: Some(mode.flights.recorder()),
+            note,
         }
     }
 
@@ -275,6 +289,7 @@ where
             state,
             expose_role,
             stats: None,
+            note: None,
         }
     }
 
@@ -300,10 +315,12 @@ where
             drop(leader.run(async move { SharedOutcome::Response(fresh) }));
             return;
         }
+        let mut request = request;
         drop(leader.run_with(|peers| {
+            let leader_headers = LeaderHeaders::of(request.headers());
+            validate(&store, request.headers_mut());
             // Nobody waits on a refresh: never "alone" (it must store).
             let work = Lead::new(mode, private_ok, store, peers);
-            let leader_headers = LeaderHeaders::of(request.headers());
             // Called in the task: a panic there ends the refresh, not the
             // request that started it.
             let answer = async move { service.call(request).await };
@@ -335,6 +352,7 @@ where
                                 this.state.set(State::Done);
                                 let expose = *this.expose_role;
                                 mark(&mut own, FlightRole::Leader, Source::Inner, expose);
+                                finish(this.note, &mut own, FlightRole::Leader);
                                 return Poll::Ready(Ok(own));
                             }
                             (_, private) => private,
@@ -423,13 +441,14 @@ where
                     let role = *role;
                     let result = ready!(future.poll(cx));
                     if let (Some(after), Ok(response)) = (after.take(), &result) {
-                        after(response.status());
+                        after(response.status(), response.headers());
                     }
                     this.state.set(State::Done);
                     let expose_role = *this.expose_role;
                     return Poll::Ready(result.map(|response| {
                         let mut response = response.map(ResponseBody::inner);
                         mark(&mut response, role, Source::Inner, expose_role);
+                        finish(this.note, &mut response, role);
                         response
                     }));
                 }
@@ -444,6 +463,7 @@ where
                     };
                     this.state.set(State::Done);
                     mark(&mut response, role, source, *this.expose_role);
+                    finish(this.note, &mut response, role);
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Failed { error } => {
@@ -596,6 +616,8 @@ struct AskOrigin<K> {
     stale: Option<StaleCopy>,
     /// Where the leader stores the origin's answer.
     store: Option<Box<Store<K>>>,
+    /// What the answer tells the client of the cache.
+    note: Option<Box<CacheNote>>,
 }
 
 impl<K> AskOrigin<K> {
@@ -603,6 +625,7 @@ impl<K> AskOrigin<K> {
         Self {
             stale: None,
             store: None,
+            note: None,
         }
     }
 }
@@ -612,28 +635,113 @@ impl<K> AskOrigin<K> {
 enum Consulted<B: Body, K> {
     Answer(Response<ResponseBody<B>>, FlightRole),
     Revalidate(Response<ResponseBody<B>>, Option<Box<Store<K>>>),
+    /// Past the cache, storing nothing.
+    Pass,
     Ask(AskOrigin<K>),
+}
+
+/// For a request the cache sent on: the `Cache-Status` its answer gets, and
+/// the client's conditional headers, answered from that answer.
+#[cfg(feature = "cache")]
+struct CacheNote {
+    status: Option<http::HeaderValue>,
+    why: crate::cache::Forward,
+    conditions: Option<crate::cache::Conditions>,
+}
+
+#[cfg(not(feature = "cache"))]
+struct CacheNote(std::convert::Infallible);
+
+/// Gives an answer to a request the cache sent on its `Cache-Status`, and a
+/// `304` if the client's conditions say it has it already.
+#[cfg(feature = "cache")]
+fn finish<B: Body>(
+    note: &mut Option<Box<CacheNote>>,
+    response: &mut Response<ResponseBody<B>>,
+    role: FlightRole,
+) {
+    use crate::cache::{Status, StoreReport};
+
+    let Some(note) = note.take() else {
+        return;
+    };
+    let report = response.extensions_mut().remove::<StoreReport>();
+    // A stale copy standing in for a failure has its own (a hit).
+    let status = note.status.as_ref().filter(|_| role != FlightRole::Stale);
+    if let Some(name) = status {
+        let status = Status::Forwarded {
+            why: note.why,
+            origin_status: report.and_then(|report| report.origin_status),
+            stored: report.and_then(|report| report.ttl),
+            collapsed: role == FlightRole::Follower,
+        };
+        crate::cache::append_status(response.headers_mut(), name, status);
+    }
+    if let Some(conditions) = &note.conditions {
+        if response.status() == http::StatusCode::OK && conditions.not_modified(response.headers())
+        {
+            *response = not_modified(response);
+        }
+    }
+}
+
+#[cfg(not(feature = "cache"))]
+fn finish<B: Body>(
+    _: &mut Option<Box<CacheNote>>,
+    _: &mut Response<ResponseBody<B>>,
+    _: FlightRole,
+) {
+}
+
+/// A `304` for a client that has `answer` already.
+#[cfg(feature = "cache")]
+fn not_modified<B: Body>(answer: &Response<ResponseBody<B>>) -> Response<ResponseBody<B>> {
+    let mut response = Response::new(ResponseBody::owned(bytes::Bytes::new(), None));
+    *response.status_mut() = http::StatusCode::NOT_MODIFIED;
+    *response.headers_mut() = crate::cache::not_modified_headers(answer.headers());
+    *response.extensions_mut() = answer.extensions().clone();
+    response
 }
 
 #[cfg(feature = "cache")]
 fn consult_cache<B, K, ReqB>(
     mode: &Share<K>,
     key: &ShareKey<K>,
-    request: &Request<ReqB>,
+    request: &mut Request<ReqB>,
+    asks: Asks,
 ) -> Consulted<B, K>
 where
     B: Body,
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
-    use crate::cache::{Freshness, Lookup, Target};
+    use crate::cache::{Conditions, Decision, Forward, Target};
 
     let Some(cache) = &mode.cache else {
         return Consulted::Ask(AskOrigin::nothing());
     };
     let now = tokio::time::Instant::now();
+    // The client's validators are the cache's to answer: the origin sees
+    // only the cache's own.
+    let conditions = if asks.conditional {
+        let method = request.method().clone();
+        Conditions::take(&method, request.headers_mut())
+    } else {
+        None
+    };
+    let status = cache.config().cache_status.as_ref();
+    // A stored answer for the client: a `304` if it has it already.
+    let serve = |answer: &crate::cache::CachedResponse| {
+        let response = answer.to_response(now, status);
+        match &conditions {
+            Some(conditions) if conditions.not_modified(response.headers()) => {
+                not_modified(&response)
+            }
+            _ => response,
+        }
+    };
     // Where the leader stores the origin's answer, and which invalidations
     // of it it must not cross: made on a miss only, at lookup.
-    let store = || {
+    let store = |stale, why| {
         let target = Target::stored(key.host.as_ref(), request.uri());
         // Boxed: the leader's work moves it around, and most requests have
         // none.
@@ -642,39 +750,44 @@ where
             key: key.clone(),
             epoch: cache.epoch(&target),
             target,
+            requested: now,
+            authorized: asks.authorized,
+            stale,
+            forced: why == Forward::Request,
         }))
     };
-    let ask = |stale| {
-        Consulted::Ask(AskOrigin {
+    match cache.consult(key, request.headers(), asks.directives, now) {
+        Decision::Serve { answer, stale } => {
+            let role = if stale {
+                FlightRole::Stale
+            } else {
+                FlightRole::CacheHit
+            };
+            Consulted::Answer(serve(&answer), role)
+        }
+        Decision::Refresh(answer) => {
+            Consulted::Revalidate(serve(&answer), store(Some(answer), Forward::Stale))
+        }
+        Decision::Forward {
+            why,
             stale,
-            store: store(),
-        })
-    };
-    let answer = match cache.lookup(key) {
-        Lookup::Miss => return ask(None),
-        // Stored for a request that differs in a header the answer varies
-        // on: not this request's answer.
-        Lookup::Answer(answer) if !answer.fits(request.headers()) => return ask(None),
-        Lookup::Answer(answer) => answer,
-    };
-    let counters = cache.counters();
-    match answer.freshness(now) {
-        Freshness::Fresh => {
-            cache.count_hit();
-            Consulted::Answer(answer.to_response(now), FlightRole::CacheHit)
+            if_error,
+        } => Consulted::Ask(AskOrigin {
+            stale: stale.as_ref().filter(|_| if_error).map(|answer| StaleCopy {
+                answer: Arc::clone(answer),
+                status: status.cloned(),
+            }),
+            store: store(stale, why),
+            note: Some(Box::new(CacheNote {
+                status: status.cloned(),
+                why,
+                conditions,
+            })),
+        }),
+        Decision::Pass => Consulted::Pass,
+        Decision::NotCached => {
+            Consulted::Answer(owned(rejection::not_cached()), FlightRole::CacheHit)
         }
-        // Backing off after a failed refresh: the stale copy, at once, and
-        // the origin left alone.
-        Freshness::Revalidate | Freshness::IfError if !answer.may_refresh(now) => {
-            counters.count_stale();
-            Consulted::Answer(answer.to_response(now), FlightRole::Stale)
-        }
-        Freshness::Revalidate => {
-            counters.count_stale();
-            Consulted::Revalidate(answer.to_response(now), store())
-        }
-        Freshness::IfError => ask(Some(StaleCopy { answer, counters })),
-        Freshness::Expired => ask(None),
     }
 }
 
@@ -682,7 +795,8 @@ where
 fn consult_cache<B: Body, K, ReqB>(
     _: &Share<K>,
     _: &ShareKey<K>,
-    _: &Request<ReqB>,
+    _: &mut Request<ReqB>,
+    _: Asks,
 ) -> Consulted<B, K> {
     Consulted::Ask(AskOrigin::nothing())
 }
@@ -691,7 +805,7 @@ fn consult_cache<B: Body, K, ReqB>(
 #[cfg(feature = "cache")]
 struct StaleCopy {
     answer: Arc<crate::cache::CachedResponse>,
-    counters: Arc<crate::cache::Counters>,
+    status: Option<http::HeaderValue>,
 }
 
 #[cfg(not(feature = "cache"))]
@@ -705,9 +819,9 @@ impl StaleCopy {
     {
         #[cfg(feature = "cache")]
         {
-            self.counters.count_stale();
+            let now = tokio::time::Instant::now();
             State::Respond {
-                response: Some(self.answer.to_response(tokio::time::Instant::now())),
+                response: Some(self.answer.to_response(now, self.status.as_ref())),
                 role: FlightRole::Stale,
                 source: Source::Layer,
             }

@@ -233,7 +233,7 @@ impl Found {
 /// `raw` lower-cased, without a trailing dot or a default port (80 for
 /// `http`, 443 for `https`, either when the scheme is not known); `None`
 /// when it is no host at all (userinfo included).
-#[cfg(test)]
+#[cfg(any(test, feature = "cache"))]
 pub(crate) fn normalize(raw: &[u8], scheme: Option<&str>) -> Option<HeaderValue> {
     match normal_form(raw, scheme)? {
         None => HeaderValue::from_bytes(raw).ok(),

@@ -30,6 +30,13 @@ pub use host::HostSource;
 pub(crate) use caller::Caller;
 use host::{Ambiguous, HostRead, HostScan};
 
+/// A host as keys hold it (lower case, no trailing dot, no default port),
+/// or `None` when `raw` is no host.
+#[cfg(feature = "cache")]
+pub(crate) fn normal_host(raw: &str, scheme: Option<&str>) -> Option<HeaderValue> {
+    host::normalize(raw.as_bytes(), scheme)
+}
+
 /// A request as the crate tells requests apart: its method, normalized host,
 /// path and query. Built once per request by the layer and handed to the
 /// [`KeyExtractor`](crate::key::KeyExtractor).
@@ -158,6 +165,18 @@ pub(crate) enum Unkeyable {
     OwnAnswer,
 }
 
+/// What a request asks of a cache, noted while its headers are read for
+/// its identity, so that a cache hit reads none of them again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Asks {
+    /// `If-None-Match` or `If-Modified-Since`.
+    pub(crate) conditional: bool,
+    /// `Cache-Control` or `Pragma`.
+    pub(crate) directives: bool,
+    /// `Authorization` (RFC 9111 §3.5).
+    pub(crate) authorized: bool,
+}
+
 /// The identity settings of one layer.
 #[derive(Debug, Clone)]
 pub(crate) struct Identify {
@@ -185,16 +204,29 @@ impl Identify {
     }
 
     /// Reads a request for share mode: its identity (in one pass over its
-    /// headers) and, with `caller`, its caller; or why it is not keyed.
+    /// headers), with `caller` its caller, and what it asks of a cache; or
+    /// why it is not keyed. `cached`: a cache answers conditional requests.
     pub(crate) fn read_shared<'a>(
         &self,
         parts: &'a Parts,
         caller: Option<&CallerIdentity>,
-    ) -> Result<(RequestIdentity<'a>, Option<Caller>), Unkeyable> {
+        cached: bool,
+    ) -> Result<(RequestIdentity<'a>, Option<Caller>, Asks), Unkeyable> {
         let mut hosts = HostScan::new(self.host, true);
+        let mut asks = Asks::default();
         for (name, value) in &parts.headers {
             if crate::policy::asks_own_answer(name) {
                 return Err(Unkeyable::OwnAnswer);
+            }
+            if crate::policy::is_validation(name) {
+                if !cached {
+                    return Err(Unkeyable::OwnAnswer);
+                }
+                asks.conditional = true;
+            } else if name == http::header::CACHE_CONTROL || name == http::header::PRAGMA {
+                asks.directives = true;
+            } else if name == http::header::AUTHORIZATION {
+                asks.authorized = true;
             }
             hosts
                 .header(name, value)
@@ -207,7 +239,7 @@ impl Identify {
         if !identity.is_canonical() {
             return Err(Unkeyable::NotCanonical);
         }
-        Ok((identity, caller.map(|caller| caller.of(parts))))
+        Ok((identity, caller.map(|caller| caller.of(parts)), asks))
     }
 
     /// [`read`](Self::read), given the head by its pieces.
