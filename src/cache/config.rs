@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
+use super::status::StatusName;
+
 /// The response cache of share mode: which answers it stores, how long they
 /// stay fresh, how long they may serve stale, and how much memory they take.
 ///
@@ -61,7 +63,7 @@ pub struct CacheConfig {
     pub(crate) invalidate_on_write: bool,
     pub(crate) request_directives: bool,
     pub(crate) targeted: Option<HeaderName>,
-    pub(crate) cache_status: Option<HeaderValue>,
+    pub(crate) cache_status: Option<StatusName>,
 }
 
 /// Which of the two postures a [`CacheConfig`] starts from.
@@ -91,7 +93,9 @@ impl Default for CacheConfig {
             invalidate_on_write: true,
             request_directives: true,
             targeted: None,
-            cache_status: Some(HeaderValue::from_static("tower-singleflight")),
+            cache_status: Some(StatusName::new(HeaderValue::from_static(
+                "tower-singleflight",
+            ))),
         }
     }
 }
@@ -241,7 +245,7 @@ impl CacheConfig {
     /// adds to every answer that went through it. Characters a token cannot
     /// hold make it a quoted string. Default: `tower-singleflight`.
     pub fn cache_status(mut self, name: &str) -> Self {
-        self.cache_status = Some(super::status::identifier(name));
+        self.cache_status = Some(StatusName::new(super::status::identifier(name)));
         self
     }
 

@@ -28,4 +28,4 @@ pub(crate) use consult::Decision;
 pub(crate) use epochs::Epoch;
 pub(crate) use response::{CachedResponse, Storing, Target};
 pub(crate) use status::append as append_status;
-pub(crate) use status::{Forward, Status, StoreReport};
+pub(crate) use status::{Forward, Status, StatusName, StoreReport};

@@ -20,7 +20,7 @@ use super::{
     config::CacheConfig,
     epochs::{Epoch, Epochs},
     freshness::{Freshness, Windows},
-    status::{self, Status},
+    status::{self, StatusName},
     storage,
 };
 use crate::{
@@ -187,7 +187,7 @@ impl CachedResponse {
     pub(crate) fn to_response<B: Body>(
         &self,
         now: Instant,
-        status_name: Option<&HeaderValue>,
+        status_name: Option<&StatusName>,
     ) -> Response<ResponseBody<B>> {
         let mut response = self.response.to_response();
         let age = self.age(now);
@@ -201,8 +201,7 @@ impl CachedResponse {
             }
         }
         if let Some(name) = status_name {
-            let ttl = status::ttl(self.windows.fresh, age);
-            status::append(response.headers_mut(), name, Status::Hit { ttl });
+            name.hit(response.headers_mut(), status::ttl(self.windows.fresh, age));
         }
         response
     }

@@ -1,12 +1,40 @@
 //! `Cache-Status` (RFC 9211): what the cache did with each request, in the
 //! answer itself.
 
-use std::{fmt::Write, time::Duration};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The `Cache-Status` field.
 pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// This cache's name in `Cache-Status`, and its member for a fresh hit,
+/// written once: a hit only clones it.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusName {
+    pub(crate) name: HeaderValue,
+    fresh_hit: HeaderValue,
+}
+
+impl StatusName {
+    pub(crate) fn new(name: HeaderValue) -> Self {
+        let mut fresh_hit = name.as_bytes().to_vec();
+        fresh_hit.extend_from_slice(b"; hit");
+        let fresh_hit = HeaderValue::from_maybe_shared(bytes::Bytes::from(fresh_hit))
+            .unwrap_or_else(|_| name.clone());
+        Self { name, fresh_hit }
+    }
+
+    /// Adds the member for a copy served from the cache: `hit` when fresh
+    /// (its `Age` tells how fresh), `hit; ttl=-N` when stale.
+    pub(crate) fn hit(&self, headers: &mut HeaderMap, ttl: i64) {
+        if ttl > 0 {
+            headers.append(CACHE_STATUS, self.fresh_hit.clone());
+        } else {
+            append(headers, &self.name, Status::Hit { ttl });
+        }
+    }
+}
 
 /// Why a request went forward to the origin (RFC 9211 §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +63,7 @@ impl Forward {
 /// One cache's member of the field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
-    /// Answered from the cache; `ttl` is the freshness left, negative when
-    /// stale.
+    /// Answered from the cache stale; `ttl` is the freshness left, negative.
     Hit { ttl: i64 },
     /// Went forward.
     Forwarded {
@@ -74,12 +101,14 @@ pub(crate) fn ttl(lifetime: Duration, age: Duration) -> i64 {
 /// Adds this cache's member after those of the caches nearer the origin
 /// (RFC 9211 §2: the field lists caches from the origin's side).
 pub(crate) fn append(headers: &mut HeaderMap, name: &HeaderValue, status: Status) {
-    let mut member = String::with_capacity(name.len() + 40);
-    // The name is a token or a quoted string: ASCII, checked when set.
-    member.push_str(name.to_str().unwrap_or("cache"));
+    // Written into one buffer with `itoa`: on every cache hit, so without
+    // `fmt` and with a single allocation (the header value's).
+    let mut member = Member::default();
+    member.push(name.as_bytes());
     match status {
         Status::Hit { ttl } => {
-            let _ = write!(member, "; hit; ttl={ttl}");
+            member.push(b"; hit; ttl=");
+            member.push(itoa::Buffer::new().format(ttl).as_bytes());
         }
         Status::Forwarded {
             why,
@@ -87,26 +116,62 @@ pub(crate) fn append(headers: &mut HeaderMap, name: &HeaderValue, status: Status
             stored,
             collapsed,
         } => {
-            let _ = write!(member, "; fwd={}", why.as_str());
+            member.push(b"; fwd=");
+            member.push(why.as_str().as_bytes());
             if let Some(status) = origin_status {
-                let _ = write!(member, "; fwd-status={status}");
+                member.push(b"; fwd-status=");
+                member.push(itoa::Buffer::new().format(status).as_bytes());
             }
             if let Some(ttl) = stored {
-                let _ = write!(member, "; stored; ttl={ttl}");
+                member.push(b"; stored; ttl=");
+                member.push(itoa::Buffer::new().format(ttl).as_bytes());
             }
             if collapsed {
-                member.push_str("; collapsed");
+                member.push(b"; collapsed");
             }
         }
     }
-    if let Ok(value) = HeaderValue::try_from(member) {
+    if let Ok(value) = HeaderValue::from_bytes(member.as_bytes()) {
         headers.append(CACHE_STATUS, value);
     }
 }
 
+/// A member being written, on the stack: its capacity holds every member
+/// (names are at most 64 characters, quoted at most 130 bytes).
+struct Member {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl Default for Member {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 256],
+            len: 0,
+        }
+    }
+}
+
+impl Member {
+    fn push(&mut self, more: &[u8]) {
+        let room = self.bytes.len() - self.len;
+        let taken = more.len().min(room);
+        self.bytes[self.len..self.len + taken].copy_from_slice(&more[..taken]);
+        self.len += taken;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// A cache's name as RFC 9211 takes it: a token if it is one, else a quoted
-/// string (printable ASCII, `"` and `\` escaped).
+/// string (printable ASCII, `"` and `\` escaped); at most 64 characters.
 pub(crate) fn identifier(name: &str) -> HeaderValue {
+    let name = match name.char_indices().nth(64) {
+        Some((cut, _)) => &name[..cut],
+        None => name,
+    };
     let token = name.bytes().enumerate().all(|(at, byte)| {
         byte.is_ascii_alphabetic()
             || byte == b'*'
@@ -163,6 +228,17 @@ mod tests {
         assert_eq!(identifier("my \"cache\""), "\"my \\\"cache\\\"\"");
         assert_eq!(identifier("1st"), "\"1st\"");
         assert_eq!(identifier("caf\u{e9}\r\n"), "\"caf\"");
+        let long = identifier(&"\"".repeat(500));
+        assert_eq!(long.len(), 2 + 2 * 64);
+        let mut headers = HeaderMap::new();
+        let stored = Status::Forwarded {
+            why: Forward::VaryMiss,
+            origin_status: Some(304),
+            stored: Some(i64::MIN),
+            collapsed: true,
+        };
+        append(&mut headers, &long, stored);
+        assert!(headers[CACHE_STATUS].to_str().unwrap().ends_with("; collapsed"));
     }
 
     #[test]

@@ -644,7 +644,7 @@ enum Consulted<B: Body, K> {
 /// the client's conditional headers, answered from that answer.
 #[cfg(feature = "cache")]
 struct CacheNote {
-    status: Option<http::HeaderValue>,
+    status: Option<crate::cache::StatusName>,
     why: crate::cache::Forward,
     conditions: Option<crate::cache::Conditions>,
 }
@@ -668,7 +668,7 @@ fn finish<B: Body>(
     let report = response.extensions_mut().remove::<StoreReport>();
     // A stale copy standing in for a failure has its own (a hit).
     let status = note.status.as_ref().filter(|_| role != FlightRole::Stale);
-    if let Some(name) = status {
+    if let Some(name) = status.map(|status| &status.name) {
         let status = Status::Forwarded {
             why: note.why,
             origin_status: report.and_then(|report| report.origin_status),
@@ -805,7 +805,7 @@ fn consult_cache<B: Body, K, ReqB>(
 #[cfg(feature = "cache")]
 struct StaleCopy {
     answer: Arc<crate::cache::CachedResponse>,
-    status: Option<http::HeaderValue>,
+    status: Option<crate::cache::StatusName>,
 }
 
 #[cfg(not(feature = "cache"))]
