@@ -49,7 +49,12 @@ struct GateCell {
 
 /// The origin: `/doc` (stale on arrival, with a validator), `/fresh`
 /// (fresh for a minute), `/lang` (varies on `Accept-Language`), and writes.
-async fn origin(counts: Counts, method: Method, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+async fn origin(
+    counts: Counts,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     if method != Method::GET {
         counts.writes.fetch_add(1, SeqCst);
         return (StatusCode::NO_CONTENT, "").into_response();
@@ -57,14 +62,20 @@ async fn origin(counts: Counts, method: Method, uri: axum::http::Uri, headers: H
     counts.gets.fetch_add(1, SeqCst);
     match uri.path() {
         "/doc" => {
-            if headers.get(header::IF_NONE_MATCH).is_some_and(|tag| tag == "\"v1\"") {
+            if headers
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|tag| tag == "\"v1\"")
+            {
                 counts.conditional.fetch_add(1, SeqCst);
                 if counts.gate.closed.load(SeqCst) {
                     counts.gate.open.notified().await;
                 }
                 return (
                     StatusCode::NOT_MODIFIED,
-                    [(header::CACHE_CONTROL, "max-age=60"), (header::ETAG, "\"v1\"")],
+                    [
+                        (header::CACHE_CONTROL, "max-age=60"),
+                        (header::ETAG, "\"v1\""),
+                    ],
                 )
                     .into_response();
             }
@@ -128,17 +139,30 @@ impl Setup {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
         let mut request = axum::http::Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.proxy));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = self.client.request(request.body(Empty::new()).unwrap()).await.unwrap();
+        let response = self
+            .client
+            .request(request.body(Empty::new()).unwrap())
+            .await
+            .unwrap();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
-        (parts.status, parts.headers, String::from_utf8(body.to_vec()).unwrap())
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
     }
 
     async fn get(&self, path: &str) -> (StatusCode, HeaderMap, String) {
@@ -162,11 +186,13 @@ async fn fresh_answers_are_served_from_the_cache() {
     let setup = Setup::new().await;
     let (_, _, first) = setup.get("/fresh").await;
     let (status, headers, again) = setup.get("/fresh").await;
-    assert_eq!((status, first.as_str(), again.as_str()), (StatusCode::OK, "fresh", "fresh"));
+    assert_eq!(
+        (status, first.as_str(), again.as_str()),
+        (StatusCode::OK, "fresh", "fresh")
+    );
     assert_eq!(setup.counts.gets.load(SeqCst), 1);
     assert!(headers.contains_key(header::AGE));
-    let status = headers["cache-status"].to_str().unwrap();
-    assert!(status.starts_with("tower-singleflight; hit; ttl="), "{status}");
+    assert_eq!(headers["cache-status"], "tower-singleflight; hit");
 }
 
 #[tokio::test]
@@ -190,7 +216,10 @@ async fn a_stale_herd_makes_one_conditional_request_and_a_304_refreshes_it() {
     for reply in herd {
         let (status, headers, body) = reply.await.unwrap();
         assert_eq!((status, body.as_str()), (StatusCode::OK, "the document"));
-        assert!(headers["cache-status"].to_str().unwrap().contains("fwd-status=304"));
+        assert!(headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("fwd-status=304"));
     }
     assert_eq!(setup.counts.conditional.load(SeqCst), 1);
     // The 304 made it fresh: the next request never reaches the origin.

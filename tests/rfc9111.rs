@@ -856,7 +856,9 @@ async fn rfc9211_every_answer_through_the_cache_says_what_the_cache_did() {
         .await;
     assert!(cache_status(&forced)[1].starts_with("edge; fwd=request; stored"));
     advance(70 * S).await;
-    let stale = origin.get_with("/a", &[("cache-control", "max-stale")]).await;
+    let stale = origin
+        .get_with("/a", &[("cache-control", "max-stale")])
+        .await;
     assert_eq!(cache_status(&stale)[1], "edge; hit; ttl=-10");
     let quiet = Origin::new(CacheConfig::new().no_cache_status(), |seen| {
         answer(&seen, &[])

@@ -238,7 +238,10 @@ mod tests {
             collapsed: true,
         };
         append(&mut headers, &long, stored);
-        assert!(headers[CACHE_STATUS].to_str().unwrap().ends_with("; collapsed"));
+        assert!(headers[CACHE_STATUS]
+            .to_str()
+            .unwrap()
+            .ends_with("; collapsed"));
     }
 
     #[test]
