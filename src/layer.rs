@@ -456,11 +456,14 @@ where
     /// expiry never lets the herd through; [`stale_if_error`](CacheConfig::stale_if_error)
     /// serves it while the refresh fails. Errors are never stored.
     ///
-    /// Stored: answers share mode may share, with a status in
-    /// [`statuses`](CacheConfig::statuses), not `no-cache`; `max-age` and
-    /// `s-maxage` may shorten the TTL. Cached answers carry an `Age` header
-    /// and the role [`CacheHit`](crate::FlightRole::CacheHit) or
-    /// [`Stale`](crate::FlightRole::Stale).
+    /// What is stored and for how long follows RFC 9111, in one of two
+    /// postures ([`CacheConfig::new`] for your own routes,
+    /// [`CacheConfig::shared`] in front of an origin); stale answers with a
+    /// validator are revalidated with one conditional request per herd.
+    /// Cached answers carry `Age`, `Cache-Status` and the role
+    /// [`CacheHit`](crate::FlightRole::CacheHit) or
+    /// [`Stale`](crate::FlightRole::Stale). `CACHING.md` maps the RFC to
+    /// the code and its tests.
     ///
     /// Set the [`key`](Self::key) first: a cache is made for one key type.
     #[cfg(feature = "cache")]

@@ -462,6 +462,9 @@ where
         if !headers.contains_key(header::DATE) {
             headers.insert(header::DATE, age::date_value(received));
         }
+        if let Some(name) = &config.cache_status {
+            name.reserve(headers);
+        }
         let answer = Arc::new(CachedResponse {
             response: Arc::new(stored),
             windows: admitted.windows,

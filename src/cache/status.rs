@@ -25,13 +25,48 @@ impl StatusName {
         Self { name, fresh_hit }
     }
 
-    /// Adds the member for a copy served from the cache: `hit` when fresh
-    /// (its `Age` tells how fresh), `hit; ttl=-N` when stale.
+    /// Gives a stored copy this cache's member for a fresh hit, last, so
+    /// that a hit serves it as it is: a header added to a served copy would
+    /// grow (reallocate) its cloned map on every hit.
+    pub(crate) fn reserve(&self, headers: &mut HeaderMap) {
+        let last = headers.get_all(CACHE_STATUS).iter().next_back();
+        if last != Some(&self.fresh_hit) {
+            headers.append(CACHE_STATUS, self.fresh_hit.clone());
+        }
+    }
+
+    /// Takes the member [`reserve`](Self::reserve) gave a stored copy off
+    /// headers made from it (a `304`'s refresh, shared with its waiters).
+    pub(crate) fn unreserve(&self, headers: &mut HeaderMap) {
+        let http::header::Entry::Occupied(entry) = headers.entry(CACHE_STATUS) else {
+            return;
+        };
+        let (_, values) = entry.remove_entry_mult();
+        let mut values: Vec<HeaderValue> = values.collect();
+        if values.last() == Some(&self.fresh_hit) {
+            values.pop();
+        }
+        for value in values {
+            headers.append(CACHE_STATUS, value);
+        }
+    }
+
+    /// Sets the member of a copy served from the cache, in the place
+    /// [`reserve`](Self::reserve) kept: `hit` when fresh (as reserved; its
+    /// `Age` tells how fresh), `hit; ttl=-N` when stale.
     pub(crate) fn hit(&self, headers: &mut HeaderMap, ttl: i64) {
         if ttl > 0 {
-            headers.append(CACHE_STATUS, self.fresh_hit.clone());
-        } else {
-            append(headers, &self.name, Status::Hit { ttl });
+            return;
+        }
+        let mut stale = HeaderMap::new();
+        append(&mut stale, &self.name, Status::Hit { ttl });
+        let Some(stale) = stale.remove(CACHE_STATUS) else {
+            return;
+        };
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(CACHE_STATUS) {
+            if let Some(last) = entry.iter_mut().next_back() {
+                *last = stale;
+            }
         }
     }
 }
@@ -242,6 +277,36 @@ mod tests {
             .to_str()
             .unwrap()
             .ends_with("; collapsed"));
+    }
+
+    #[test]
+    fn a_stored_copy_keeps_its_member_in_place() {
+        let name = StatusName::new(identifier("edge"));
+        let mut stored = HeaderMap::new();
+        stored.append(
+            CACHE_STATUS,
+            HeaderValue::from_static("origin; fwd=uri-miss"),
+        );
+        name.reserve(&mut stored);
+        name.reserve(&mut stored);
+        let members = |headers: &HeaderMap| -> Vec<String> {
+            let values = headers.get_all(CACHE_STATUS).iter();
+            values
+                .map(|value| value.to_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(members(&stored), ["origin; fwd=uri-miss", "edge; hit"]);
+        let mut fresh = stored.clone();
+        name.hit(&mut fresh, 30);
+        assert_eq!(members(&fresh), ["origin; fwd=uri-miss", "edge; hit"]);
+        let mut stale = stored.clone();
+        name.hit(&mut stale, -7);
+        assert_eq!(
+            members(&stale),
+            ["origin; fwd=uri-miss", "edge; hit; ttl=-7"]
+        );
+        name.unreserve(&mut stored);
+        assert_eq!(members(&stored), ["origin; fwd=uri-miss"]);
     }
 
     #[test]

@@ -460,6 +460,11 @@ mod cached_store {
             if !parts.headers.contains_key(header::DATE) {
                 headers.remove(header::DATE);
             }
+            // The stored copy's own `Cache-Status` member is not the
+            // waiters': each gets its own.
+            if let Some(name) = &self.cache.config().cache_status {
+                name.unreserve(&mut headers);
+            }
             self.cache.count_revalidated();
             Some(Ok(stale.response.with_headers(headers)))
         }
