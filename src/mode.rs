@@ -200,6 +200,14 @@ impl<K> fmt::Debug for Share<K> {
 }
 
 impl<K> Share<K> {
+    /// The targeted `Cache-Control` field (RFC 9213) its cache reads first.
+    pub(crate) fn targeted(&self) -> Option<http::HeaderName> {
+        #[cfg(feature = "cache")]
+        return self.cache.as_ref()?.config().targeted.clone();
+        #[cfg(not(feature = "cache"))]
+        None
+    }
+
     /// Whether share mode keeps a response cache.
     pub(crate) fn has_cache(&self) -> bool {
         #[cfg(feature = "cache")]

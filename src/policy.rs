@@ -90,11 +90,14 @@ pub(crate) fn is_validation(name: &HeaderName) -> bool {
 /// Checks a response head before its body is read.
 ///
 /// `private_ok` is true when the flight's waiters are known to be one caller:
-/// the key is per identity and the identity is not anonymous.
+/// the key is per identity and the identity is not anonymous. `targeted`: a
+/// field (RFC 9213's `CDN-Cache-Control`) read instead of `Cache-Control`
+/// when the response has it.
 pub(crate) fn check(
     status: StatusCode,
     headers: &HeaderMap,
     private_ok: bool,
+    targeted: Option<&HeaderName>,
 ) -> Result<(), Unshareable> {
     if status.is_informational()
         || status == StatusCode::PARTIAL_CONTENT
@@ -105,10 +108,13 @@ pub(crate) fn check(
     // One pass over the response's headers (a handful), rather than a hashed
     // lookup for each name; the reasons keep their precedence.
     let mut found = Found::default();
+    let directives = targeted
+        .filter(|targeted| headers.contains_key(*targeted))
+        .unwrap_or(&header::CACHE_CONTROL);
     for (name, value) in headers {
         if *name == header::SET_COOKIE {
             found.set_cookie = true;
-        } else if *name == header::CACHE_CONTROL && found.cache_control.is_none() {
+        } else if name == directives && found.cache_control.is_none() {
             // The first directive that forbids sharing gives the reason.
             for directive in value_elements(value) {
                 let name = directive
@@ -170,8 +176,12 @@ fn is_event_stream(value: &HeaderValue) -> bool {
 
 /// Checks a response's trailers, which may say what its headers could:
 /// `Set-Cookie`, `Cache-Control: no-store` or `private`.
-pub(crate) fn check_trailers(trailers: &HeaderMap, private_ok: bool) -> Result<(), Unshareable> {
-    check(StatusCode::OK, trailers, private_ok)
+pub(crate) fn check_trailers(
+    trailers: &HeaderMap,
+    private_ok: bool,
+    targeted: Option<&HeaderName>,
+) -> Result<(), Unshareable> {
+    check(StatusCode::OK, trailers, private_ok, targeted)
 }
 
 /// The leader's request headers, kept for the `Vary` of its response: a flat
@@ -242,7 +252,11 @@ impl Vary {
     pub(crate) fn matches(&self, request: &HeaderMap) -> bool {
         self.headers.iter().all(|(name, values)| {
             let sent = request.get_all(name);
-            sent.iter().eq(values.iter()) || same_list(name, sent.iter(), values.iter())
+            // An absent field matches only where it is absent (§4.1), even
+            // against an empty one.
+            let present = sent.iter().next().is_some();
+            present != values.is_empty()
+                && (sent.iter().eq(values.iter()) || same_list(name, sent.iter(), values.iter()))
         })
     }
 
@@ -313,7 +327,7 @@ mod tests {
     }
 
     fn check(headers: &HeaderMap, private_ok: bool) -> Result<(), Unshareable> {
-        super::check(StatusCode::OK, headers, private_ok)
+        super::check(StatusCode::OK, headers, private_ok, None)
     }
 
     #[test]
@@ -330,7 +344,7 @@ mod tests {
             StatusCode::NOT_MODIFIED,
         ] {
             assert_eq!(
-                super::check(status, &HeaderMap::new(), true),
+                super::check(status, &HeaderMap::new(), true, None),
                 Err(Unshareable::Status)
             );
         }

@@ -223,17 +223,17 @@ where
         return None;
     }
     let cache = cache.clone();
-    let target = crate::cache::Target::written(identify, request);
+    let written = crate::cache::Written::of(identify, request);
     Some(Box::new(
         move |status: http::StatusCode, headers: &http::HeaderMap| {
             // RFC 9111 §4.4: a non-error answer to an unsafe request invalidates
             // its target, and the same-origin targets its answer names.
             if status.is_success() || status.is_redirection() {
-                cache.invalidate_target(&target);
+                cache.invalidate_written(&written);
                 let named = [http::header::LOCATION, http::header::CONTENT_LOCATION];
                 for value in named.iter().filter_map(|name| headers.get(name)) {
-                    if let Some(named) = target.named(value) {
-                        cache.invalidate_target(&named);
+                    if let Some(named) = written.named(value) {
+                        cache.invalidate_written(&named);
                     }
                 }
             }

@@ -59,13 +59,6 @@ impl BufferedResponse {
         &mut self.parts.extensions
     }
 
-    /// Its headers, to give a stored copy a header that each copy served
-    /// from it replaces.
-    #[cfg(feature = "cache")]
-    pub(crate) fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.parts.headers
-    }
-
     /// What it keeps on the heap, or a little more: body, headers,
     /// trailers, and the request header values its `Vary` names.
     #[cfg_attr(not(feature = "cache"), allow(dead_code))]
@@ -78,30 +71,28 @@ impl BufferedResponse {
 
     /// A copy that shares no buffer with anything else: a cached answer must
     /// not keep alive the (larger) buffers its body and headers were read
-    /// from, which its weight does not count. Body and header values are
-    /// copied into one buffer: one allocation, and copies served later
-    /// share it by reference count.
+    /// from, which its weight does not count. `amend` sets the headers the
+    /// stored copy adds to the answer's. Body and header values are copied
+    /// into one buffer: one allocation, and copies served later share it by
+    /// reference count (a value of its own would be promoted to shared, an
+    /// allocation, every time a copy is made).
     #[cfg(feature = "cache")]
-    pub(crate) fn detached(&self) -> Self {
+    pub(crate) fn detached(&self, amend: impl FnOnce(&mut HeaderMap, usize)) -> Self {
+        let mut amended = self.parts.headers.clone();
+        amend(&mut amended, self.data.len());
         let values = |map: &HeaderMap| map.values().map(HeaderValue::len).sum::<usize>();
         let trailers = self.trailers.as_ref().map_or(0, values);
-        let mut buffer =
-            BytesMut::with_capacity(self.data.len() + values(&self.parts.headers) + trailers);
+        let mut buffer = BytesMut::with_capacity(self.data.len() + values(&amended) + trailers);
         buffer.extend_from_slice(&self.data);
         let mut parts = Response::new(()).into_parts().0;
         parts.status = self.parts.status;
         parts.version = self.parts.version;
         parts.extensions = self.parts.extensions.clone();
-        // As roomy as the original, and room for four more: the stored copy
-        // gets `Age` (and `Date` if it had none), copies served from it get
-        // `Cache-Status` and `Content-Length`, and growing a full map on every
+        // Room for two more: a copy served from it may get a header added
+        // (`Cache-Status` past a fresh hit), and growing a full index on every
         // hit costs more than the slots (which are weighed).
-        let room = self
-            .parts
-            .headers
-            .capacity()
-            .max(self.parts.headers.len() + 4);
-        let headers = copy_values(&self.parts.headers, &mut buffer);
+        let room = amended.capacity().max(amended.len() + 2);
+        let headers = copy_values(&amended, &mut buffer);
         let trailers = self
             .trailers
             .as_ref()
@@ -130,18 +121,19 @@ impl BufferedResponse {
     }
 
     /// A copy of a stored answer with the headers a `304` updated, its body
-    /// and trailers shared with it.
+    /// and trailers shared with it; its `Vary` read again from them, with
+    /// the values of the request that validated it.
     #[cfg(feature = "cache")]
-    pub(crate) fn with_headers(&self, headers: HeaderMap) -> Self {
+    pub(crate) fn with_headers(&self, headers: HeaderMap, leader: &LeaderHeaders) -> Self {
         let mut parts = Response::new(()).into_parts().0;
         parts.status = self.parts.status;
         parts.version = self.parts.version;
         parts.headers = headers;
         Self {
+            vary: Vary::new(&parts.headers, leader),
             parts,
             data: self.data.clone(),
             trailers: self.trailers.clone(),
-            vary: self.vary.clone(),
         }
     }
 

@@ -5,159 +5,21 @@
 
 mod common;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
-};
+use std::time::Duration;
 
 use axum::{
-    http::{header, HeaderMap, HeaderName, StatusCode},
-    response::{IntoResponse, Response},
-    routing, Router,
+    http::{header, HeaderName, StatusCode},
+    response::IntoResponse,
 };
-use common::{get, send, send_all, with_headers, Reply, Runs};
-use tokio::time::{advance, Instant};
-use tower_singleflight::{CacheConfig, CacheStats, FlightRole, ShareLayer, SingleFlightLayer};
+use common::{
+    get,
+    origin::{age, answer, cache_status, items, on_host, Origin, Seen},
+    send, send_all, with_headers,
+};
+use tokio::time::advance;
+use tower_singleflight::{CacheConfig, FlightRole};
 
 const S: Duration = Duration::from_secs(1);
-
-/// The wall clock of a test: the time at its start, moved by Tokio's
-/// (paused) clock, as the cache's own is.
-#[derive(Clone, Copy)]
-struct Clock {
-    wall: SystemTime,
-    at: Instant,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Self {
-            wall: SystemTime::now(),
-            at: Instant::now(),
-        }
-    }
-
-    fn now(&self) -> SystemTime {
-        self.wall + (Instant::now() - self.at)
-    }
-
-    /// An HTTP date `offset` seconds from now.
-    fn date(&self, offset: i64) -> String {
-        let now = self.now();
-        let at = if offset >= 0 {
-            now + Duration::from_secs(offset.unsigned_abs())
-        } else {
-            now - Duration::from_secs(offset.unsigned_abs())
-        };
-        httpdate::fmt_http_date(at)
-    }
-}
-
-/// What the origin of a test saw and answers.
-struct Seen {
-    run: usize,
-    request: HeaderMap,
-    clock: Clock,
-}
-
-/// An origin behind the layer: every path answers `respond(seen)`; the
-/// headers of every request it got are kept in order.
-struct Origin {
-    app: Router,
-    runs: Runs,
-    requests: Arc<Mutex<Vec<HeaderMap>>>,
-    layer: ShareLayer,
-}
-
-impl Origin {
-    fn new(
-        config: CacheConfig,
-        respond: impl Fn(Seen) -> Response + Clone + Send + Sync + 'static,
-    ) -> Self {
-        Self::with_layer(SingleFlightLayer::share().cache(config), respond)
-    }
-
-    fn with_layer(
-        layer: ShareLayer,
-        respond: impl Fn(Seen) -> Response + Clone + Send + Sync + 'static,
-    ) -> Self {
-        let clock = Clock::new();
-        let runs = Runs::default();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let handler = {
-            let (runs, requests) = (runs.clone(), requests.clone());
-            move |headers: HeaderMap| async move {
-                let run = runs.bump();
-                requests.lock().unwrap().push(headers.clone());
-                // Answers take a little while: herds coalesce on them.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                respond(Seen {
-                    run,
-                    request: headers,
-                    clock,
-                })
-            }
-        };
-        let app = Router::new()
-            .fallback(routing::any(handler))
-            .layer(layer.clone());
-        Self {
-            app,
-            runs,
-            requests,
-            layer,
-        }
-    }
-
-    async fn get(&self, uri: &str) -> Reply {
-        send(&self.app, get(uri)).await
-    }
-
-    async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
-        send(&self.app, with_headers("GET", uri, headers)).await
-    }
-
-    fn stats(&self) -> CacheStats {
-        self.layer.response_cache().expect("a cache").stats()
-    }
-
-    fn last_request(&self) -> HeaderMap {
-        self.requests
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("a request")
-    }
-}
-
-/// `200 run N` with these headers.
-fn answer(seen: &Seen, headers: &[(HeaderName, String)]) -> Response {
-    let mut response = format!("run {}", seen.run).into_response();
-    for (name, value) in headers {
-        response
-            .headers_mut()
-            .append(name.clone(), value.parse().expect("a header value"));
-    }
-    response
-}
-
-fn age(reply: &Reply) -> u64 {
-    reply.headers[header::AGE]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn cache_status(reply: &Reply) -> Vec<String> {
-    reply
-        .headers
-        .get_all("cache-status")
-        .iter()
-        .map(|value| value.to_str().unwrap().to_owned())
-        .collect()
-}
 
 // §4.2.1: freshness lifetime.
 
@@ -737,31 +599,6 @@ async fn s4_1_variants_per_key_are_bounded() {
 }
 
 // §4.4: invalidation.
-
-/// `request` sent to `example.com`.
-fn on_host(
-    mut request: axum::http::Request<axum::body::Body>,
-) -> axum::http::Request<axum::body::Body> {
-    request
-        .headers_mut()
-        .insert(header::HOST, "example.com".parse().unwrap());
-    request
-}
-
-/// An origin whose writes answer `201` with the `Location` the request's
-/// `x-location` asks for and `Content-Location: /items/latest`.
-fn items() -> Origin {
-    Origin::new(CacheConfig::new(), |seen| {
-        let mut response = answer(&seen, &[]);
-        if let Some(location) = seen.request.get("x-location") {
-            *response.status_mut() = StatusCode::CREATED;
-            let headers = response.headers_mut();
-            headers.insert(header::LOCATION, location.clone());
-            headers.insert(header::CONTENT_LOCATION, "/items/latest".parse().unwrap());
-        }
-        response
-    })
-}
 
 #[tokio::test(start_paused = true)]
 async fn s4_4_a_write_invalidates_its_target_and_the_locations_it_names() {

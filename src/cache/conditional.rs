@@ -28,9 +28,17 @@ impl Conditions {
         })
     }
 
+    /// Whether `answer` is to go to the client as a `304`: it is a `2xx`
+    /// (RFC 9110 §13.2.1: preconditions are evaluated only then) that has
+    /// not changed for the client.
+    pub(crate) fn apply_to<B>(&self, answer: &http::Response<B>) -> bool {
+        answer.status().is_success() && self.not_modified(answer.headers())
+    }
+
     /// Whether an answer with these headers has not changed for the client
     /// (a `304` for it). `If-Modified-Since` counts only without
-    /// `If-None-Match` (RFC 9110 §13.2.2).
+    /// `If-None-Match` (RFC 9110 §13.2.2), and is compared with the
+    /// answer's `Last-Modified`, else its `Date` (RFC 9111 §4.3.2).
     pub(crate) fn not_modified(&self, answer: &HeaderMap) -> bool {
         if let Some(tags) = &self.if_none_match {
             let Some(etag) = answer.get(header::ETAG) else {
@@ -39,9 +47,12 @@ impl Conditions {
             return tags.as_bytes().trim_ascii() == b"*"
                 || entity_tags(tags.as_bytes()).any(|tag| weak_eq(tag, etag.as_bytes()));
         }
+        let modified = answer
+            .get(header::LAST_MODIFIED)
+            .or_else(|| answer.get(header::DATE));
         let (Some(since), Some(modified)) = (
             self.if_modified_since.as_ref().and_then(date),
-            answer.get(header::LAST_MODIFIED).and_then(date),
+            modified.and_then(date),
         ) else {
             return false;
         };

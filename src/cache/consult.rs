@@ -46,13 +46,15 @@ where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
     /// Decides for a request with these headers; `directives`: whether the
-    /// request has a `Cache-Control` or `Pragma` to read.
+    /// request has a `Cache-Control` or `Pragma` to read; `counted`: false
+    /// for a request entering again (it was counted the first time).
     pub(crate) fn consult(
         &self,
         key: &ShareKey<K>,
         headers: &HeaderMap,
         directives: bool,
         now: Instant,
+        counted: bool,
     ) -> Decision {
         let asks = if directives && self.config().request_directives {
             RequestDirectives::of(headers)
@@ -60,6 +62,9 @@ where
             RequestDirectives::default()
         };
         let decision = decide(self.lookup(key, headers), &asks, now);
+        if !counted {
+            return decision;
+        }
         self.count(match &decision {
             Decision::Serve { stale: false, .. } => Counted::Hit,
             Decision::Serve { stale: true, .. } | Decision::Refresh(_) => Counted::Stale,
@@ -131,6 +136,12 @@ fn decide(found: Lookup, asks: &RequestDirectives, now: Instant) -> Decision {
                 stale: true,
             }
         }
+        // Nothing goes to the origin for `only-if-cached`, not even a
+        // background refresh.
+        Freshness::Revalidate if !picky && asks.only_if_cached => Decision::Serve {
+            answer,
+            stale: true,
+        },
         Freshness::Revalidate if !picky => Decision::Refresh(answer),
         Freshness::Revalidate | Freshness::IfError => {
             let if_error = answer.serves_on_error(now);

@@ -50,20 +50,15 @@ pub(crate) struct CachedResponse {
     retry_at: AtomicU64,
 }
 
-/// The normalized host and path of a request: what a write invalidates.
+/// The normalized host and path of a request an answer was stored for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
-    /// `Err` for a write that named two hosts: it invalidates the path on
-    /// every host, as it cannot be told which one it changed.
-    host: Result<Option<HeaderValue>, AnyHost>,
+    host: Option<HeaderValue>,
     path: Box<str>,
     /// The bytes of the request's identity (host, path, query): the key
     /// built from them holds no more than that, give or take a constant.
     key_bytes: usize,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct AnyHost;
 
 impl Target {
     /// Where an answer to a request for `host` (normalized) and `uri` is
@@ -75,58 +70,80 @@ impl Target {
             .map(|host| HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone()));
         Self {
             key_bytes: host.as_ref().map_or(0, HeaderValue::len) + path.len() + query,
-            host: Ok(host),
+            host,
             path: path.into(),
         }
     }
 
-    /// What a write to this request's target invalidates.
-    pub(crate) fn written<B>(identify: &Identify, request: &http::Request<B>) -> Self {
+    /// The bytes it keeps, and those of the key stored beside it.
+    fn len(&self) -> usize {
+        self.path.len() + self.host.as_ref().map_or(0, HeaderValue::len) + self.key_bytes
+    }
+}
+
+/// What a successful write invalidates (RFC 9111 §4.4): a path, on the
+/// hosts the request named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// One host, as a lock reads it; or, for a request that named several,
+    /// each of them (at most [`MAX_WRITTEN_HOSTS`]), as it cannot be told
+    /// which one it changed.
+    hosts: Vec<Option<HeaderValue>>,
+    path: Box<str>,
+}
+
+/// The most hosts one write invalidates a path on.
+const MAX_WRITTEN_HOSTS: usize = 4;
+
+impl Written {
+    /// What a write with this request head invalidates.
+    pub(crate) fn of<B>(identify: &Identify, request: &http::Request<B>) -> Self {
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         // Read as a lock reads it: by the host source alone, and whatever its
         // length (a long write still changed one host's data, not all).
         let read =
             RequestIdentity::read_head(method, uri, headers, identify.host, Reading::Locking);
-        match read {
-            Ok(identity) => Self::stored(identity.host(), uri),
-            Err(_) => Self {
-                host: Err(AnyHost),
-                path: RequestIdentity::path_of(uri).into(),
-                key_bytes: 0,
-            },
+        let hosts = match read {
+            Ok(identity) => vec![identity.host().cloned()],
+            Err(_) => crate::identity::hosts_named(uri, headers, identify.host)
+                .into_iter()
+                .take(MAX_WRITTEN_HOSTS)
+                .map(Some)
+                .collect(),
+        };
+        Self {
+            hosts,
+            path: RequestIdentity::path_of(uri).into(),
         }
     }
 
-    /// The same-origin target a `Location` or `Content-Location` of an
-    /// answer to a write to `self` names (RFC 9111 §4.4), if any.
+    /// What the write's answer names in `Location` or `Content-Location`,
+    /// resolved against the write's target (RFC 3986 §5.2), if it is on one
+    /// of the write's hosts.
     pub(crate) fn named(&self, value: &HeaderValue) -> Option<Self> {
-        let uri: http::Uri = value.to_str().ok()?.parse().ok()?;
-        let host = self.host.as_ref().ok()?.as_ref();
-        if let Some(authority) = uri.authority() {
-            let named = crate::identity::normal_host(authority.as_str(), uri.scheme_str())?;
-            if host.is_none_or(|host| host.as_bytes() != named.as_bytes()) {
-                return None;
+        let reference = value.to_str().ok()?.trim();
+        let (authority, path) = super::resolve::reference(&self.path, reference)?;
+        let hosts = match authority {
+            None => self.hosts.clone(),
+            Some((authority, scheme)) => {
+                let host = crate::identity::normal_host(&authority, scheme.as_deref())?;
+                let host = Some(host);
+                if !self.hosts.contains(&host) {
+                    return None;
+                }
+                vec![host]
             }
-        }
-        if !uri.path().starts_with('/') {
-            return None;
-        }
-        Some(Self::stored(host, &uri))
+        };
+        let uri: http::Uri = path.parse().ok()?;
+        Some(Self {
+            hosts,
+            path: RequestIdentity::path_of(&uri).into(),
+        })
     }
 
-    /// Whether a write to `self` invalidates an answer stored for `stored`.
+    /// Whether it invalidates an answer stored for `stored`.
     fn covers(&self, stored: &Target) -> bool {
-        self.path == stored.path
-            && self
-                .host
-                .as_ref()
-                .map_or(true, |host| Ok(host) == stored.host.as_ref())
-    }
-
-    /// The bytes it keeps, and those of the key stored beside it.
-    fn len(&self) -> usize {
-        let host = self.host.as_ref().ok().and_then(Option::as_ref);
-        self.path.len() + host.map_or(0, HeaderValue::len) + self.key_bytes
+        self.path == stored.path && self.hosts.contains(&stored.host)
     }
 }
 
@@ -365,6 +382,8 @@ pub(crate) struct Storing<'a> {
     pub(crate) requested: Instant,
     /// The request carried `Authorization` (RFC 9111 §3.5).
     pub(crate) authorized: bool,
+    /// The stale variant it replaces, if any.
+    pub(crate) replacing: Option<Arc<CachedResponse>>,
 }
 
 impl<K> ResponseCache<K>
@@ -389,10 +408,6 @@ where
                 clock: Clock::new(),
             }),
         }
-    }
-
-    pub(crate) fn config(&self) -> &CacheConfig {
-        &self.inner.config
     }
 
     /// The newest variant stored for a request with these headers. Not
@@ -454,17 +469,24 @@ where
         let parts = storing.response.parts();
         let admitted = storage::admit(parts, storing.authorized, received, config)?;
         let initial_age = age::initial_age(&parts.headers, storing.requested, now, clock);
-        let mut stored = storing.response.detached();
-        let headers = stored.headers_mut();
-        // Every copy served gets its own `Age`, written over this one.
-        headers.insert(header::AGE, HeaderValue::from_static("0"));
-        // RFC 9110 §6.6.1: a cache adds the `Date` an origin did not send.
-        if !headers.contains_key(header::DATE) {
-            headers.insert(header::DATE, age::date_value(received));
-        }
-        if let Some(name) = &config.cache_status {
-            name.reserve(headers);
-        }
+        let counts_length =
+            parts.status != http::StatusCode::NO_CONTENT && key.method != http::Method::HEAD;
+        let stored = storing.response.detached(|headers, body_length| {
+            // Every copy served gets its own `Age`, written over this one.
+            headers.insert(header::AGE, HeaderValue::from_static("0"));
+            // RFC 9110 §6.6.1: a cache adds the `Date` an origin did not send.
+            if !headers.contains_key(header::DATE) {
+                headers.insert(header::DATE, age::date_value(received));
+            }
+            // The body is whole: its length is known, and a copy served
+            // without it would get it added (its header map grown) each time.
+            if counts_length && !headers.contains_key(header::CONTENT_LENGTH) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_length));
+            }
+            if let Some(name) = &config.cache_status {
+                name.reserve(headers);
+            }
+        });
         let answer = Arc::new(CachedResponse {
             response: Arc::new(stored),
             windows: admitted.windows,
@@ -477,13 +499,19 @@ where
         });
         let ttl = status::ttl(answer.windows.fresh, initial_age);
         self.inner.stats.stored.fetch_add(1, Relaxed);
-        self.add_variant(key, answer);
+        self.add_variant(key, answer, storing.replacing);
         Some(ttl)
     }
 
     /// Puts `answer` first among its key's variants, in place of the one it
-    /// replaces (the same `Vary` values), keeping at most `max_variants`.
-    fn add_variant(&self, key: ShareKey<K>, answer: Arc<CachedResponse>) {
+    /// replaces (the same `Vary` values, or the stale one it refreshes),
+    /// keeping at most `max_variants`.
+    fn add_variant(
+        &self,
+        key: ShareKey<K>,
+        answer: Arc<CachedResponse>,
+        replacing: Option<Arc<CachedResponse>>,
+    ) {
         let max = self.inner.config.max_variants;
         self.inner.store.entry(key).and_upsert_with(|entry| {
             let older = entry.map(|entry| entry.into_value());
@@ -491,6 +519,11 @@ where
                 .iter()
                 .flat_map(|variants| variants.iter())
                 .filter(|variant| !variant.response.same_variant(&answer.response))
+                .filter(|variant| {
+                    !replacing
+                        .as_ref()
+                        .is_some_and(|old| Arc::ptr_eq(old, variant))
+                })
                 .take(max - 1)
                 .cloned()
                 .collect();
@@ -528,13 +561,13 @@ where
             });
     }
 
-    /// Drops every answer for this host and path (all queries, callers and
-    /// methods).
-    pub(crate) fn invalidate_target(&self, target: &Target) {
-        self.inner.epochs.bump_path(&target.path);
-        let target = target.clone();
+    /// Drops every answer a write changed: for its path on its hosts (all
+    /// queries, callers and methods).
+    pub(crate) fn invalidate_written(&self, written: &Written) {
+        self.inner.epochs.bump_path(&written.path);
+        let written = written.clone();
         self.drop_entries(move |_, stored| {
-            stored.iter().any(|variant| target.covers(&variant.target))
+            stored.iter().any(|variant| written.covers(&variant.target))
         });
     }
 
@@ -605,6 +638,12 @@ pub(crate) enum Counted {
     Stale,
     Miss,
     Pass,
+}
+
+impl<K> ResponseCache<K> {
+    pub(crate) fn config(&self) -> &CacheConfig {
+        &self.inner.config
+    }
 }
 
 impl<K> Clone for ResponseCache<K> {

@@ -73,6 +73,8 @@ pub(crate) struct Lead<K> {
     /// How long the body may take to arrive whole before it goes to the
     /// leader as it comes instead.
     pub(crate) budget: Duration,
+    /// The targeted `Cache-Control` field (RFC 9213) the cache reads first.
+    pub(crate) targeted: Option<http::HeaderName>,
 }
 
 impl<K> Lead<K> {
@@ -90,6 +92,7 @@ impl<K> Lead<K> {
             peers: Some(peers),
             passes: Arc::clone(&mode.passes),
             budget: mode.buffer_budget,
+            targeted: mode.targeted(),
         }
     }
 
@@ -166,7 +169,10 @@ where
         let mut this = self.project();
         loop {
             match this.step.as_mut().project() {
-                StepProj::Answer { answer } => match this.lead.answered(ready!(answer.poll(cx))) {
+                StepProj::Answer { answer } => match this
+                    .lead
+                    .answered(ready!(answer.poll(cx)), this.leader_headers)
+                {
                     Answered::Done(led) => {
                         this.step.set(Step::Done);
                         return Poll::Ready(led);
@@ -247,6 +253,7 @@ where
     fn answered<S, ReqB, ResB>(
         &self,
         answered: Result<Response<ResB>, S::Error>,
+        leader_headers: &LeaderHeaders,
     ) -> Answered<S, ReqB, ResB>
     where
         S: Service<Request<ReqB>>,
@@ -261,7 +268,7 @@ where
         };
         let (parts, body) = response.into_parts();
         if parts.status == http::StatusCode::NOT_MODIFIED {
-            if let Some(revalidated) = revalidated(&self.store, &parts) {
+            if let Some(revalidated) = revalidated(&self.store, &parts, leader_headers) {
                 return Answered::Done(self.not_modified(revalidated));
             }
         }
@@ -271,7 +278,9 @@ where
         if failed {
             back_off(&self.store);
         }
-        let unshared = match policy::check(parts.status, &parts.headers, self.private_ok) {
+        let targeted = self.targeted.as_ref();
+        let unshared = match policy::check(parts.status, &parts.headers, self.private_ok, targeted)
+        {
             Err(_) if failed => Some(Unshareable::ServerError),
             Err(reason) => {
                 self.pass();
@@ -311,6 +320,20 @@ where
     {
         match revalidated {
             Ok(mut response) => {
+                // A `304` may say what a `200` could (`Set-Cookie`,
+                // `private`, `no-store`, `Vary: *`): checked as one. The
+                // leader alone gets such an answer, and it is not stored.
+                let headers = &response.parts().headers;
+                let checked = policy::check(
+                    http::StatusCode::OK,
+                    headers,
+                    self.private_ok,
+                    self.targeted.as_ref(),
+                );
+                if let Err(reason) = checked {
+                    drop_stale(&self.store);
+                    return Led::private(reason, Ok(response.to_response()));
+                }
                 keep(&self.store, &mut response, Some(304));
                 Led::shared(SharedOutcome::Response(Arc::new(response)))
             }
@@ -347,9 +370,9 @@ where
             Collected::Complete { data, trailers } => {
                 // Trailers are checked as headers are: a cookie set there is
                 // the leader's alone.
-                let trailing = trailers
-                    .as_ref()
-                    .map(|trailers| policy::check_trailers(trailers, self.private_ok));
+                let trailing = trailers.as_ref().map(|trailers| {
+                    policy::check_trailers(trailers, self.private_ok, self.targeted.as_ref())
+                });
                 if let Some(Err(reason)) = trailing {
                     self.pass();
                     let body = ResponseBody::owned(data, trailers);
@@ -389,6 +412,7 @@ mod cached_store {
     use crate::{
         cache::{CachedResponse, ResponseCache, Storing, Target},
         key::ShareKey,
+        policy::LeaderHeaders,
         shared::BufferedResponse,
     };
 
@@ -427,6 +451,7 @@ mod cached_store {
                 epoch: self.epoch,
                 requested: self.requested,
                 authorized: self.authorized,
+                replacing: self.stale.clone(),
             };
             self.cache.store(self.key.detached(), storing)
         }
@@ -448,7 +473,11 @@ mod cached_store {
         /// For a `304`: the stale variant with the `304`'s headers (§3.2,
         /// §4.3.4), or `Err` when the `304` is about another representation
         /// (the variant is dropped); `None` when no validation was asked.
-        pub(crate) fn revalidated(&self, parts: &Parts) -> Option<Result<BufferedResponse, ()>> {
+        pub(crate) fn revalidated(
+            &self,
+            parts: &Parts,
+            leader: &LeaderHeaders,
+        ) -> Option<Result<BufferedResponse, ()>> {
             let stale = self.stale.as_ref().filter(|stale| stale.has_validator())?;
             let stored = &stale.response.parts().headers;
             if !crate::cache::refreshes(&parts.headers, stored) {
@@ -466,7 +495,14 @@ mod cached_store {
                 name.unreserve(&mut headers);
             }
             self.cache.count_revalidated();
-            Some(Ok(stale.response.with_headers(headers)))
+            Some(Ok(stale.response.with_headers(headers, leader)))
+        }
+
+        /// Drops the stale variant: a `304` made it unusable.
+        pub(crate) fn drop_stale(&self) {
+            if let Some(stale) = &self.stale {
+                self.cache.drop_variant(&self.key, stale);
+            }
         }
     }
 }
@@ -528,11 +564,22 @@ where
 fn revalidated<K>(
     store: &Option<Box<Store<K>>>,
     parts: &Parts,
+    leader: &LeaderHeaders,
 ) -> Option<Result<BufferedResponse, ()>>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
-    store.as_ref()?.revalidated(parts)
+    store.as_ref()?.revalidated(parts, leader)
+}
+
+#[cfg(feature = "cache")]
+fn drop_stale<K>(store: &Option<Box<Store<K>>>)
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    if let Some(store) = store {
+        store.drop_stale();
+    }
 }
 
 #[cfg(not(feature = "cache"))]
@@ -553,6 +600,13 @@ fn back_off<K>(_: &Option<Box<Store<K>>>) {}
 pub(crate) fn validate<K>(_: &Option<Box<Store<K>>>, _: &mut http::HeaderMap) {}
 
 #[cfg(not(feature = "cache"))]
-fn revalidated<K>(_: &Option<Box<Store<K>>>, _: &Parts) -> Option<Result<BufferedResponse, ()>> {
+fn revalidated<K>(
+    _: &Option<Box<Store<K>>>,
+    _: &Parts,
+    _: &LeaderHeaders,
+) -> Option<Result<BufferedResponse, ()>> {
     None
 }
+
+#[cfg(not(feature = "cache"))]
+fn drop_stale<K>(_: &Option<Box<Store<K>>>) {}

@@ -164,7 +164,7 @@ where
             retry,
             asks,
         } = entry;
-        let consulted = match consult_cache(mode, &key, &mut request, asks) {
+        let consulted = match consult_cache(mode, &key, &mut request, asks, !retry) {
             Consulted::Answer(response, role) => {
                 release(service);
                 return Self::respond(response, role, expose_role);
@@ -172,9 +172,6 @@ where
             Consulted::Revalidate(response, store) => {
                 Self::refresh(take_ready(service), request, key, mode, private_ok, store);
                 return Self::respond(response, FlightRole::Stale, expose_role);
-            }
-            Consulted::Pass => {
-                return Self::bypass(service.call(request), expose_role);
             }
             Consulted::Ask(consulted) => consulted,
         };
@@ -184,7 +181,9 @@ where
         // Its last answer could not be shared: do not queue for nothing. (A
         // stale copy to fall back on keeps the request in the flight.)
         if consulted.stale.is_none() && mode.passes.passes(hash) {
-            return Self::bypass(service.call(request), expose_role);
+            let mut bypass = Self::bypass(service.call(request), expose_role);
+            bypass.note = note;
+            return bypass;
         }
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
             Ok(Inlined::Follower(waiter, watch, key)) => {
@@ -545,6 +544,14 @@ where
                     role,
                     source: Source::Layer,
                 }
+            } else if follower.rejoin.is_some() {
+                // Another variant: the followers that want it enter again,
+                // together, for one more call between them.
+                tracing::debug!("the response varies on a header this request differs in");
+                State::Fallback {
+                    own: own.take(),
+                    rejoin: true,
+                }
             } else {
                 fall_back(
                     own,
@@ -635,8 +642,6 @@ impl<K> AskOrigin<K> {
 enum Consulted<B: Body, K> {
     Answer(Response<ResponseBody<B>>, FlightRole),
     Revalidate(Response<ResponseBody<B>>, Option<Box<Store<K>>>),
-    /// Past the cache, storing nothing.
-    Pass,
     Ask(AskOrigin<K>),
 }
 
@@ -668,7 +673,11 @@ fn finish<B: Body>(
     let report = response.extensions_mut().remove::<StoreReport>();
     // A stale copy standing in for a failure has its own (a hit).
     let status = note.status.as_ref().filter(|_| role != FlightRole::Stale);
-    if let Some(name) = status.map(|status| &status.name) {
+    if let Some(status) = status {
+        // An answer another flight stored meanwhile has the member its
+        // stored copy keeps: this waiter gets its own instead.
+        status.unreserve(response.headers_mut());
+        let name = &status.name;
         let status = Status::Forwarded {
             why: note.why,
             origin_status: report.and_then(|report| report.origin_status),
@@ -709,6 +718,7 @@ fn consult_cache<B, K, ReqB>(
     key: &ShareKey<K>,
     request: &mut Request<ReqB>,
     asks: Asks,
+    counted: bool,
 ) -> Consulted<B, K>
 where
     B: Body,
@@ -733,9 +743,7 @@ where
     let serve = |answer: &crate::cache::CachedResponse| {
         let response = answer.to_response(now, status);
         match &conditions {
-            Some(conditions) if conditions.not_modified(response.headers()) => {
-                not_modified(&response)
-            }
+            Some(conditions) if conditions.apply_to(&response) => not_modified(&response),
             _ => response,
         }
     };
@@ -756,7 +764,14 @@ where
             forced: why == Forward::Request,
         }))
     };
-    match cache.consult(key, request.headers(), asks.directives, now) {
+    let note = |why| {
+        Some(Box::new(CacheNote {
+            status: status.cloned(),
+            why,
+            conditions: conditions.clone(),
+        }))
+    };
+    match cache.consult(key, request.headers(), asks.directives, now, counted) {
         Decision::Serve { answer, stale } => {
             let role = if stale {
                 FlightRole::Stale
@@ -778,15 +793,21 @@ where
                 status: status.cloned(),
             }),
             store: store(stale, why),
-            note: Some(Box::new(CacheNote {
-                status: status.cloned(),
-                why,
-                conditions,
-            })),
+            note: note(why),
         }),
-        Decision::Pass => Consulted::Pass,
+        // Coalesced all the same (a header any client may send must not
+        // turn coalescing off), but nothing is stored.
+        Decision::Pass => Consulted::Ask(AskOrigin {
+            stale: None,
+            store: None,
+            note: note(Forward::Request),
+        }),
         Decision::NotCached => {
-            Consulted::Answer(owned(rejection::not_cached()), FlightRole::CacheHit)
+            let mut response = rejection::not_cached();
+            if let Some(status) = status {
+                status.not_cached(response.headers_mut());
+            }
+            Consulted::Answer(owned(response), FlightRole::CacheHit)
         }
     }
 }
@@ -797,6 +818,7 @@ fn consult_cache<B: Body, K, ReqB>(
     _: &ShareKey<K>,
     _: &mut Request<ReqB>,
     _: Asks,
+    _: bool,
 ) -> Consulted<B, K> {
     Consulted::Ask(AskOrigin::nothing())
 }

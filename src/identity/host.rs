@@ -230,6 +230,47 @@ impl Found {
     }
 }
 
+/// Every host a request names in the places `source` reads (its authority,
+/// `Host`, and the forwarded header that is the source), normalized and
+/// without repeats: for a write that named several, which may have changed
+/// any of them.
+#[cfg(feature = "cache")]
+pub(crate) fn hosts_named(uri: &Uri, headers: &HeaderMap, source: HostSource) -> Vec<HeaderValue> {
+    let scheme = uri.scheme_str();
+    let mut raw: Vec<&[u8]> = Vec::new();
+    if let Some(authority) = uri.authority() {
+        raw.push(authority.as_str().as_bytes());
+    }
+    raw.extend(
+        headers
+            .get_all(header::HOST)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    match source {
+        HostSource::Request => {}
+        HostSource::XForwardedHost => raw.extend(
+            headers
+                .get_all(X_FORWARDED_HOST)
+                .iter()
+                .flat_map(|value| elements(value.as_bytes())),
+        ),
+        HostSource::Forwarded => raw.extend(
+            headers
+                .get_all(header::FORWARDED)
+                .iter()
+                .flat_map(|value| forwarded_hosts(value.as_bytes())),
+        ),
+    }
+    let mut hosts: Vec<HeaderValue> = Vec::new();
+    for host in raw.into_iter().filter_map(|raw| normalize(raw, scheme)) {
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    hosts
+}
+
 /// `raw` lower-cased, without a trailing dot or a default port (80 for
 /// `http`, 443 for `https`, either when the scheme is not known); `None`
 /// when it is no host at all (userinfo included).

@@ -33,6 +33,9 @@ use host::{Ambiguous, HostRead, HostScan};
 /// A host as keys hold it (lower case, no trailing dot, no default port),
 /// or `None` when `raw` is no host.
 #[cfg(feature = "cache")]
+pub(crate) use host::hosts_named;
+
+#[cfg(feature = "cache")]
 pub(crate) fn normal_host(raw: &str, scheme: Option<&str>) -> Option<HeaderValue> {
     host::normalize(raw.as_bytes(), scheme)
 }

@@ -13,6 +13,9 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_singleflight::FlightRole;
 
+#[cfg(feature = "cache")]
+pub mod origin;
+
 /// Counts how many times a handler body ran.
 #[derive(Clone, Default)]
 pub struct Runs(Arc<AtomicUsize>);
