@@ -19,6 +19,9 @@ mod status;
 mod storage;
 mod value;
 
+#[cfg(test)]
+mod properties;
+
 pub use config::CacheConfig;
 pub use response::{CacheStats, ResponseCache};
 pub use value::{Peek, ValueCache, ValueCacheBuilder, ValueCacheStats, ValueError};
