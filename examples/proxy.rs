@@ -88,6 +88,8 @@ async fn forward(
         })?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // The upstream's HTTP version is its connection's, not the client's.
+    parts.version = axum::http::Version::default();
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
