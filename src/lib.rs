@@ -101,6 +101,8 @@ mod rejection;
 mod role;
 mod service;
 mod shared;
+#[cfg(test)]
+mod test_support;
 mod time;
 
 pub use body::ResponseBody;

@@ -313,18 +313,7 @@ fn value_elements(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(name, value)| {
-                (
-                    HeaderName::from_static(name),
-                    HeaderValue::from_static(value),
-                )
-            })
-            .collect()
-    }
+    use crate::test_support::headers;
 
     fn check(headers: &HeaderMap, private_ok: bool) -> Result<(), Unshareable> {
         super::check(StatusCode::OK, headers, private_ok, None)

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::{header, HeaderName, StatusCode};
 use common::{
     get,
-    origin::{answer, cache_status, items, not_modified, on_host, total, Origin},
+    origin::{answer, cache_status, items, not_modified, on_host, targeted, total, Origin},
     send, send_all, with_headers,
 };
 use tokio::time::advance;
@@ -18,7 +18,8 @@ use tower_singleflight::{CacheConfig, FlightRole};
 const S: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------
-// 1. A 304 bypasses the sharing policy: its Set-Cookie is shared and stored.
+// 1. Was: a 304 bypassed the sharing policy; its Set-Cookie was shared and
+// stored.
 
 /// 200 fresh for 10 s with `ETag: "v1"`; a conditional request gets a 304
 /// that (as many origins do for a visitor without a session) sets a cookie,
@@ -86,7 +87,7 @@ async fn a_304_that_turns_private_is_not_handed_to_the_herd() {
 }
 
 // ---------------------------------------------------------------------------
-// 2. Request no-store lets any client switch coalescing off.
+// 2. Was: request no-store let any client switch coalescing off.
 
 #[tokio::test(start_paused = true)]
 async fn a_herd_of_no_store_requests_still_makes_one_origin_call() {
@@ -103,7 +104,7 @@ async fn a_herd_of_no_store_requests_still_makes_one_origin_call() {
 }
 
 // ---------------------------------------------------------------------------
-// 3. Counters: a follower that re-enters after a failed leader is counted
+// 3. Was: a follower that entered again after a failed leader was counted
 // twice.
 
 #[tokio::test(start_paused = true)]
@@ -134,7 +135,7 @@ async fn counters_add_up_when_followers_enter_again() {
 }
 
 // ---------------------------------------------------------------------------
-// 4. A client's conditional request gets a 304 for a stored 404.
+// 4. Was: a client's conditional request got a 304 for a stored 404.
 
 #[tokio::test(start_paused = true)]
 async fn a_stored_404_is_never_answered_304() {
@@ -178,7 +179,8 @@ async fn a_stored_404_is_never_answered_304() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. §4.4: relative Location / Content-Location are not resolved.
+// 5. Was (§4.4): relative Location / Content-Location were not resolved,
+// and a write naming two hosts flushed every host.
 
 #[tokio::test(start_paused = true)]
 async fn a_relative_location_invalidates_what_it_resolves_to() {
@@ -237,24 +239,17 @@ async fn a_write_on_one_host_does_not_flush_another_hosts_answers() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. RFC 9213: CDN-Cache-Control does not override Cache-Control where the
-// sharing policy reads it first.
+// 6. Was (RFC 9213): CDN-Cache-Control did not override Cache-Control where
+// the sharing policy reads it.
 
 #[tokio::test(start_paused = true)]
 async fn cdn_cache_control_lets_the_cdn_store_what_cache_control_keeps_from_browsers() {
     // The usual RFC 9213 pattern: browsers must not store it, the CDN may.
-    let origin = Origin::new(CacheConfig::new().cdn_cache_control(), |seen| {
-        answer(
-            &seen,
-            &[
-                (header::CACHE_CONTROL, "no-store".into()),
-                (
-                    HeaderName::from_static("cdn-cache-control"),
-                    "max-age=600".into(),
-                ),
-            ],
-        )
-    });
+    let origin = targeted(
+        CacheConfig::new().cdn_cache_control(),
+        "no-store",
+        "max-age=600",
+    );
     origin.get("/a").await;
     advance(60 * S).await;
     assert_eq!(
@@ -268,18 +263,11 @@ async fn cdn_cache_control_lets_the_cdn_store_what_cache_control_keeps_from_brow
 async fn cdn_cache_control_no_store_is_not_shared_with_a_herd() {
     // The reverse: browsers may keep it, this cache must not: it is not to
     // be handed to anyone but the one who asked.
-    let origin = Origin::new(CacheConfig::new().cdn_cache_control(), |seen| {
-        answer(
-            &seen,
-            &[
-                (header::CACHE_CONTROL, "max-age=60".into()),
-                (
-                    HeaderName::from_static("cdn-cache-control"),
-                    "no-store".into(),
-                ),
-            ],
-        )
-    });
+    let origin = targeted(
+        CacheConfig::new().cdn_cache_control(),
+        "max-age=60",
+        "no-store",
+    );
     let herd = send_all(&origin.app, (0..4).map(|_| get("/a"))).await;
     let shared = herd.iter().filter(|reply| reply.text() == "run 1").count();
     assert_eq!(
@@ -289,7 +277,7 @@ async fn cdn_cache_control_no_store_is_not_shared_with_a_herd() {
 }
 
 // ---------------------------------------------------------------------------
-// 7. Vary: followers of another variant each go to the origin on their own.
+// 7. Was: followers of another variant each went to the origin on their own.
 
 #[tokio::test(start_paused = true)]
 async fn a_herd_of_two_variants_makes_two_origin_calls() {
@@ -311,7 +299,8 @@ async fn a_herd_of_two_variants_makes_two_origin_calls() {
 }
 
 // ---------------------------------------------------------------------------
-// 8. Cache-Status is missing on answers that went through the cache.
+// 8. Was: Cache-Status was missing on some answers that went through the
+// cache.
 
 #[tokio::test(start_paused = true)]
 async fn every_answer_through_the_cache_has_cache_status() {
@@ -336,7 +325,7 @@ async fn every_answer_through_the_cache_has_cache_status() {
 }
 
 // ---------------------------------------------------------------------------
-// 9. A 304 that changes Vary is not applied to variant selection.
+// 9. Was: a 304 that changed Vary was not applied to variant selection.
 
 #[tokio::test(start_paused = true)]
 async fn a_304_with_vary_star_is_never_served_from_the_cache() {
@@ -406,7 +395,7 @@ async fn a_304_that_adds_vary_keeps_other_languages_off_the_stored_body() {
 }
 
 // ---------------------------------------------------------------------------
-// 10. Vary: an empty field value matches an absent field.
+// 10. Was: an empty field value matched an absent one under Vary.
 
 #[tokio::test(start_paused = true)]
 async fn vary_tells_an_empty_field_from_an_absent_one() {
@@ -423,7 +412,7 @@ async fn vary_tells_an_empty_field_from_an_absent_one() {
 }
 
 // ---------------------------------------------------------------------------
-// 11. §4.3.2: If-Modified-Since against a stored answer without
+// 11. Was (§4.3.2): If-Modified-Since against a stored answer without
 // Last-Modified should be read against its Date.
 
 #[tokio::test(start_paused = true)]

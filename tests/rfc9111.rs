@@ -13,7 +13,7 @@ use axum::{
 };
 use common::{
     get,
-    origin::{age, answer, cache_status, items, on_host, Origin, Seen},
+    origin::{age, answer, cache_status, items, on_host, targeted, Origin},
     send, send_all, with_headers,
 };
 use tokio::time::advance;
@@ -732,18 +732,9 @@ async fn counters_add_up_and_every_expired_fetch_is_a_miss() {
 
 #[tokio::test(start_paused = true)]
 async fn rfc9213_cdn_cache_control_is_read_first_when_targeted() {
-    let respond = |seen: Seen| {
-        let headers = [
-            (header::CACHE_CONTROL, "max-age=5".to_owned()),
-            (
-                HeaderName::from_static("cdn-cache-control"),
-                "max-age=600".to_owned(),
-            ),
-        ];
-        answer(&seen, &headers)
-    };
-    let targeted = Origin::new(CacheConfig::new().cdn_cache_control(), respond);
-    let plain = Origin::new(CacheConfig::new(), respond);
+    let cdn = CacheConfig::new().cdn_cache_control();
+    let targeted = targeted(cdn, "max-age=5", "max-age=600");
+    let plain = common::origin::targeted(CacheConfig::new(), "max-age=5", "max-age=600");
     targeted.get("/a").await;
     plain.get("/a").await;
     advance(300 * S).await;

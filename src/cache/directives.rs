@@ -200,19 +200,7 @@ pub(crate) fn delta_seconds(value: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(name, value)| {
-                (
-                    HeaderName::from_static(name),
-                    HeaderValue::from_static(value),
-                )
-            })
-            .collect()
-    }
+    use crate::test_support::headers;
 
     fn response(cache_control: &'static str) -> ResponseDirectives {
         ResponseDirectives::of(&headers(&[("cache-control", cache_control)]), None)

@@ -195,3 +195,15 @@ pub fn items() -> Origin {
         response
     })
 }
+
+/// An origin whose answers carry this `Cache-Control` and this
+/// `CDN-Cache-Control` (RFC 9213).
+pub fn targeted(config: CacheConfig, cache_control: &'static str, cdn: &'static str) -> Origin {
+    Origin::new(config, move |seen| {
+        let headers = [
+            (header::CACHE_CONTROL, cache_control.to_owned()),
+            (HeaderName::from_static("cdn-cache-control"), cdn.to_owned()),
+        ];
+        answer(&seen, &headers)
+    })
+}
