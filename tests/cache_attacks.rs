@@ -413,7 +413,7 @@ async fn vary_tells_an_empty_field_from_an_absent_one() {
 
 // ---------------------------------------------------------------------------
 // 11. Was (§4.3.2): If-Modified-Since against a stored answer without
-// Last-Modified should be read against its Date.
+// Last-Modified was not read against its Date.
 
 #[tokio::test(start_paused = true)]
 async fn if_modified_since_falls_back_to_the_stored_date() {
