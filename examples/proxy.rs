@@ -27,6 +27,7 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
+use tower::util::MapRequestLayer;
 use tower_singleflight::{CacheConfig, ShareLayer, SingleFlightLayer};
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -45,17 +46,25 @@ pub fn layer() -> ShareLayer {
 }
 
 /// The proxy: every method and path, forwarded to `upstream` through
-/// `layer`.
+/// `layer`. The connection's own headers are dropped before the layer
+/// reads the request: a client must not be able to name a header the cache
+/// keys or varies on as hop-by-hop, and so strip it from the request the
+/// upstream answers (but not from the one the cache stores the answer for).
 pub fn app(upstream: Uri, layer: ShareLayer) -> Router {
     let client = Client::builder(TokioExecutor::new()).build_http();
     let upstream = Upstream {
         client,
         base: upstream,
     };
+    let connection_headers = MapRequestLayer::new(|mut request: Request<Body>| {
+        strip_hop_by_hop(request.headers_mut());
+        request
+    });
     Router::new()
         .fallback(forward)
         .with_state(upstream)
         .layer(layer)
+        .layer(connection_headers)
 }
 
 /// Forwards one request; `502` if the upstream cannot be reached.
@@ -72,12 +81,11 @@ async fn forward(
     let mut target = upstream.base.clone().into_parts();
     target.path_and_query = Some(path);
     parts.uri = Uri::from_parts(target).map_err(|_| StatusCode::BAD_GATEWAY)?;
-    // The client's host goes on as `X-Forwarded-Host`; the upstream is
-    // asked under its own name.
+    // The client's host goes on as `X-Forwarded-Host` (the connection's own
+    // headers are gone already); the upstream is asked under its own name.
     if let Some(host) = parts.headers.remove(header::HOST) {
         parts.headers.insert("x-forwarded-host", host);
     }
-    strip_hop_by_hop(&mut parts.headers);
     let response = upstream
         .client
         .request(Request::from_parts(parts, body))

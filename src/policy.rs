@@ -23,6 +23,10 @@ pub(crate) enum Unshareable {
     /// The body did not arrive whole within the buffering budget.
     Slow,
     BodyFailed,
+    /// The origin's `304` is about another representation than the one the
+    /// cache revalidated (RFC 9111 §4.3.4): no answer to share, and no
+    /// failure of the origin either (no stale copy stands in).
+    OtherRepresentation,
     ServiceError,
     /// A `5xx` that could not be shared: a failure all the same.
     ServerError,
@@ -34,7 +38,10 @@ impl Unshareable {
     /// Whether the inner service failed to answer at all (an error, a body
     /// that broke off), rather than answered something unshareable.
     pub(crate) fn is_call_failure(self) -> bool {
-        matches!(self, Self::ServiceError | Self::BodyFailed)
+        matches!(
+            self,
+            Self::ServiceError | Self::BodyFailed | Self::OtherRepresentation
+        )
     }
 
     /// Whether the origin failed (rather than answered something private).
@@ -58,6 +65,7 @@ impl fmt::Display for Unshareable {
             Self::Stream => "response is an event stream",
             Self::Slow => "response body took longer than the buffering budget",
             Self::BodyFailed => "response body failed",
+            Self::OtherRepresentation => "not modified, but another representation",
             Self::ServiceError => "inner service failed",
             Self::ServerError => "server error not shareable",
             Self::Alone => "nobody else waited",

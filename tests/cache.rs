@@ -411,7 +411,7 @@ async fn max_wait_serves_the_stale_copy_not_504() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn backing_off_leaves_the_origin_alone() {
+async fn backing_off_leaves_the_origin_alone_for_longer_at_each_failure() {
     let (runs, failing) = (Runs::default(), Arc::new(AtomicBool::new(false)));
     let app = {
         let (runs, failing) = (runs.clone(), failing.clone());
@@ -430,21 +430,24 @@ async fn backing_off_leaves_the_origin_alone() {
             .layer(
                 SingleFlightLayer::share().cache(
                     CacheConfig::new()
-                        .ttl(Duration::from_secs(2))
-                        .stale_while_revalidate(Duration::from_secs(30)),
+                        .ttl(Duration::from_secs(60))
+                        .stale_while_revalidate(Duration::from_secs(3600)),
                 ),
             )
     };
     send(&app, get("/total")).await;
     failing.store(true, SeqCst);
-    sleep(Duration::from_millis(2100)).await;
-    send(&app, get("/total")).await; // refresh -> 500 -> back off 2 s
-    sleep(Duration::from_millis(300)).await;
-    for _ in 0..4 {
+    sleep(Duration::from_secs(61)).await;
+    // Each request in a row of them, 100 ms apart: the stale copy, always;
+    // the origin, only when its back-off is over.
+    for _ in 0..100 {
         assert_eq!(send(&app, get("/total")).await.text(), "run 1");
-        sleep(Duration::from_millis(300)).await;
+        sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(runs.get(), 2, "the origin was called during the back-off");
+    // Over those 10 s: a refresh at once, then 1 s, 2 s and 4 s after each
+    // failure (each takes 200 ms): at 0, 1.2, 3.4 and 7.6 s; the next would
+    // be at 15.8 s.
+    assert_eq!(runs.get(), 1 + 4, "the origin was called during a back-off");
 }
 
 /// moka evicts on its own clock, which Tokio cannot pause: this one runs on

@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 use axum::http::{header, HeaderName, StatusCode};
 use common::{
     get,
-    origin::{answer, cache_status, items, not_modified, on_host, targeted, total, Origin},
-    send, send_all, with_headers,
+    origin::{age, answer, cache_status, items, not_modified, on_host, targeted, total, Origin},
+    send, send_all, with_headers, Reply,
 };
 use tokio::time::advance;
-use tower_singleflight::{CacheConfig, FlightRole};
+use tower_singleflight::{CacheConfig, FlightRole, SingleFlightLayer};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -432,4 +432,457 @@ async fn if_modified_since_falls_back_to_the_stored_date() {
     );
     let reply = origin.get_with("/a", &[("if-modified-since", since)]).await;
     assert_eq!(reply.status, StatusCode::NOT_MODIFIED);
+}
+
+// ===========================================================================
+// Found by the second review.
+
+// // RFC 8941 / RFC 9211: a minimal sf-list checker for Cache-Status.
+
+/// Whether `field` is a valid RFC 8941 List whose members are Items
+/// (token or string) with parameters, as RFC 9211 requires.
+fn valid_sf_list(field: &str) -> Result<(), String> {
+    let bytes = field.as_bytes();
+    let mut at = 0;
+    let ows = |at: &mut usize| {
+        while *at < bytes.len() && (bytes[*at] == b' ' || bytes[*at] == b'\t') {
+            *at += 1;
+        }
+    };
+    let sp = |at: &mut usize| {
+        while *at < bytes.len() && bytes[*at] == b' ' {
+            *at += 1;
+        }
+    };
+    fn bare_item(bytes: &[u8], at: &mut usize) -> Result<(), String> {
+        let start = *at;
+        match bytes.get(*at) {
+            Some(b'"') => {
+                *at += 1;
+                loop {
+                    match bytes.get(*at) {
+                        Some(b'\\') => *at += 2,
+                        Some(b'"') => {
+                            *at += 1;
+                            return Ok(());
+                        }
+                        Some(c) if (0x20..0x7f).contains(c) => *at += 1,
+                        _ => return Err(format!("bad string at {start}")),
+                    }
+                }
+            }
+            Some(c) if *c == b'-' || c.is_ascii_digit() => {
+                if *c == b'-' {
+                    *at += 1;
+                }
+                let digits = *at;
+                while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
+                    *at += 1;
+                }
+                let n = *at - digits;
+                if n == 0 || n > 15 {
+                    return Err(format!(
+                        "sf-integer of {n} digits at {start} (at most 15 allowed)"
+                    ));
+                }
+                Ok(())
+            }
+            Some(c) if c.is_ascii_alphabetic() || *c == b'*' => {
+                *at += 1;
+                while bytes
+                    .get(*at)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || b":/!#$%&'*+-.^_`|~".contains(c))
+                {
+                    *at += 1;
+                }
+                Ok(())
+            }
+            Some(b'?') => {
+                *at += 2;
+                Ok(())
+            }
+            _ => Err(format!("no bare item at {start}")),
+        }
+    }
+    fn key(bytes: &[u8], at: &mut usize) -> Result<(), String> {
+        match bytes.get(*at) {
+            Some(c) if c.is_ascii_lowercase() || *c == b'*' => *at += 1,
+            _ => return Err(format!("bad key at {at}")),
+        }
+        while bytes
+            .get(*at)
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.*".contains(c))
+        {
+            *at += 1;
+        }
+        Ok(())
+    }
+    sp(&mut at);
+    loop {
+        // A member: an item (String or Token for RFC 9211) and parameters.
+        if !matches!(bytes.get(at), Some(b'"'))
+            && !bytes.get(at).is_some_and(u8::is_ascii_alphabetic)
+        {
+            return Err(format!("member is not a token or string at {at}"));
+        }
+        bare_item(bytes, &mut at)?;
+        while bytes.get(at) == Some(&b';') {
+            at += 1;
+            sp(&mut at);
+            key(bytes, &mut at)?;
+            if bytes.get(at) == Some(&b'=') {
+                at += 1;
+                bare_item(bytes, &mut at)?;
+            }
+        }
+        ows(&mut at);
+        if at == bytes.len() {
+            return Ok(());
+        }
+        if bytes[at] != b',' {
+            return Err(format!("expected ',' at {at} in {field:?}"));
+        }
+        at += 1;
+        ows(&mut at);
+        if at == bytes.len() {
+            return Err("trailing comma".into());
+        }
+    }
+}
+
+fn assert_valid_cache_status(reply: &Reply, what: &str) {
+    let members = cache_status(reply);
+    assert!(!members.is_empty(), "{what}: no Cache-Status");
+    let joined = members.join(", ");
+    if let Err(error) = valid_sf_list(&joined) {
+        panic!("{what}: Cache-Status {joined:?} is not an RFC 8941 list: {error}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 12. Was: a 304 the cache made from the origin's fresh 200 for a client's
+// own conditional request dropped the origin's Set-Cookie.
+
+#[tokio::test(start_paused = true)]
+async fn a_304_made_from_the_origins_200_keeps_its_set_cookie() {
+    let origin = Origin::new(CacheConfig::new(), |seen| {
+        answer(
+            &seen,
+            &[
+                (header::ETAG, "\"v1\"".into()),
+                // Session rotation: every answer renews the session.
+                (header::SET_COOKIE, format!("sid=renewed-{}", seen.run)),
+            ],
+        )
+    });
+    let reply = origin
+        .get_with(
+            "/account",
+            &[("if-none-match", "\"v1\""), ("cookie", "sid=old")],
+        )
+        .await;
+    // The origin answered (it never saw the precondition): whatever the
+    // status, its Set-Cookie is the client's.
+    assert_eq!(origin.runs.get(), 1);
+    assert!(
+        reply.headers.contains_key(header::SET_COOKIE),
+        "{} without the origin's Set-Cookie: {:?}",
+        reply.status,
+        reply.headers
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 13. Was: stale-if-error served the very body a 304 said was no longer
+// current.
+
+#[tokio::test(start_paused = true)]
+async fn a_304_for_another_representation_never_serves_the_old_body_even_with_stale_if_error() {
+    let config = CacheConfig::new().stale_if_error(Duration::from_secs(600));
+    let origin = Origin::new(config, |seen| {
+        if seen.request.contains_key(header::IF_NONE_MATCH) {
+            return not_modified(&[(header::ETAG, "\"v2\"".into())]);
+        }
+        answer(
+            &seen,
+            &[
+                (header::CACHE_CONTROL, "max-age=10".into()),
+                (header::ETAG, "\"v1\"".into()),
+            ],
+        )
+    });
+    origin.get("/a").await;
+    advance(20 * S).await;
+    let reply = origin.get("/a").await;
+    // The origin is up and says the current representation is "v2": the
+    // cache dropped "v1" as not matching (§4.3.4), yet serves it.
+    assert_ne!(
+        (reply.text(), reply.role),
+        ("run 1", Some(FlightRole::Stale)),
+        "the dropped v1 was served as stale-if-error, though the origin did not fail"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 14. Was: one failed refresh kept the origin from being asked again for a
+// whole freshness lifetime, however long.
+
+#[tokio::test(start_paused = true)]
+async fn one_failed_refresh_does_not_silence_the_origin_for_a_whole_ttl() {
+    let config = CacheConfig::new().stale_if_error(Duration::from_secs(86_400));
+    let origin = Origin::new(config, |seen| {
+        let mut response = answer(&seen, &[(header::CACHE_CONTROL, "max-age=3600".into())]);
+        if seen.run == 2 {
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        response
+    });
+    origin.get("/a").await;
+    advance(3601 * S).await;
+    // One 503 blip: the stale copy stands in, as it should.
+    let blip = origin.get("/a").await;
+    assert_eq!(blip.text(), "run 1");
+    // The origin is back. Five minutes later the stale copy, now over an
+    // hour stale, is still all anyone gets: nothing is tried until another
+    // full hour has passed.
+    advance(300 * S).await;
+    let later = origin.get("/a").await;
+    assert_eq!(
+        (origin.runs.get(), later.text()),
+        (3, "run 3"),
+        "the origin was not asked for 5 minutes after one failure (role {:?}, Cache-Status {:?})",
+        later.role,
+        cache_status(&later)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 15. Was: Cache-Status with an integer past RFC 8941's 15 digits.
+
+#[tokio::test(start_paused = true)]
+async fn cache_status_ttl_is_a_valid_sf_integer_for_a_never_stale_ttl() {
+    // "`Duration::MAX` means never stale" (CacheConfig::ttl).
+    let origin = Origin::new(CacheConfig::new().ttl(Duration::MAX), |seen| {
+        answer(&seen, &[])
+    });
+    let miss = origin.get("/a").await;
+    assert_valid_cache_status(&miss, "the storing miss");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_status_is_valid_on_every_path() {
+    let origin = Origin::new(
+        CacheConfig::new()
+            .stale_while_revalidate(Duration::from_secs(30))
+            .stale_if_error(Duration::from_secs(600)),
+        |seen| {
+            if seen.request.contains_key(header::IF_NONE_MATCH) {
+                return not_modified(&[(header::ETAG, "\"v1\"".into())]);
+            }
+            answer(
+                &seen,
+                &[
+                    (header::CACHE_CONTROL, "max-age=10".into()),
+                    (header::ETAG, "\"v1\"".into()),
+                ],
+            )
+        },
+    );
+    let herd = send_all(&origin.app, (0..3).map(|_| get("/a"))).await;
+    for reply in &herd {
+        assert_valid_cache_status(reply, "miss/collapsed");
+    }
+    assert_valid_cache_status(&origin.get("/a").await, "fresh hit");
+    let inm = origin.get_with("/a", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(inm.status, StatusCode::NOT_MODIFIED);
+    assert_valid_cache_status(&inm, "304 from the cache");
+    advance(15 * S).await;
+    assert_valid_cache_status(&origin.get("/a").await, "stale while revalidate");
+    advance(S).await;
+    advance(60 * S).await;
+    let stale = origin
+        .get_with("/a", &[("cache-control", "no-cache")])
+        .await;
+    assert_valid_cache_status(&stale, "no-cache revalidated");
+    let only = origin
+        .get_with("/b", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_valid_cache_status(&only, "only-if-cached 504");
+}
+
+// ---------------------------------------------------------------------------
+// 16. Was: Cache-Status said `fwd` on a 503 the layer made itself; and a
+// cache nearer the origin with the same name lost its member.
+
+#[tokio::test(start_paused = true)]
+async fn an_overloaded_503_does_not_claim_it_was_forwarded() {
+    let layer = SingleFlightLayer::share()
+        .max_waiters(1)
+        .cache(CacheConfig::new());
+    let origin = Origin::with_layer(layer, |seen| answer(&seen, &[]));
+    let replies = send_all(&origin.app, (0..3).map(|_| get("/a"))).await;
+    let overloaded: Vec<_> = replies
+        .iter()
+        .filter(|reply| reply.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(
+        !overloaded.is_empty(),
+        "no 503: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for reply in overloaded {
+        let status = cache_status(reply).join(", ");
+        assert!(
+            !status.contains("fwd="),
+            "a 503 the layer made itself says {status:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn counters_add_up_across_max_wait_timeouts_and_the_pass_list() {
+    let layer = SingleFlightLayer::share()
+        .max_wait(Duration::from_millis(10))
+        .cache(CacheConfig::new());
+    let origin = Origin::with_layer(layer, |seen| {
+        answer(&seen, &[(header::SET_COOKIE, "a=b".into())])
+    });
+    // Timed-out waiters; then an unshareable answer puts the key on the
+    // pass list and the next ones bypass the flight table.
+    send_all(&origin.app, (0..3).map(|_| get("/a"))).await;
+    advance(S).await;
+    send_all(&origin.app, (0..3).map(|_| get("/a"))).await;
+    let stats = origin.stats();
+    assert_eq!(total(&stats), 6, "{stats:?}");
+}
+
+/// Two tiers of this crate, both with the default name (the upstream one
+/// nearer the origin): the downstream's bookkeeping takes the upstream's
+/// member for its own reserved placeholder.
+#[tokio::test(start_paused = true)]
+async fn an_upstream_tiers_member_is_kept_and_not_taken_for_ours() {
+    let origin = Origin::new(CacheConfig::new(), |seen| {
+        answer(
+            &seen,
+            &[
+                (header::CACHE_CONTROL, "max-age=60".into()),
+                (
+                    HeaderName::from_static("cache-status"),
+                    "tower-singleflight; hit".into(),
+                ),
+            ],
+        )
+    });
+    let miss = origin.get("/a").await;
+    let hit = origin.get("/a").await;
+    assert_eq!(
+        (cache_status(&miss).len(), cache_status(&hit).len()),
+        (2, 2),
+        "upstream member lost: miss {:?}, hit {:?}",
+        cache_status(&miss),
+        cache_status(&hit)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 17. Was: one client evicted every other client's variant of a key (the
+// oldest stored went first, however often it was hit).
+
+#[tokio::test(start_paused = true)]
+async fn one_client_cannot_evict_the_variant_everyone_uses() {
+    let origin = Origin::new(CacheConfig::new(), |seen| {
+        answer(
+            &seen,
+            &[
+                (header::CACHE_CONTROL, "max-age=600".into()),
+                (header::VARY, "Accept-Language".into()),
+            ],
+        )
+    });
+    for _ in 0..100 {
+        origin.get_with("/home", &[("accept-language", "en")]).await;
+    }
+    assert_eq!(origin.runs.get(), 1);
+    // Eight requests with made-up languages.
+    for junk in 0..8 {
+        let language: &'static str = Box::leak(format!("x-{junk}").into_boxed_str());
+        origin
+            .get_with("/home", &[("accept-language", language)])
+            .await;
+    }
+    let before = origin.runs.get();
+    origin.get_with("/home", &[("accept-language", "en")]).await;
+    assert_eq!(
+        origin.runs.get(),
+        before,
+        "the variant hit 100 times was evicted by 8 requests of one client"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Herds with request directives: one origin call each (held already).
+
+#[tokio::test(start_paused = true)]
+async fn a_max_age_zero_herd_makes_one_origin_call() {
+    let origin = Origin::new(CacheConfig::new(), |seen| {
+        answer(&seen, &[(header::CACHE_CONTROL, "max-age=60".into())])
+    });
+    origin.get("/a").await;
+    let herd = (0..20).map(|_| with_headers("GET", "/a", &[("cache-control", "max-age=0")]));
+    send_all(&origin.app, herd).await;
+    assert_eq!(origin.runs.get(), 2);
+    let stats = origin.stats();
+    assert_eq!(total(&stats), 21, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_no_cache_herd_sends_one_conditional_request() {
+    let origin = Origin::new(CacheConfig::new(), |seen| {
+        if seen.request.contains_key(header::IF_NONE_MATCH) {
+            return not_modified(&[(header::ETAG, "\"v1\"".into())]);
+        }
+        answer(
+            &seen,
+            &[
+                (header::CACHE_CONTROL, "max-age=60".into()),
+                (header::ETAG, "\"v1\"".into()),
+            ],
+        )
+    });
+    origin.get("/a").await;
+    let herd = (0..20).map(|_| with_headers("GET", "/a", &[("cache-control", "no-cache")]));
+    let replies = send_all(&origin.app, herd).await;
+    assert_eq!(origin.runs.get(), 2);
+    assert!(origin.last_request().contains_key(header::IF_NONE_MATCH));
+    assert!(replies.iter().all(|reply| reply.text() == "run 1"));
+}
+
+// ---------------------------------------------------------------------------
+// The answers a 304 refreshes carry the age they have (held already).
+
+#[tokio::test(start_paused = true)]
+async fn a_revalidated_answer_carries_the_304s_age() {
+    let origin = Origin::new(CacheConfig::new(), |seen| {
+        if seen.request.contains_key(header::IF_NONE_MATCH) {
+            // From a cache nearer the origin: already 30 s old.
+            return not_modified(&[(header::ETAG, "\"v1\"".into()), (header::AGE, "30".into())]);
+        }
+        answer(
+            &seen,
+            &[
+                (header::CACHE_CONTROL, "max-age=60".into()),
+                (header::ETAG, "\"v1\"".into()),
+            ],
+        )
+    });
+    origin.get("/a").await;
+    advance(61 * S).await;
+    let refreshed = origin.get("/a").await;
+    let hit = origin.get("/a").await;
+    assert!(
+        age(&hit) >= age(&refreshed),
+        "Age went from {} to {} on the same stored answer",
+        age(&refreshed),
+        age(&hit)
+    );
 }

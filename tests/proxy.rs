@@ -55,7 +55,7 @@ async fn origin(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    if method != Method::GET {
+    if method != Method::GET && method != Method::HEAD {
         counts.writes.fetch_add(1, SeqCst);
         return (StatusCode::NO_CONTENT, "").into_response();
     }
@@ -98,6 +98,15 @@ async fn origin(
                 (header::VARY, "Accept-Language"),
             ];
             (headers, language).into_response()
+        }
+        // A multi-tenant page: the tenant is the host the proxy forwards.
+        "/tenant" => {
+            let tenant = headers
+                .get("x-forwarded-host")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("none");
+            let body = format!("tenant {tenant}");
+            ([(header::CACHE_CONTROL, "max-age=60")], body).into_response()
         }
         _ => ([(header::CACHE_CONTROL, "max-age=60")], "fresh").into_response(),
     }
@@ -257,4 +266,46 @@ async fn a_write_drops_what_it_changed() {
     setup.get("/items/1").await;
     assert_eq!(setup.counts.gets.load(SeqCst), 2);
     assert_eq!(setup.counts.writes.load(SeqCst), 1);
+}
+
+// Found by the second review: a client's `Connection` header named the
+// headers the cache keys or varies on, which the proxy then stripped from
+// the request the upstream answered, not from the one the cache stored
+// the answer for.
+
+#[tokio::test]
+async fn a_connection_header_cannot_store_another_tenants_page() {
+    let setup = Setup::new().await;
+    let attack = [
+        ("host", "victim.example"),
+        ("connection", "x-forwarded-host"),
+    ];
+    setup.send(Method::GET, "/tenant", &attack).await;
+    let (_, _, page) = setup
+        .send(Method::GET, "/tenant", &[("host", "victim.example")])
+        .await;
+    assert_eq!(page, "tenant victim.example");
+}
+
+#[tokio::test]
+async fn a_connection_header_cannot_store_another_variant() {
+    let setup = Setup::new().await;
+    let attack = [("accept-language", "fr"), ("connection", "accept-language")];
+    setup.send(Method::GET, "/lang", &attack).await;
+    let (_, _, french) = setup
+        .send(Method::GET, "/lang", &[("accept-language", "fr")])
+        .await;
+    assert_eq!(french, "fr");
+}
+
+#[tokio::test]
+async fn a_head_hit_keeps_the_get_content_length() {
+    let setup = Setup::new().await;
+    let (_, got, body) = setup.get("/fresh").await;
+    let length = body.len().to_string();
+    assert_eq!(got[header::CONTENT_LENGTH], length.as_str());
+    for _ in 0..2 {
+        let (_, head, _) = setup.send(Method::HEAD, "/fresh", &[]).await;
+        assert_eq!(head[header::CONTENT_LENGTH], length.as_str(), "{head:?}");
+    }
 }

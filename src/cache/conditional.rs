@@ -175,9 +175,12 @@ pub(crate) fn updated(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap
     headers
 }
 
-/// The headers a `304` answered from the cache keeps (RFC 9110 §15.4.5).
+/// The headers a `304` made from an answer keeps: those RFC 9110 §15.4.5
+/// lists, and `Set-Cookie` (not representation metadata: an origin's new
+/// cookie is the client's whatever the status; stored answers have none).
 pub(crate) fn not_modified_headers(answer: &HeaderMap) -> HeaderMap {
-    const KEPT: [HeaderName; 8] = [
+    const KEPT: [HeaderName; 9] = [
+        header::SET_COOKIE,
         header::CACHE_CONTROL,
         header::CONTENT_LOCATION,
         header::DATE,

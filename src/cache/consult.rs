@@ -62,6 +62,9 @@ where
             RequestDirectives::default()
         };
         let decision = decide(self.lookup(key, headers), &asks, now);
+        if let Decision::Serve { answer, .. } | Decision::Refresh(answer) = &decision {
+            answer.used();
+        }
         if !counted {
             return decision;
         }

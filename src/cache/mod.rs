@@ -32,4 +32,4 @@ pub(crate) use consult::Decision;
 pub(crate) use epochs::Epoch;
 pub(crate) use response::{CachedResponse, Storing, Target, Written};
 pub(crate) use status::append as append_status;
-pub(crate) use status::{Forward, Status, StatusName, StoreReport};
+pub(crate) use status::{Forward, Status, StatusName, StoreReport, CACHE_STATUS};

@@ -4,7 +4,7 @@ use std::{
     fmt,
     hash::Hash,
     sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
         Arc,
     },
     time::Duration,
@@ -48,7 +48,19 @@ pub(crate) struct CachedResponse {
     /// After a failed refresh: no new attempt before this many milliseconds
     /// after `stored_at` (0: none).
     retry_at: AtomicU64,
+    /// Refreshes failed in a row, for the back-off to grow.
+    failures: AtomicU32,
+    /// Hits, counted up to [`USE_COUNT_CAP`]: when a key has too many
+    /// variants, the least used goes first.
+    uses: AtomicU32,
 }
+
+/// Where counting a variant's hits stops: past it a variant is simply in
+/// use, and a hot one is only read, never written, on each hit.
+const USE_COUNT_CAP: u32 = 64;
+
+/// The longest wait between refreshes that keep failing.
+const MAX_BACK_OFF: Duration = Duration::from_secs(300);
 
 /// The normalized host and path of a request an answer was stored for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +202,24 @@ impl CachedResponse {
             || now.saturating_duration_since(self.stored_at) >= Duration::from_millis(retry_at)
     }
 
-    /// After a failed refresh: no new attempt for another TTL (at least a
-    /// second), while the stale copy keeps serving.
+    /// After a failed refresh: no new attempt for a while, while the stale
+    /// copy keeps serving: a second after the first failure, doubling with
+    /// each one in a row, at most the answer's lifetime and five minutes.
     pub(crate) fn back_off(&self, now: Instant) {
-        let wait = self.windows.fresh.max(Duration::from_secs(1));
+        let failures = self.failures.fetch_add(1, Relaxed).min(16);
+        let wait = Duration::from_secs(1 << failures)
+            .min(self.windows.fresh.max(Duration::from_secs(1)))
+            .min(MAX_BACK_OFF);
         let at = crate::time::sum(now.saturating_duration_since(self.stored_at), wait);
         let millis = u64::try_from(at.as_millis()).unwrap_or(u64::MAX).max(1);
         self.retry_at.store(millis, Relaxed);
+    }
+
+    /// Counts a hit, up to [`USE_COUNT_CAP`].
+    pub(crate) fn used(&self) {
+        if self.uses.load(Relaxed) < USE_COUNT_CAP {
+            self.uses.fetch_add(1, Relaxed);
+        }
     }
 
     /// A copy to serve, with its `Age` and, if `status_name` is set, its
@@ -496,6 +519,8 @@ where
             validator: admitted.validator,
             target: storing.target,
             retry_at: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            uses: AtomicU32::new(0),
         });
         let ttl = status::ttl(answer.windows.fresh, initial_age);
         self.inner.stats.stored.fetch_add(1, Relaxed);
@@ -515,7 +540,7 @@ where
         let max = self.inner.config.max_variants;
         self.inner.store.entry(key).and_upsert_with(|entry| {
             let older = entry.map(|entry| entry.into_value());
-            let kept: Vec<_> = older
+            let mut kept: Vec<_> = older
                 .iter()
                 .flat_map(|variants| variants.iter())
                 .filter(|variant| !variant.response.same_variant(&answer.response))
@@ -524,9 +549,19 @@ where
                         .as_ref()
                         .is_some_and(|old| Arc::ptr_eq(old, variant))
                 })
-                .take(max - 1)
                 .cloned()
                 .collect();
+            // Too many: the least used go (the oldest among equals), so
+            // that a client making up header values evicts only its own.
+            while kept.len() >= max {
+                let least = kept
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .min_by_key(|(_, variant)| variant.uses.load(Relaxed))
+                    .map_or(0, |(at, _)| at);
+                kept.remove(least);
+            }
             std::iter::once(answer).chain(kept).collect()
         });
     }

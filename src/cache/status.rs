@@ -29,23 +29,20 @@ impl StatusName {
     /// that a hit serves it as it is: a header added to a served copy would
     /// grow (reallocate) its cloned map on every hit.
     pub(crate) fn reserve(&self, headers: &mut HeaderMap) {
-        let last = headers.get_all(CACHE_STATUS).iter().next_back();
-        if last != Some(&self.fresh_hit) {
-            headers.append(CACHE_STATUS, self.fresh_hit.clone());
-        }
+        headers.append(CACHE_STATUS, self.fresh_hit.clone());
     }
 
-    /// Takes the member [`reserve`](Self::reserve) gave a stored copy off
-    /// headers made from it (a `304`'s refresh, shared with its waiters).
-    pub(crate) fn unreserve(&self, headers: &mut HeaderMap) {
+    /// Takes the member [`reserve`](Self::reserve) gave a stored copy (its
+    /// last) off headers made from it, to be shared with waiters that each
+    /// get their own. By place, not by value: a cache nearer the origin may
+    /// bear the same name.
+    pub(crate) fn unreserve(headers: &mut HeaderMap) {
         let http::header::Entry::Occupied(entry) = headers.entry(CACHE_STATUS) else {
             return;
         };
         let (_, values) = entry.remove_entry_mult();
         let mut values: Vec<HeaderValue> = values.collect();
-        if values.last() == Some(&self.fresh_hit) {
-            values.pop();
-        }
+        values.pop();
         for value in values {
             headers.append(CACHE_STATUS, value);
         }
@@ -134,9 +131,17 @@ pub(crate) struct StoreReport {
     pub(crate) origin_status: Option<u16>,
 }
 
-/// Seconds of freshness left: `lifetime - age`, negative when stale.
+/// The largest integer a structured field holds (RFC 8941 §3.3.1: 15
+/// digits).
+const MAX_SF_INTEGER: i64 = 999_999_999_999_999;
+
+/// Seconds of freshness left: `lifetime - age`, negative when stale, within
+/// what a structured field's integer holds.
 pub(crate) fn ttl(lifetime: Duration, age: Duration) -> i64 {
-    let seconds = |duration: Duration| i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+    let seconds = |duration: Duration| {
+        i64::try_from(duration.as_secs())
+            .map_or(MAX_SF_INTEGER, |seconds| seconds.min(MAX_SF_INTEGER))
+    };
     if lifetime >= age {
         seconds(lifetime - age)
     } else {
@@ -299,7 +304,6 @@ mod tests {
             HeaderValue::from_static("origin; fwd=uri-miss"),
         );
         name.reserve(&mut stored);
-        name.reserve(&mut stored);
         let members = |headers: &HeaderMap| -> Vec<String> {
             let values = headers.get_all(CACHE_STATUS).iter();
             values
@@ -316,7 +320,7 @@ mod tests {
             members(&stale),
             ["origin; fwd=uri-miss", "edge; hit; ttl=-7"]
         );
-        name.unreserve(&mut stored);
+        StatusName::unreserve(&mut stored);
         assert_eq!(members(&stored), ["origin; fwd=uri-miss"]);
     }
 
@@ -325,6 +329,7 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(ttl(s(60), s(10)), 50);
         assert_eq!(ttl(s(60), s(75)), -15);
-        assert_eq!(ttl(Duration::MAX, s(0)), i64::MAX);
+        assert_eq!(ttl(Duration::MAX, s(0)), 999_999_999_999_999);
+        assert_eq!(ttl(s(0), Duration::MAX), -999_999_999_999_999);
     }
 }

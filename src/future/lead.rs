@@ -340,7 +340,7 @@ where
             Err(()) => {
                 let failed =
                     crate::rejection::bad_gateway().map(|body| ResponseBody::owned(body, None));
-                Led::private(Unshareable::BodyFailed, Ok(failed))
+                Led::private(Unshareable::OtherRepresentation, Ok(failed))
             }
         }
     }
@@ -489,10 +489,11 @@ mod cached_store {
             if !parts.headers.contains_key(header::DATE) {
                 headers.remove(header::DATE);
             }
-            // The stored copy's own `Cache-Status` member is not the
-            // waiters': each gets its own.
-            if let Some(name) = &self.cache.config().cache_status {
-                name.unreserve(&mut headers);
+            // The stored copy's own `Cache-Status` member (unless the `304`
+            // replaced them all) is not the waiters': each gets its own.
+            let replaced = parts.headers.contains_key(crate::cache::CACHE_STATUS);
+            if self.cache.config().cache_status.is_some() && !replaced {
+                crate::cache::StatusName::unreserve(&mut headers);
             }
             self.cache.count_revalidated();
             Some(Ok(stale.response.with_headers(headers, leader)))

@@ -255,10 +255,15 @@ where
             }
             Err(_overloaded) => {
                 release(service);
-                respond(
+                // Made here, never forwarded: no `Cache-Status` to give.
+                let state = respond(
                     rejection::overloaded(mode.retry_after),
                     FlightRole::Rejected,
-                )
+                );
+                return Self {
+                    stats: Some(mode.flights.recorder()),
+                    ..Self::with_state(state, expose_role)
+                };
             }
         };
         Self {
@@ -674,9 +679,6 @@ fn finish<B: Body>(
     // A stale copy standing in for a failure has its own (a hit).
     let status = note.status.as_ref().filter(|_| role != FlightRole::Stale);
     if let Some(status) = status {
-        // An answer another flight stored meanwhile has the member its
-        // stored copy keeps: this waiter gets its own instead.
-        status.unreserve(response.headers_mut());
         let name = &status.name;
         let status = Status::Forwarded {
             why: note.why,
