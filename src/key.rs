@@ -257,14 +257,38 @@ where
     }
 }
 
+/// The scheme a request names, as share keys keep it apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// Not in the request (origin form over HTTP/1): the connection's.
+    Unnamed,
+    Http,
+    Https,
+    Other,
+}
+
+impl Scheme {
+    pub(crate) fn of(uri: &http::Uri) -> Self {
+        match uri.scheme_str() {
+            None => Self::Unnamed,
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => Self::Http,
+            Some(scheme) if scheme.eq_ignore_ascii_case("https") => Self::Https,
+            Some(_) => Self::Other,
+        }
+    }
+}
+
 /// The key share mode coalesces on: the user's key, kept apart by method,
-/// by host and by caller, whatever the user's key says.
+/// by scheme, by host and by caller, whatever the user's key says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShareKey<K> {
     pub(crate) key: K,
     /// The method, whatever the user's key says: a `HEAD`, an `OPTIONS`
     /// and a `GET` never share an answer.
     pub(crate) method: Method,
+    /// The scheme when the request names one (absolute form, HTTP/2): an
+    /// `http` and an `https` URI are two origins (RFC 9110 §4.3.1).
+    pub(crate) scheme: Scheme,
     pub(crate) host: Option<HeaderValue>,
     /// `None` when the layer shares across identities.
     pub(crate) caller: Option<Caller>,
@@ -283,6 +307,7 @@ impl<K: Clone> ShareKey<K> {
         Self {
             key: self.key.clone(),
             method: self.method.clone(),
+            scheme: self.scheme,
             host: self.host.as_ref().map(copy),
             caller: self.caller.clone(),
             key_bytes: self.key_bytes,
@@ -310,6 +335,7 @@ impl<K: Hash> Hash for ShareKey<K> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key.hash(state);
         state.write(self.method.as_str().as_bytes());
+        state.write_u8(self.scheme as u8);
         state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
         if let Some(caller) = &self.caller {
             caller.hash(state);

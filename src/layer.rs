@@ -383,7 +383,8 @@ where
     /// `HEAD`.
     ///
     /// Only safe methods (`GET`, `HEAD`, `OPTIONS`, `TRACE`) are ever
-    /// coalesced or cached: an unsafe one (`POST`, `PUT`...) changes
+    /// coalesced, and only `GET` and `HEAD` answers are cached (RFC 9110
+    /// §9.3.7-8: the others are not cacheable): an unsafe one (`POST`, `PUT`...) changes
     /// something, which one answer handed to several callers would hide,
     /// and its body is not part of the key. Unsafe methods given here are
     /// left out (with a warning); to stop duplicate triggers, use

@@ -101,6 +101,7 @@ mod rejection;
 mod role;
 mod service;
 mod shared;
+mod structured;
 #[cfg(test)]
 mod test_support;
 mod time;

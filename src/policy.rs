@@ -116,15 +116,15 @@ pub(crate) fn check(
     // One pass over the response's headers (a handful), rather than a hashed
     // lookup for each name; the reasons keep their precedence.
     let mut found = Found::default();
-    let directives = targeted
-        .filter(|targeted| headers.contains_key(*targeted))
-        .unwrap_or(&header::CACHE_CONTROL);
+    let directives = directives_field(headers, targeted).unwrap_or(&header::CACHE_CONTROL);
     for (name, value) in headers {
         if *name == header::SET_COOKIE {
             found.set_cookie = true;
         } else if name == directives && found.cache_control.is_none() {
             // The first directive that forbids sharing gives the reason.
-            for directive in value_elements(value) {
+            // Read at every comma, quoted or not: a value that can be read
+            // two ways is read the way that shares less.
+            for directive in at_every_comma(value.as_bytes()) {
                 let name = directive
                     .split(|byte| *byte == b'=')
                     .next()
@@ -158,6 +158,19 @@ pub(crate) fn check(
     } else {
         Ok(())
     }
+}
+
+/// The targeted field (RFC 9213) whose directives replace `Cache-Control`'s
+/// for a response: when it has one that is a valid, non-empty Structured
+/// Field Dictionary (an empty or invalid one is ignored, §2.1). `None`: read
+/// `Cache-Control`.
+pub(crate) fn directives_field<'a>(
+    headers: &HeaderMap,
+    targeted: Option<&'a HeaderName>,
+) -> Option<&'a HeaderName> {
+    let targeted = targeted?;
+    let lines = headers.get_all(targeted).iter().map(HeaderValue::as_bytes);
+    crate::structured::is_dictionary(lines).then_some(targeted)
 }
 
 /// What [`check`] found in a response's headers.
@@ -309,13 +322,55 @@ pub(crate) fn elements<'a>(
     headers.get_all(name).iter().flat_map(value_elements)
 }
 
-/// The comma-separated elements of one header value, trimmed.
-fn value_elements(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+/// The elements of a list value split at every comma, quotes or not,
+/// trimmed: how restrictive directives are looked for, so that a quoted
+/// string (well-formed or not) cannot hide a `no-store`.
+pub(crate) fn at_every_comma(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
-        .as_bytes()
         .split(|byte| *byte == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|element| !element.is_empty())
+}
+
+/// The comma-separated elements of one header value, trimmed: a comma in
+/// a quoted string (`ext="a, b"`) does not end one (RFC 9110 §5.6.4).
+fn value_elements(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    let mut rest = value.as_bytes();
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = list_comma(rest);
+        let element = rest[..end].trim_ascii();
+        rest = rest.get(end + 1..).unwrap_or_default();
+        if !element.is_empty() {
+            return Some(element);
+        }
+    })
+}
+
+/// Where the first comma outside a quoted string is (or the end). A quote
+/// never closed quotes nothing: the first comma ends the element, so that a
+/// broken value cannot hide the directives after it (`ext=", no-store`).
+fn list_comma(bytes: &[u8]) -> usize {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (at, byte) in bytes.iter().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return at,
+            _ => {}
+        }
+    }
+    if quoted {
+        return bytes
+            .iter()
+            .position(|byte| *byte == b',')
+            .unwrap_or(bytes.len());
+    }
+    bytes.len()
 }
 
 #[cfg(test)]
@@ -427,6 +482,28 @@ mod tests {
             ("accept-encoding", "br"),
             ("accept-language", "fr")
         ])));
+    }
+
+    #[test]
+    fn a_comma_in_a_quoted_string_ends_no_element() {
+        let value = HeaderValue::from_static(r#"max-age=1, ext="x, s-maxage=9, \"y", no-store"#);
+        let read: Vec<_> = value_elements(&value).collect();
+        assert_eq!(
+            read,
+            [
+                &b"max-age=1"[..],
+                br#"ext="x, s-maxage=9, \"y""#,
+                b"no-store"
+            ]
+        );
+        let open = HeaderValue::from_static(r#"a, "b, c"#);
+        assert_eq!(
+            value_elements(&open).count(),
+            3,
+            "a quote never closed quotes nothing"
+        );
+        let hiding = HeaderValue::from_static(r#"stale-if-error=", no-store"#);
+        assert!(value_elements(&hiding).any(|element| element == b"no-store"));
     }
 
     #[test]

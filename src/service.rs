@@ -169,6 +169,7 @@ where
                     key_bytes: config.key.key_bytes(&key),
                     key,
                     method: parts.method.clone(),
+                    scheme: crate::key::Scheme::of(&parts.uri),
                     host: identity.host().cloned(),
                     caller,
                 };

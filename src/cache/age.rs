@@ -54,10 +54,12 @@ pub(crate) fn initial_age(
 ) -> Duration {
     let apparent = date(headers, &header::DATE)
         .map_or(Duration::ZERO, |date| between(date, clock.wall(received)));
-    // An `Age` that is not delta-seconds is not available: 0.
+    // A list-based `Age` is read by its first member (§5.1); one that is
+    // not delta-seconds is not available: 0.
     let age_value = headers
         .get(header::AGE)
-        .and_then(|age| delta_seconds(age.as_bytes()))
+        .and_then(|age| age.as_bytes().split(|byte| *byte == b',').next())
+        .and_then(|first| delta_seconds(first.trim_ascii()))
         .unwrap_or(Duration::ZERO);
     let delay = received.saturating_duration_since(requested);
     apparent.max(age_value.saturating_add(delay))
@@ -97,6 +99,10 @@ mod tests {
         let dated = headers(&[(header::DATE, hour_ago)]);
         let age = initial_age(&dated, requested, received, &clock);
         assert!(age >= Duration::from_secs(3599) && age <= Duration::from_secs(3601));
+        // §5.1: a list-based `Age` is read by its first member.
+        let listed = headers(&[(header::AGE, "7200, 0".into())]);
+        let age = initial_age(&listed, requested, received, &clock);
+        assert_eq!(age, Duration::from_secs(7202));
         // A `Date` in the future is not a negative age.
         let future = httpdate::fmt_http_date(clock.wall(received) + Duration::from_secs(3600));
         let ahead = headers(&[(header::DATE, future), (header::AGE, "junk".into())]);

@@ -41,11 +41,14 @@ impl Conditions {
     /// answer's `Last-Modified`, else its `Date` (RFC 9111 §4.3.2).
     pub(crate) fn not_modified(&self, answer: &HeaderMap) -> bool {
         if let Some(tags) = &self.if_none_match {
+            // `*`: any current representation, with an `ETag` or not.
+            if tags.as_bytes().trim_ascii() == b"*" {
+                return true;
+            }
             let Some(etag) = answer.get(header::ETAG) else {
                 return false;
             };
-            return tags.as_bytes().trim_ascii() == b"*"
-                || entity_tags(tags.as_bytes()).any(|tag| weak_eq(tag, etag.as_bytes()));
+            return entity_tags(tags.as_bytes()).any(|tag| weak_eq(tag, etag.as_bytes()));
         }
         let modified = answer
             .get(header::LAST_MODIFIED)

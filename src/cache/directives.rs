@@ -49,17 +49,22 @@ pub(crate) struct ResponseDirectives {
     pub(crate) s_maxage: Seconds,
     pub(crate) stale_while_revalidate: Seconds,
     pub(crate) stale_if_error: Seconds,
+    /// Read from a targeted field (RFC 9213): `Expires` is then ignored too
+    /// (§2.2).
+    pub(crate) targeted: bool,
 }
 
 impl ResponseDirectives {
     /// The directives of `headers`: those of `targeted` (RFC 9213's
-    /// `CDN-Cache-Control`, say) when it is set and present, else those of
-    /// `Cache-Control`.
+    /// `CDN-Cache-Control`, say) when it is set and has a valid, non-empty
+    /// value, else those of `Cache-Control`.
     pub(crate) fn of(headers: &HeaderMap, targeted: Option<&HeaderName>) -> Self {
-        let name = targeted
-            .filter(|name| headers.contains_key(*name))
-            .unwrap_or(&header::CACHE_CONTROL);
-        let mut read = Self::default();
+        let selected = crate::policy::directives_field(headers, targeted);
+        let name = selected.unwrap_or(&header::CACHE_CONTROL);
+        let mut read = Self {
+            targeted: selected.is_some(),
+            ..Self::default()
+        };
         for directive in elements(headers, name) {
             let (name, value) = split(directive);
             let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
@@ -86,6 +91,19 @@ impl ResponseDirectives {
             } else if is("stale-if-error") {
                 read.stale_if_error = first(read.stale_if_error, value);
             }
+        }
+        // The directives that restrict are looked for at every comma too,
+        // quoted or not: a value that can be read two ways is read the way
+        // that stores less.
+        let lines = headers.get_all(name).iter();
+        for directive in lines.flat_map(|line| crate::policy::at_every_comma(line.as_bytes())) {
+            let name = split(directive).0;
+            let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+            read.no_store |= is("no-store");
+            read.no_cache |= is("no-cache");
+            read.private |= is("private");
+            read.must_revalidate |= is("must-revalidate");
+            read.proxy_revalidate |= is("proxy-revalidate");
         }
         read
     }

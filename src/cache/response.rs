@@ -482,7 +482,11 @@ where
     /// and nothing was invalidated since it was asked for. Returns the
     /// freshness it was stored with (for `Cache-Status`), if stored.
     pub(crate) fn store(&self, key: ShareKey<K>, storing: Storing<'_>) -> Option<i64> {
-        if self.inner.epochs.crossed(storing.epoch) {
+        // Only `GET` and `HEAD` answers are stored: those to `OPTIONS` and
+        // `TRACE` are not cacheable (RFC 9110 §9.3.7, §9.3.8), and a
+        // layer's `methods` may coalesce them all the same.
+        let cacheable = key.method == http::Method::GET || key.method == http::Method::HEAD;
+        if !cacheable || self.inner.epochs.crossed(storing.epoch) {
             return None;
         }
         let now = Instant::now();

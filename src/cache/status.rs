@@ -48,17 +48,6 @@ impl StatusName {
         }
     }
 
-    /// The member of a `504` to `only-if-cached` with nothing stored:
-    /// nothing was served and nothing went forward.
-    pub(crate) fn not_cached(&self, headers: &mut HeaderMap) {
-        let mut member = Member::default();
-        member.push(self.name.as_bytes());
-        member.push(b"; detail=only-if-cached");
-        if let Ok(value) = HeaderValue::from_bytes(member.as_bytes()) {
-            headers.append(CACHE_STATUS, value);
-        }
-    }
-
     /// Sets the member of a copy served from the cache, in the place
     /// [`reserve`](Self::reserve) kept: `hit` when fresh (as reserved; its
     /// `Age` tells how fresh), `hit; ttl=-N` when stale.

@@ -136,7 +136,8 @@ fn explicit_lifetime(
             Seconds::Absent => {}
         }
     }
-    if !parts.headers.contains_key(header::EXPIRES) {
+    // A targeted field replaces `Expires` as well (RFC 9213 §2.2).
+    if directives.targeted || !parts.headers.contains_key(header::EXPIRES) {
         return None;
     }
     // An invalid `Expires` (`0`, say) is in the past (§5.3).

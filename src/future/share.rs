@@ -676,8 +676,16 @@ fn finish<B: Body>(
         return;
     };
     let report = response.extensions_mut().remove::<StoreReport>();
-    // A stale copy standing in for a failure has its own (a hit).
-    let status = note.status.as_ref().filter(|_| role != FlightRole::Stale);
+    // A stale copy standing in for a failure has its own (a hit); an answer
+    // the layer made itself gets none (RFC 9211 §2).
+    let generated = response
+        .extensions()
+        .get::<rejection::Generated>()
+        .is_some();
+    let status = note
+        .status
+        .as_ref()
+        .filter(|_| role != FlightRole::Stale && !generated);
     if let Some(status) = status {
         let name = &status.name;
         let status = Status::Forwarded {
@@ -804,12 +812,9 @@ where
             store: None,
             note: note(Forward::Request),
         }),
+        // Made here, from nothing stored: no `Cache-Status` (RFC 9211 §2).
         Decision::NotCached => {
-            let mut response = rejection::not_cached();
-            if let Some(status) = status {
-                status.not_cached(response.headers_mut());
-            }
-            Consulted::Answer(owned(response), FlightRole::CacheHit)
+            Consulted::Answer(owned(rejection::not_cached()), FlightRole::CacheHit)
         }
     }
 }
