@@ -261,15 +261,15 @@ pub(crate) fn failed() -> Response<Bytes> {
     )
 }
 
-/// Marks a response the layer made itself (not the service's, nor a stored
-/// one): RFC 9211 §2 has a cache add no `Cache-Status` to those.
+/// Marks a response share mode made itself (not the service's, nor a
+/// stored one): RFC 9211 §2 has a cache add no `Cache-Status` to those.
+#[cfg(feature = "cache")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Generated;
 
 fn json_response(status: StatusCode, body: Bytes, content_type: HeaderValue) -> Response<Bytes> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.extensions_mut().insert(Generated);
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, content_type);

@@ -607,14 +607,19 @@ where
     }
 }
 
+/// An answer the layer made itself (a `502`, `503`, `504`...).
+#[cfg_attr(not(feature = "cache"), allow(unused_mut))]
 fn respond<S, ReqB, ResB>(
-    response: Response<bytes::Bytes>,
+    mut response: Response<bytes::Bytes>,
     role: FlightRole,
 ) -> State<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>>,
     ResB: Body,
 {
+    // Marked, for `Cache-Status`: RFC 9211 §2 has it left off such answers.
+    #[cfg(feature = "cache")]
+    response.extensions_mut().insert(rejection::Generated);
     State::Respond {
         response: Some(owned(response)),
         role,
