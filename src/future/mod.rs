@@ -1,5 +1,6 @@
 //! The response futures of the two modes.
 
+mod cached;
 mod lead;
 mod leading;
 pub mod reject;
