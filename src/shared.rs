@@ -120,17 +120,20 @@ impl BufferedResponse {
         self.vary.same_as(&other.vary)
     }
 
-    /// A copy of a stored answer with the headers a `304` updated, its body
-    /// and trailers shared with it; its `Vary` read again from them, with
-    /// the values of the request that validated it.
+    /// A copy with other headers, its body and trailers shared with it.
+    /// With `leader` (a `304`'s update), its `Vary` is read again from them,
+    /// with the values of the request that validated it.
     #[cfg(feature = "cache")]
-    pub(crate) fn with_headers(&self, headers: HeaderMap, leader: &LeaderHeaders) -> Self {
+    pub(crate) fn with_headers(&self, headers: HeaderMap, leader: Option<&LeaderHeaders>) -> Self {
         let mut parts = Response::new(()).into_parts().0;
         parts.status = self.parts.status;
         parts.version = self.parts.version;
         parts.headers = headers;
         Self {
-            vary: Vary::new(&parts.headers, leader),
+            vary: leader.map_or_else(
+                || self.vary.clone(),
+                |leader| Vary::new(&parts.headers, leader),
+            ),
             parts,
             data: self.data.clone(),
             trailers: self.trailers.clone(),

@@ -246,6 +246,19 @@ impl CachedResponse {
         response
     }
 
+    /// A copy for the waiters of a flight it answers: with its current
+    /// `Age`, and without the `Cache-Status` member its stored copy keeps
+    /// (each waiter gets its own). Made only when another flight stored it
+    /// while this one was starting: rare.
+    pub(crate) fn for_waiters(&self, now: Instant, reserved: bool) -> Arc<BufferedResponse> {
+        let mut headers = self.response.parts().headers.clone();
+        headers.insert(header::AGE, HeaderValue::from(self.age(now).as_secs()));
+        if reserved {
+            StatusName::unreserve(&mut headers);
+        }
+        Arc::new(self.response.with_headers(headers, None))
+    }
+
     /// The bytes it keeps: the answer, and its target and key.
     fn weight(&self) -> usize {
         self.response.heap_bytes() + self.target.len() + VARIANT_OVERHEAD
@@ -452,10 +465,10 @@ where
         &self,
         key: &ShareKey<K>,
         request: &http::HeaderMap,
-    ) -> Option<Arc<BufferedResponse>> {
+    ) -> Option<Arc<CachedResponse>> {
         match self.lookup(key, request) {
             Lookup::Answer(answer) if answer.freshness(Instant::now()) == Freshness::Fresh => {
-                Some(Arc::clone(&answer.response))
+                Some(answer)
             }
             Lookup::Answer(_) | Lookup::VaryMiss | Lookup::Miss => None,
         }

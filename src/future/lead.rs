@@ -436,7 +436,7 @@ mod cached_store {
     }
 
     impl<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static> Store<K> {
-        pub(crate) fn fresh(&self, request: &HeaderMap) -> Option<Arc<BufferedResponse>> {
+        pub(crate) fn fresh(&self, request: &HeaderMap) -> Option<Arc<CachedResponse>> {
             if self.forced {
                 return None;
             }
@@ -496,7 +496,7 @@ mod cached_store {
                 crate::cache::StatusName::unreserve(&mut headers);
             }
             self.cache.count_revalidated();
-            Some(Ok(stale.response.with_headers(headers, leader)))
+            Some(Ok(stale.response.with_headers(headers, Some(leader))))
         }
 
         /// Drops the stale variant: a `304` made it unusable.
@@ -512,16 +512,24 @@ mod cached_store {
 #[cfg(not(feature = "cache"))]
 pub(crate) type Store<K> = std::marker::PhantomData<K>;
 
-/// An answer stored since the request looked, if any.
+/// An answer stored since the request looked, if any: the leader's copy
+/// (a hit) and the copy its waiters share.
 #[cfg(feature = "cache")]
-pub(crate) fn fresh<K>(
+pub(crate) fn fresh<K, B: Body>(
     store: &Option<Box<Store<K>>>,
     request: &http::HeaderMap,
-) -> Option<Arc<BufferedResponse>>
+) -> Option<(Response<ResponseBody<B>>, Arc<BufferedResponse>)>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
-    store.as_ref()?.fresh(request)
+    let store = store.as_ref()?;
+    let answer = store.fresh(request)?;
+    let status = store.cache.config().cache_status.as_ref();
+    let now = Instant::now();
+    Some((
+        answer.to_response(now, status),
+        answer.for_waiters(now, status.is_some()),
+    ))
 }
 
 /// Stores the answer if it may be; what `Cache-Status` reports of it.
@@ -584,10 +592,10 @@ where
 }
 
 #[cfg(not(feature = "cache"))]
-pub(crate) fn fresh<K>(
+pub(crate) fn fresh<K, B: Body>(
     _: &Option<Box<Store<K>>>,
     _: &http::HeaderMap,
-) -> Option<Arc<BufferedResponse>> {
+) -> Option<(Response<ResponseBody<B>>, Arc<BufferedResponse>)> {
     None
 }
 

@@ -220,10 +220,9 @@ where
             Ok(Inlined::Leader(flight)) => {
                 // Another flight may have stored an answer since this request
                 // looked.
-                if let Some(fresh) = fresh(&consulted.store, request.headers()) {
+                if let Some((response, shared)) = fresh(&consulted.store, request.headers()) {
                     release(service);
-                    let response = fresh.to_response();
-                    flight.finish(Ok(SharedOutcome::Response(fresh)));
+                    flight.finish(Ok(SharedOutcome::Response(shared)));
                     return Self::respond(response, FlightRole::CacheHit, expose_role);
                 }
                 // Kept to compare with followers if the response names them
@@ -316,8 +315,8 @@ where
             return;
         };
         // Another flight may have stored an answer since this request looked.
-        if let Some(fresh) = fresh(&store, request.headers()) {
-            drop(leader.run(async move { SharedOutcome::Response(fresh) }));
+        if let Some((_, shared)) = fresh::<K, ResB>(&store, request.headers()) {
+            drop(leader.run(async move { SharedOutcome::Response(shared) }));
             return;
         }
         let mut request = request;
