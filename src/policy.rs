@@ -333,44 +333,52 @@ pub(crate) fn at_every_comma(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The comma-separated elements of one header value, trimmed: a comma in
-/// a quoted string (`ext="a, b"`) does not end one (RFC 9110 §5.6.4).
+/// a quoted string (`ext="a, b"`) does not end one (RFC 9110 §5.6.4). A
+/// quote never closed quotes nothing: from it on, every comma ends an
+/// element, so that a broken value cannot hide the directives after it
+/// (`ext=", no-store`). Each byte is looked at twice at most, whatever the
+/// value (a client sends these).
 fn value_elements(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
-    let mut rest = value.as_bytes();
+    let bytes = value.as_bytes();
+    let unclosed = unclosed_quote(bytes);
+    let mut start = 0;
     std::iter::from_fn(move || loop {
-        if rest.is_empty() {
+        if start > bytes.len() {
             return None;
         }
-        let end = list_comma(rest);
-        let element = rest[..end].trim_ascii();
-        rest = rest.get(end + 1..).unwrap_or_default();
+        let (mut at, mut quoted, mut escaped) = (start, false, false);
+        while let Some(byte) = bytes.get(at) {
+            #[cfg(test)]
+            tests::SCANNED.with(|scanned| scanned.set(scanned.get() + 1));
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' if quoted => escaped = true,
+                b'"' if unclosed.is_none_or(|open| at < open) => quoted = !quoted,
+                b',' if !quoted => break,
+                _ => {}
+            }
+            at += 1;
+        }
+        let element = bytes[start..at].trim_ascii();
+        start = at + 1;
         if !element.is_empty() {
             return Some(element);
         }
     })
 }
 
-/// Where the first comma outside a quoted string is (or the end). A quote
-/// never closed quotes nothing: the first comma ends the element, so that a
-/// broken value cannot hide the directives after it (`ext=", no-store`).
-fn list_comma(bytes: &[u8]) -> usize {
-    let mut quoted = false;
-    let mut escaped = false;
+/// Where the quote that opens and is never closed is, if one is.
+fn unclosed_quote(bytes: &[u8]) -> Option<usize> {
+    let (mut open, mut escaped) = (None, false);
     for (at, byte) in bytes.iter().enumerate() {
         match byte {
             _ if escaped => escaped = false,
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b',' if !quoted => return at,
+            b'\\' if open.is_some() => escaped = true,
+            b'"' => open = if open.is_some() { None } else { Some(at) },
             _ => {}
         }
     }
-    if quoted {
-        return bytes
-            .iter()
-            .position(|byte| *byte == b',')
-            .unwrap_or(bytes.len());
-    }
-    bytes.len()
+    open
 }
 
 #[cfg(test)]
@@ -504,6 +512,31 @@ mod tests {
         );
         let hiding = HeaderValue::from_static(r#"stale-if-error=", no-store"#);
         assert!(value_elements(&hiding).any(|element| element == b"no-store"));
+        let escaped_open = HeaderValue::from_static(r#"a="x\", b, c"#);
+        assert_eq!(value_elements(&escaped_open).count(), 3);
+    }
+
+    thread_local! {
+        /// Bytes `value_elements` looked at, on this thread.
+        pub(super) static SCANNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The fourth review: `\",` repeated left a quote open at every
+    /// element, and each element was a scan to the end of the value.
+    #[test]
+    fn a_hostile_list_is_split_in_linear_time() {
+        for hostile in ["\\\",", "\",", ",\"", "a=\"\\\"\", "] {
+            let value = HeaderValue::from_str(&hostile.repeat(16 * 1024)).unwrap();
+            SCANNED.with(|scanned| scanned.set(0));
+            let elements = value_elements(&value).count();
+            let scanned = SCANNED.with(std::cell::Cell::get);
+            assert!(elements > 0);
+            assert!(
+                scanned <= value.len() + 1,
+                "{hostile:?}: {scanned} steps for {} bytes",
+                value.len()
+            );
+        }
     }
 
     #[test]

@@ -1059,3 +1059,44 @@ async fn if_none_match_star_is_false_for_a_stored_answer_without_etag() {
     let star = origin.get_with("/a", &[("if-none-match", "*")]).await;
     assert_eq!(star.status, StatusCode::NOT_MODIFIED);
 }
+
+// ===========================================================================
+// Found by the fourth review.
+
+// Was: the hit counter stopped at 64 and ties went to the oldest variant: a
+// client that hit each of its made-up variants 64 times tied with the one
+// everyone uses, which, stored first, was evicted.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_hits_its_own_variants_cannot_evict_the_popular_one() {
+    let origin = Origin::new(CacheConfig::new(), |seen| {
+        answer(
+            &seen,
+            &[
+                (header::CACHE_CONTROL, "max-age=600".into()),
+                (header::VARY, "Accept-Language".into()),
+            ],
+        )
+    });
+    for _ in 0..1000 {
+        origin.get_with("/home", &[("accept-language", "en")]).await;
+    }
+    assert_eq!(origin.runs.get(), 1);
+    // Eight made-up languages (the default max_variants), each hit 65 times.
+    let languages: Vec<&'static str> = (0..8)
+        .map(|junk| &*Box::leak(format!("x-{junk}").into_boxed_str()))
+        .collect();
+    for language in &languages {
+        for _ in 0..65 {
+            origin
+                .get_with("/home", &[("accept-language", language)])
+                .await;
+        }
+    }
+    let before = origin.runs.get();
+    origin.get_with("/home", &[("accept-language", "en")]).await;
+    assert_eq!(
+        origin.runs.get(),
+        before,
+        "the variant hit 1000 times was evicted by one client's 520 requests"
+    );
+}

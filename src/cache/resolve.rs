@@ -15,15 +15,23 @@ pub(crate) fn reference(base_path: &str, reference: &str) -> Option<(Option<Auth
     // The query and fragment name the same resource: its path is what
     // cached answers are dropped by.
     let reference = reference.split(['?', '#']).next().unwrap_or_default();
-    let (scheme, rest) = match reference.split_once("://") {
-        Some((scheme, rest)) if is_scheme(scheme) => {
+    // A scheme is what comes before the first `:`, if no `/` does (§3.1).
+    let scheme = reference
+        .split_once(':')
+        .filter(|(scheme, _)| is_scheme(scheme) && !scheme.contains('/'));
+    let (scheme, rest) = match scheme {
+        Some((scheme, rest)) => {
             let scheme = scheme.to_ascii_lowercase();
-            if scheme != "http" && scheme != "https" {
+            // Another scheme is another origin; `http:g` (no authority) is
+            // a URI of its own to a strict parser (§5.4.2): neither names a
+            // path here.
+            let rest = rest.strip_prefix("//");
+            if (scheme != "http" && scheme != "https") || rest.is_none() {
                 return None;
             }
-            (Some(scheme), Some(rest))
+            (Some(scheme), rest)
         }
-        _ => (None, reference.strip_prefix("//")),
+        None => (None, reference.strip_prefix("//")),
     };
     let (authority, path) = match rest {
         // An absolute URI or a network-path reference: its own authority.
@@ -96,8 +104,15 @@ mod tests {
         assert_eq!(path("/a/b/", "..").as_deref(), Some("/a/"));
         assert_eq!(path("/a", "/../../x").as_deref(), Some("/x"));
         assert_eq!(path("/a", "").as_deref(), Some("/a"));
-        assert_eq!(path("/a", "mailto:x@y"), Some("/mailto:x@y".into()));
         assert_eq!(path("/a", "ftp://example.com/a"), None);
+        // RFC 3986 §5.4.1 and §5.4.2: `g:h` and (strictly) `http:g` are URIs
+        // of their own; `./g:h` is a path.
+        assert_eq!(path("/a", "mailto:x@y"), None);
+        assert_eq!(path("/b/c/d;p", "g:h"), None);
+        assert_eq!(path("/b/c/d;p", "http:g"), None);
+        assert_eq!(path("/b/c/d;p", "./g:h").as_deref(), Some("/b/c/g:h"));
+        assert_eq!(path("/b/c/d;p", "g/../h").as_deref(), Some("/b/c/h"));
+        assert_eq!(path("/b/c/d;p", "../../../g").as_deref(), Some("/g"));
     }
 
     #[test]

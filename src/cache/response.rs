@@ -557,24 +557,28 @@ where
         let max = self.inner.config.max_variants;
         self.inner.store.entry(key).and_upsert_with(|entry| {
             let older = entry.map(|entry| entry.into_value());
-            let mut kept: Vec<_> = older
-                .iter()
-                .flat_map(|variants| variants.iter())
-                .filter(|variant| !variant.response.same_variant(&answer.response))
-                .filter(|variant| {
-                    !replacing
+            let replaced = |variant: &Arc<CachedResponse>| {
+                variant.response.same_variant(&answer.response)
+                    || replacing
                         .as_ref()
                         .is_some_and(|old| Arc::ptr_eq(old, variant))
-                })
-                .cloned()
-                .collect();
-            // Too many: the least used go (the oldest among equals), so
-            // that a client making up header values evicts only its own.
+            };
+            let mut kept = Vec::new();
+            for variant in older.iter().flat_map(|variants| variants.iter()) {
+                if replaced(variant) {
+                    // A refresh keeps what its variant earned.
+                    answer.uses.fetch_max(variant.uses.load(Relaxed), Relaxed);
+                } else {
+                    kept.push(Arc::clone(variant));
+                }
+            }
+            // Too many: the least used go, the newest among equals, so that
+            // a client making up header values evicts only its own (however
+            // often it hits them, it can only tie with a popular variant).
             while kept.len() >= max {
                 let least = kept
                     .iter()
                     .enumerate()
-                    .rev()
                     .min_by_key(|(_, variant)| variant.uses.load(Relaxed))
                     .map_or(0, |(at, _)| at);
                 kept.remove(least);
