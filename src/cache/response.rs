@@ -572,16 +572,12 @@ where
                     kept.push(Arc::clone(variant));
                 }
             }
-            // Too many: the least used go, the newest among equals, so that
-            // a client making up header values evicts only its own (however
-            // often it hits them, it can only tie with a popular variant).
+            // Too many: the least used go; among equals the oldest, except
+            // among those in use (their count stopped at the cap): there the
+            // newest, so that a client making up header values, however
+            // often it hits them, evicts only its own.
             while kept.len() >= max {
-                let least = kept
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, variant)| variant.uses.load(Relaxed))
-                    .map_or(0, |(at, _)| at);
-                kept.remove(least);
+                kept.remove(least_used(&kept));
             }
             std::iter::once(answer).chain(kept).collect()
         });
@@ -685,6 +681,19 @@ where
     pub fn run_pending_tasks(&self) {
         self.inner.store.run_pending_tasks();
     }
+}
+
+/// Which of `variants` (newest first) to evict: see `add_variant`.
+fn least_used(variants: &[Arc<CachedResponse>]) -> usize {
+    let uses = |at: usize| variants[at].uses.load(Relaxed);
+    let fewest = (0..variants.len()).map(uses).min().unwrap_or(0);
+    let mut equals = (0..variants.len()).filter(|at| uses(*at) == fewest);
+    let chosen = if fewest >= USE_COUNT_CAP {
+        equals.next()
+    } else {
+        equals.last()
+    };
+    chosen.unwrap_or(0)
 }
 
 /// What one request through the cache counts as.
