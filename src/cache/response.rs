@@ -691,7 +691,7 @@ fn least_used(variants: &[Arc<CachedResponse>]) -> usize {
     let chosen = if fewest >= USE_COUNT_CAP {
         equals.next()
     } else {
-        equals.last()
+        equals.next_back()
     };
     chosen.unwrap_or(0)
 }
