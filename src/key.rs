@@ -268,6 +268,7 @@ pub(crate) enum Scheme {
 }
 
 impl Scheme {
+    #[inline]
     pub(crate) fn of(uri: &http::Uri) -> Self {
         match uri.scheme_str() {
             None => Self::Unnamed,
@@ -335,7 +336,11 @@ impl<K: Hash> Hash for ShareKey<K> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.key.hash(state);
         state.write(self.method.as_str().as_bytes());
-        state.write_u8(self.scheme as u8);
+        // Most requests name no scheme: nothing more to hash for them (keys
+        // equal by `Eq` still hash alike).
+        if self.scheme != Scheme::Unnamed {
+            state.write_u8(self.scheme as u8);
+        }
         state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
         if let Some(caller) = &self.caller {
             caller.hash(state);

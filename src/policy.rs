@@ -164,10 +164,12 @@ pub(crate) fn check(
 /// for a response: when it has one that is a valid, non-empty Structured
 /// Field Dictionary (an empty or invalid one is ignored, §2.1). `None`: read
 /// `Cache-Control`.
+#[inline]
 pub(crate) fn directives_field<'a>(
     headers: &HeaderMap,
     targeted: Option<&'a HeaderName>,
 ) -> Option<&'a HeaderName> {
+    // Without a targeted field configured: one check, inlined.
     let targeted = targeted?;
     let lines = headers.get_all(targeted).iter().map(HeaderValue::as_bytes);
     crate::structured::is_dictionary(lines).then_some(targeted)

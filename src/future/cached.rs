@@ -56,16 +56,26 @@ pub(super) struct CacheNote(std::convert::Infallible);
 /// Gives an answer to a request the cache sent on its `Cache-Status`, and a
 /// `304` if the client's conditions say it has it already.
 #[cfg(feature = "cache")]
+#[inline]
 pub(super) fn finish<B: Body>(
     note: &mut Option<Box<CacheNote>>,
     response: &mut Response<ResponseBody<B>>,
     role: FlightRole,
 ) {
+    // Most answers have no note: one check, inlined, before the work.
+    if let Some(note) = note.take() {
+        finish_noted(&note, response, role);
+    }
+}
+
+#[cfg(feature = "cache")]
+fn finish_noted<B: Body>(
+    note: &CacheNote,
+    response: &mut Response<ResponseBody<B>>,
+    role: FlightRole,
+) {
     use crate::cache::{Status, StoreReport};
 
-    let Some(note) = note.take() else {
-        return;
-    };
     let report = response.extensions_mut().remove::<StoreReport>();
     // A stale copy standing in for a failure has its own (a hit); an answer
     // the layer made itself gets none (RFC 9211 §2).
@@ -114,6 +124,7 @@ fn not_modified<B: Body>(answer: &Response<ResponseBody<B>>) -> Response<Respons
 }
 
 #[cfg(feature = "cache")]
+#[inline]
 pub(super) fn consult_cache<B, K, ReqB>(
     mode: &Share<K>,
     key: &ShareKey<K>,
@@ -125,11 +136,27 @@ where
     B: Body,
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
+    match &mode.cache {
+        // No cache: one check, inlined.
+        None => Consulted::Ask(AskOrigin::nothing()),
+        Some(cache) => consult(cache, key, request, asks, counted),
+    }
+}
+
+#[cfg(feature = "cache")]
+fn consult<B, K, ReqB>(
+    cache: &crate::cache::ResponseCache<K>,
+    key: &ShareKey<K>,
+    request: &mut Request<ReqB>,
+    asks: Asks,
+    counted: bool,
+) -> Consulted<B, K>
+where
+    B: Body,
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
     use crate::cache::{Conditions, Decision, Forward, Target};
 
-    let Some(cache) = &mode.cache else {
-        return Consulted::Ask(AskOrigin::nothing());
-    };
     let now = tokio::time::Instant::now();
     // The client's validators are the cache's to answer: the origin sees
     // only the cache's own.

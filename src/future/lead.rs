@@ -79,6 +79,7 @@ pub(crate) struct Lead<K> {
 
 impl<K> Lead<K> {
     /// The leader's settings from its layer's.
+    #[inline]
     pub(crate) fn new(
         mode: &crate::mode::Share<K>,
         private_ok: bool,
@@ -515,6 +516,7 @@ pub(crate) type Store<K> = std::marker::PhantomData<K>;
 /// An answer stored since the request looked, if any: the leader's copy
 /// (a hit) and the copy its waiters share.
 #[cfg(feature = "cache")]
+#[inline]
 pub(crate) fn fresh<K, B: Body>(
     store: &Option<Box<Store<K>>>,
     request: &http::HeaderMap,
@@ -522,7 +524,18 @@ pub(crate) fn fresh<K, B: Body>(
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
-    let store = store.as_ref()?;
+    // Without a cache there is no store: one check, inlined.
+    fresh_stored(store.as_deref()?, request)
+}
+
+#[cfg(feature = "cache")]
+fn fresh_stored<K, B: Body>(
+    store: &Store<K>,
+    request: &http::HeaderMap,
+) -> Option<(Response<ResponseBody<B>>, Arc<BufferedResponse>)>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
     let answer = store.fresh(request)?;
     let status = store.cache.config().cache_status.as_ref();
     let now = Instant::now();

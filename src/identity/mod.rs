@@ -135,6 +135,7 @@ impl<'a> RequestIdentity<'a> {
     }
 
     /// How many bytes of the request tell it apart: host, path and query.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.host.as_ref().map_or(0, HeaderValue::len)
             + self.path.len()
