@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use axum::http::{header, HeaderName, Method, StatusCode};
 use common::{
     get,
-    origin::{age, answer, cache_status, items, not_modified, on_host, targeted, total, Origin},
+    origin::{
+        age, answer, cache_status, items, not_modified, on_host, targeted, total, validated, Origin,
+    },
     send, send_all, with_headers, Reply,
 };
 use tokio::time::advance;
@@ -111,18 +113,7 @@ async fn a_herd_of_no_store_requests_still_makes_one_origin_call() {
 async fn counters_add_up_when_followers_enter_again() {
     // §4.3.4: the 304 names another representation; the leader's call
     // "fails" and its followers enter the flight again.
-    let origin = Origin::new(CacheConfig::new(), |seen| {
-        if seen.request.contains_key(header::IF_NONE_MATCH) {
-            return not_modified(&[(header::ETAG, "\"other\"".into())]);
-        }
-        answer(
-            &seen,
-            &[
-                (header::CACHE_CONTROL, "max-age=10".into()),
-                (header::ETAG, "\"v1\"".into()),
-            ],
-        )
-    });
+    let origin = validated(CacheConfig::new(), "max-age=10", &[("etag", "\"other\"")]);
     origin.get("/a").await;
     advance(20 * S).await;
     send_all(&origin.app, (0..5).map(|_| get("/a"))).await;
@@ -328,22 +319,15 @@ async fn every_answer_through_the_cache_has_cache_status() {
 
 #[tokio::test(start_paused = true)]
 async fn a_304_with_vary_star_is_never_served_from_the_cache() {
-    let origin = Origin::new(CacheConfig::new(), |seen| {
-        if seen.request.contains_key(header::IF_NONE_MATCH) {
-            return not_modified(&[
-                (header::ETAG, "\"v1\"".into()),
-                (header::CACHE_CONTROL, "max-age=600".into()),
-                (header::VARY, "*".into()),
-            ]);
-        }
-        answer(
-            &seen,
-            &[
-                (header::CACHE_CONTROL, "max-age=10".into()),
-                (header::ETAG, "\"v1\"".into()),
-            ],
-        )
-    });
+    let origin = validated(
+        CacheConfig::new(),
+        "max-age=10",
+        &[
+            ("etag", "\"v1\""),
+            ("cache-control", "max-age=600"),
+            ("vary", "*"),
+        ],
+    );
     origin.get("/a").await;
     advance(20 * S).await;
     origin.get("/a").await;
@@ -598,18 +582,7 @@ async fn a_304_made_from_the_origins_200_keeps_its_set_cookie() {
 #[tokio::test(start_paused = true)]
 async fn a_304_for_another_representation_never_serves_the_old_body_even_with_stale_if_error() {
     let config = CacheConfig::new().stale_if_error(Duration::from_secs(600));
-    let origin = Origin::new(config, |seen| {
-        if seen.request.contains_key(header::IF_NONE_MATCH) {
-            return not_modified(&[(header::ETAG, "\"v2\"".into())]);
-        }
-        answer(
-            &seen,
-            &[
-                (header::CACHE_CONTROL, "max-age=10".into()),
-                (header::ETAG, "\"v1\"".into()),
-            ],
-        )
-    });
+    let origin = validated(config, "max-age=10", &[("etag", "\"v2\"")]);
     origin.get("/a").await;
     advance(20 * S).await;
     let reply = origin.get("/a").await;
@@ -670,22 +643,12 @@ async fn cache_status_ttl_is_a_valid_sf_integer_for_a_never_stale_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn cache_status_is_valid_on_every_path() {
-    let origin = Origin::new(
+    let origin = validated(
         CacheConfig::new()
             .stale_while_revalidate(Duration::from_secs(30))
             .stale_if_error(Duration::from_secs(600)),
-        |seen| {
-            if seen.request.contains_key(header::IF_NONE_MATCH) {
-                return not_modified(&[(header::ETAG, "\"v1\"".into())]);
-            }
-            answer(
-                &seen,
-                &[
-                    (header::CACHE_CONTROL, "max-age=10".into()),
-                    (header::ETAG, "\"v1\"".into()),
-                ],
-            )
-        },
+        "max-age=10",
+        &[("etag", "\"v1\"")],
     );
     let herd = send_all(&origin.app, (0..3).map(|_| get("/a"))).await;
     for reply in &herd {
@@ -836,18 +799,7 @@ async fn a_max_age_zero_herd_makes_one_origin_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_no_cache_herd_sends_one_conditional_request() {
-    let origin = Origin::new(CacheConfig::new(), |seen| {
-        if seen.request.contains_key(header::IF_NONE_MATCH) {
-            return not_modified(&[(header::ETAG, "\"v1\"".into())]);
-        }
-        answer(
-            &seen,
-            &[
-                (header::CACHE_CONTROL, "max-age=60".into()),
-                (header::ETAG, "\"v1\"".into()),
-            ],
-        )
-    });
+    let origin = validated(CacheConfig::new(), "max-age=60", &[("etag", "\"v1\"")]);
     origin.get("/a").await;
     let herd = (0..20).map(|_| with_headers("GET", "/a", &[("cache-control", "no-cache")]));
     let replies = send_all(&origin.app, herd).await;
@@ -861,19 +813,12 @@ async fn a_no_cache_herd_sends_one_conditional_request() {
 
 #[tokio::test(start_paused = true)]
 async fn a_revalidated_answer_carries_the_304s_age() {
-    let origin = Origin::new(CacheConfig::new(), |seen| {
-        if seen.request.contains_key(header::IF_NONE_MATCH) {
-            // From a cache nearer the origin: already 30 s old.
-            return not_modified(&[(header::ETAG, "\"v1\"".into()), (header::AGE, "30".into())]);
-        }
-        answer(
-            &seen,
-            &[
-                (header::CACHE_CONTROL, "max-age=60".into()),
-                (header::ETAG, "\"v1\"".into()),
-            ],
-        )
-    });
+    // The 304 comes from a cache nearer the origin: already 30 s old.
+    let origin = validated(
+        CacheConfig::new(),
+        "max-age=60",
+        &[("etag", "\"v1\""), ("age", "30")],
+    );
     origin.get("/a").await;
     advance(61 * S).await;
     let refreshed = origin.get("/a").await;

@@ -13,7 +13,7 @@ use axum::{
 };
 use common::{
     get,
-    origin::{age, answer, cache_status, items, on_host, targeted, Origin},
+    origin::{age, answer, cache_status, items, on_host, targeted, validated, Origin},
     send, send_all, with_headers,
 };
 use tokio::time::advance;
@@ -493,20 +493,7 @@ async fn s4_3_4_a_304_for_another_representation_does_not_refresh() {
 
 #[tokio::test(start_paused = true)]
 async fn s5_2_2_4_no_cache_answers_are_revalidated_every_time() {
-    let origin = Origin::new(CacheConfig::new(), |seen| {
-        if seen.request.contains_key(header::IF_NONE_MATCH) {
-            let mut response = StatusCode::NOT_MODIFIED.into_response();
-            response
-                .headers_mut()
-                .insert(header::ETAG, "\"v1\"".parse().unwrap());
-            return response;
-        }
-        let headers = [
-            (header::CACHE_CONTROL, "no-cache".to_owned()),
-            (header::ETAG, "\"v1\"".to_owned()),
-        ];
-        answer(&seen, &headers)
-    });
+    let origin = validated(CacheConfig::new(), "no-cache", &[("etag", "\"v1\"")]);
     for expected_runs in 1..=3 {
         let reply = origin.get("/a").await;
         assert_eq!((reply.status, reply.text()), (StatusCode::OK, "run 1"));
