@@ -176,6 +176,8 @@ fn lease_json<K: Display>(key: &K, holder: &Holder) -> Value {
     json!({
         "key": key.to_string(),
         "generation": holder.generation(),
+        "fencing_token": holder.lease().token(),
+        "replica": holder.replica(),
         "started_at_ms": unix_millis_ago(running_for),
         "running_for_ms": millis(running_for),
         "lease_expires_in_ms": millis(holder.expires_in()),

@@ -1,6 +1,6 @@
 //! The `Flight` extractor: a lease a handler can move into a background task.
 
-use std::{fmt, hash::Hash, marker::PhantomData};
+use std::{fmt, hash::Hash, marker::PhantomData, time::Duration};
 
 use axum::extract::Path;
 use axum_core::{
@@ -11,7 +11,7 @@ use axum_core::{
 use http::{request::Parts, StatusCode};
 
 use crate::{
-    flight::{spawn_holding, Flights, LeaseGuard, LeaseHandle, Settled},
+    flight::{spawn_holding, Flights, LeaseGuard, LeaseHandle, Settled, Unavailable},
     rejection::{AlreadyRunning, Conflict},
 };
 
@@ -246,6 +246,7 @@ where
                 retry_after,
             )))
         }
+        Settled::Unavailable(unavailable) => Err(FlightRejection::Unavailable(unavailable)),
     }
 }
 
@@ -255,6 +256,9 @@ where
 pub enum FlightRejection {
     /// The key is held: `409 Conflict`, as in reject mode.
     AlreadyRunning(AlreadyRunning),
+    /// The lease store could not be asked in time and fails closed:
+    /// `503 Service Unavailable` with `Retry-After`.
+    Unavailable(Unavailable),
     /// No table was found: `500`, a mistake in the router's setup.
     MissingTable(MissingTable),
     /// The key's own extractor rejected the request; its response.
@@ -265,6 +269,9 @@ impl IntoResponse for FlightRejection {
     fn into_response(self) -> Response {
         match self {
             Self::AlreadyRunning(busy) => busy.into_response(),
+            Self::Unavailable(_) => {
+                crate::rejection::store_unavailable(Duration::from_secs(1)).map(Body::from)
+            }
             Self::MissingTable(missing) => missing.into_response(),
             Self::Key(response) => response,
         }

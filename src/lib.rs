@@ -97,6 +97,9 @@ mod layer;
 mod mode;
 mod pass;
 mod policy;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod rejection;
 mod role;
 mod service;
@@ -116,7 +119,7 @@ pub use cache::{
 pub use flight::{
     Acquire, CallInfo, CallOptions, FlightError, FlightStats, FlightStatus, Flights, Holder,
     Joined, Leader, LeaseGuard, LeaseHandle, LeaseId, LeaseStore, MemoryStore, Outcome, Overloaded,
-    Peers, Progress, StoreFuture, Waiter,
+    Peers, Progress, Refused, StoreFuture, Unavailable, Waiter,
 };
 pub use future::{reject, share};
 pub use identity::{CallerIdentity, HostSource};

@@ -196,6 +196,22 @@ pub(crate) fn overloaded(retry: Duration) -> Response<Bytes> {
     response
 }
 
+/// `503`: the lease store could not be asked in time and fails closed, so
+/// the work did not start (it may or may not run elsewhere).
+pub(crate) fn store_unavailable(retry: Duration) -> Response<Bytes> {
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::from_static(
+            br#"{"status":"unavailable","message":"the lease store could not be reached, so the work did not start; retry later"}"#,
+        ),
+        JSON,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after(retry));
+    response
+}
+
 /// `504`: this waiter waited longer than its maximum, or the work outlived
 /// its lease.
 pub(crate) fn timed_out() -> Response<Bytes> {

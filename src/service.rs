@@ -115,6 +115,11 @@ where
                 let busy = mode.already_running(&key, &holder);
                 reject::ResponseFuture::rejected(mode.conflict.respond(&busy), expose_role)
             }
+            Some(Settled::Unavailable(_)) => {
+                release(&mut self.inner);
+                let response = crate::rejection::store_unavailable(mode.retry_after);
+                reject::ResponseFuture::rejected(response, expose_role)
+            }
             None => reject::ResponseFuture::acquiring(
                 acquire,
                 take_ready(&mut self.inner),

@@ -116,6 +116,23 @@ impl<K: 'static> LeaseHandle<K> {
         self.lease
     }
 
+    /// This holding's fencing token: greater than every token given before
+    /// it by the same store, across replicas for a shared store.
+    ///
+    /// A lease can end while its holder still runs (a pause, a hang, a
+    /// network partition), and the key pass to another holder. Pass the token
+    /// with every write to the resource the work changes, and let the
+    /// resource refuse a token older than the last one it saw, so a holder
+    /// that lost its lease cannot overwrite its successor's work:
+    ///
+    /// ```sql
+    /// UPDATE phases SET state = $2, fence = $1
+    ///  WHERE id = $3 AND fence < $1;   -- 0 rows: a newer holder wrote
+    /// ```
+    pub fn fencing_token(&self) -> u64 {
+        self.lease.token()
+    }
+
     /// Extends the lease to `ttl` from now. Resolves to `false` when this
     /// holding no longer holds the key (expired, force-released, taken over).
     pub fn renew(&self, ttl: Duration) -> StoreFuture<bool> {

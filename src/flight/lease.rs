@@ -19,16 +19,37 @@ use super::progress::Progress;
 /// `token` is unique across the whole store and never reused, so a holder whose
 /// lease expired can never release or renew whatever holds the key after it,
 /// even when the key was freed and taken again in between.
+///
+/// A store shared between processes adds a random `nonce` (at least 128 bits,
+/// say): its fencing counter may start again after a data loss, the nonce
+/// still tells holdings apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LeaseId {
     generation: u64,
     token: u64,
+    nonce: u128,
 }
 
 impl LeaseId {
     /// Builds a lease id; for [`LeaseStore`] implementations.
     pub fn new(generation: u64, token: u64) -> Self {
-        Self { generation, token }
+        Self {
+            generation,
+            token,
+            nonce: 0,
+        }
+    }
+
+    /// The same id with a random `nonce` that the store compares too.
+    #[must_use]
+    pub fn with_nonce(mut self, nonce: u128) -> Self {
+        self.nonce = nonce;
+        self
+    }
+
+    /// The random part a shared store adds; 0 for an in-process store.
+    pub fn nonce(&self) -> u128 {
+        self.nonce
     }
 
     /// How many times this key was held in a row, this holding included.
@@ -36,7 +57,11 @@ impl LeaseId {
         self.generation
     }
 
-    /// The store-wide unique fencing token of this holding.
+    /// The store-wide unique fencing token of this holding: strictly greater
+    /// than every token the store gave before (across replicas, for a store
+    /// shared between them), so the resource the work writes to can refuse a
+    /// writer whose lease has passed on (see
+    /// [`LeaseHandle::fencing_token`](super::LeaseHandle::fencing_token)).
     pub fn token(&self) -> u64 {
         self.token
     }
@@ -50,6 +75,7 @@ pub struct Holder {
     expires_at: Instant,
     progress: Option<Progress>,
     contended: bool,
+    replica: Option<std::sync::Arc<str>>,
 }
 
 impl Holder {
@@ -61,7 +87,21 @@ impl Holder {
             expires_at,
             progress: None,
             contended: false,
+            replica: None,
         }
+    }
+
+    /// The same holding, taken by the replica called `name` (for a store
+    /// shared between replicas).
+    #[must_use]
+    pub fn on_replica(mut self, name: std::sync::Arc<str>) -> Self {
+        self.replica = Some(name);
+        self
+    }
+
+    /// The replica that holds the key, for a store shared between replicas.
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
     }
 
     /// The same holding, having turned a duplicate away.
@@ -127,6 +167,68 @@ impl Holder {
     }
 }
 
+/// Why a key was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refused {
+    /// Someone holds the key: answer "already running".
+    Held(Holder),
+    /// The store could not be asked in time (a remote store that is down or
+    /// slow) and its policy is to refuse rather than risk a second run:
+    /// answer `503 Service Unavailable`.
+    Unavailable(Unavailable),
+}
+
+impl Refused {
+    /// The holder, when the key is held.
+    pub fn holder(&self) -> Option<&Holder> {
+        match self {
+            Self::Held(holder) => Some(holder),
+            Self::Unavailable(_) => None,
+        }
+    }
+
+    /// The holder, when the key is held.
+    pub fn into_holder(self) -> Option<Holder> {
+        match self {
+            Self::Held(holder) => Some(holder),
+            Self::Unavailable(_) => None,
+        }
+    }
+}
+
+impl From<Holder> for Refused {
+    fn from(holder: Holder) -> Self {
+        Self::Held(holder)
+    }
+}
+
+/// A lease store that could not answer in time, so the key was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    reason: &'static str,
+}
+
+impl Unavailable {
+    /// Names why the store could not answer (for logs and the `503` body).
+    pub fn new(reason: &'static str) -> Self {
+        Self { reason }
+    }
+
+    /// Why the store could not answer.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lease store unavailable: {}", self.reason)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
 /// Whether work runs for a key, as [`Flights::status`](super::Flights::status)
 /// tells it: never `Running` once the holder released the key or its lease
 /// ended.
@@ -183,8 +285,9 @@ impl From<Option<Holder>> for FlightStatus {
 /// store that took the key for it anyway holds it until its TTL. Keep remote
 /// TTLs short and [renew](super::LeaseHandle::renew) long work.
 pub trait LeaseStore<K>: Send + Sync + 'static {
-    /// Takes the key for `ttl`, or reports who holds it.
-    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>>;
+    /// Takes the key for `ttl`, or reports who holds it (or, for a remote
+    /// store whose policy is to fail closed, that it could not be asked).
+    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Refused>>;
 
     /// Extends a holding to `ttl` from now; `false` when `lease` is no longer
     /// the current holding (expired, released, or taken over).
@@ -217,7 +320,7 @@ pub trait LeaseStore<K>: Send + Sync + 'static {
 
 /// A shared store is a store: keep an `Arc` to look at it while a table uses it.
 impl<K, S: LeaseStore<K>> LeaseStore<K> for std::sync::Arc<S> {
-    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>> {
+    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Refused>> {
         (**self).acquire(key, ttl)
     }
 

@@ -14,7 +14,7 @@ use hashbrown::{hash_table, HashTable};
 use tokio::time::Instant;
 
 use super::{
-    lease::{Holder, LeaseId, LeaseStore, StoreFuture},
+    lease::{Holder, LeaseId, LeaseStore, Refused, StoreFuture},
     lock,
     progress::Progress,
 };
@@ -142,7 +142,7 @@ impl<K> LeaseStore<K> for MemoryStore<K>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
-    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Holder>> {
+    fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Refused>> {
         let now = Instant::now();
         let hash = self.hasher.hash_one(key);
         let mut entries = lock(&self.entries);
@@ -161,7 +161,7 @@ where
                     if !holder.was_contended() {
                         *holder = holder.clone().contended();
                     }
-                    return StoreFuture::ready(Err(holder.clone()));
+                    return StoreFuture::ready(Err(Refused::Held(holder.clone())));
                 }
                 let (lease, next) = taken(holder.generation() + 1);
                 *holder = next;
@@ -256,7 +256,11 @@ mod tests {
         store: &MemoryStore<&'static str>,
         key: &'static str,
     ) -> Result<LeaseId, Holder> {
-        store.acquire(&key, TTL).await
+        store.acquire(&key, TTL).await.map_err(|refused| {
+            refused
+                .into_holder()
+                .expect("a memory store is always available")
+        })
     }
 
     #[tokio::test(start_paused = true)]

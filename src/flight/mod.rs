@@ -30,7 +30,7 @@ use std::{
 pub use call::{CallInfo, Joined};
 pub use callers::{Leader, Peers, Waiter};
 pub use guard::{LeaseGuard, LeaseHandle};
-pub use lease::{FlightStatus, Holder, LeaseId, LeaseStore, StoreFuture};
+pub use lease::{FlightStatus, Holder, LeaseId, LeaseStore, Refused, StoreFuture, Unavailable};
 pub use memory::MemoryStore;
 pub use options::{CallOptions, FlightError, Outcome, Overloaded};
 pub use progress::Progress;
@@ -205,7 +205,8 @@ where
     /// whatever `job` keeps, or until the lease ends: `job` receives a
     /// [`LeaseHandle`], to report progress and to renew a long run.
     ///
-    /// Resolves to the task's handle, or to the holder when the key is held.
+    /// Resolves to the task's handle, or to why the key was not taken (its
+    /// holder, usually).
     ///
     /// ```
     /// use std::time::Duration;
@@ -231,7 +232,7 @@ where
         key: K,
         ttl: Duration,
         job: F,
-    ) -> Result<tokio::task::JoinHandle<Fut::Output>, Holder>
+    ) -> Result<tokio::task::JoinHandle<Fut::Output>, Refused>
     where
         F: FnOnce(LeaseHandle<K>) -> Fut,
         Fut: Future + Send + 'static,
@@ -403,7 +404,7 @@ impl<K, T> fmt::Debug for Flights<K, T> {
 /// The future of [`Flights::try_acquire`].
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<K: 'static> {
-    answer: StoreFuture<Result<LeaseId, Holder>>,
+    answer: StoreFuture<Result<LeaseId, Refused>>,
     key: Option<K>,
     table: GuardTable<K>,
 }
@@ -413,6 +414,7 @@ pub struct Acquire<K: 'static> {
 pub(crate) enum Settled<K: 'static> {
     Acquired(LeaseGuard<K>),
     Held(Holder, K),
+    Unavailable(Unavailable),
 }
 
 impl<K: 'static> Acquire<K> {
@@ -428,29 +430,38 @@ impl<K: 'static> Acquire<K> {
         Poll::Ready(self.settle(answer))
     }
 
-    fn settle(&mut self, answer: Result<LeaseId, Holder>) -> Settled<K> {
+    fn settle(&mut self, answer: Result<LeaseId, Refused>) -> Settled<K> {
         let key = self.key.take().expect("Acquire settles once");
         match answer {
             Ok(lease) => {
                 self.table.stats.record(Event::Led);
                 Settled::Acquired(LeaseGuard::new(self.table.clone(), key, lease))
             }
-            Err(holder) => {
+            Err(Refused::Held(holder)) => {
                 self.table.stats.record(Event::Rejected);
                 tracing::debug!(generation = holder.generation(), "key already held");
                 Settled::Held(holder, key)
+            }
+            Err(Refused::Unavailable(unavailable)) => {
+                self.table.stats.record(Event::Unavailable);
+                tracing::warn!(
+                    reason = unavailable.reason(),
+                    "lease store unavailable; refused"
+                );
+                Settled::Unavailable(unavailable)
             }
         }
     }
 }
 
 impl<K: 'static> Future for Acquire<K> {
-    type Output = Result<LeaseGuard<K>, Holder>;
+    type Output = Result<LeaseGuard<K>, Refused>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match ready!(self.poll_settled(cx)) {
             Settled::Acquired(guard) => Ok(guard),
-            Settled::Held(holder, _) => Err(holder),
+            Settled::Held(holder, _) => Err(Refused::Held(holder)),
+            Settled::Unavailable(unavailable) => Err(Refused::Unavailable(unavailable)),
         })
     }
 }

@@ -16,7 +16,8 @@ use serde_json::{json, Map, Value};
 /// assert_eq!(halfway.done(), Some(5));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct Progress {
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     done: Option<u64>,

@@ -37,6 +37,9 @@ pub struct FlightStats {
     /// their identity was longer than the layer keeps. Share mode lets them
     /// through uncoalesced; reject mode answers `400` or `414`.
     pub unkeyed: u64,
+    /// Acquisitions refused because the lease store could not be asked in
+    /// time (a remote store that is down or slow, failing closed).
+    pub unavailable: u64,
     /// Shared flights running now.
     pub in_flight: usize,
     /// Lease guards alive now, current or stale (a hung guard whose lease
@@ -55,6 +58,7 @@ pub(crate) struct Stats {
     fell_back: AtomicU64,
     overloaded: AtomicU64,
     unkeyed: AtomicU64,
+    unavailable: AtomicU64,
     leases_held: AtomicUsize,
 }
 
@@ -69,6 +73,7 @@ pub(crate) enum Event {
     FellBack,
     Overloaded,
     Unkeyed,
+    Unavailable,
 }
 
 impl Stats {
@@ -82,6 +87,7 @@ impl Stats {
             Event::FellBack => &self.fell_back,
             Event::Overloaded => &self.overloaded,
             Event::Unkeyed => &self.unkeyed,
+            Event::Unavailable => &self.unavailable,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -104,6 +110,7 @@ impl Stats {
             fell_back: self.fell_back.load(Relaxed),
             overloaded: self.overloaded.load(Relaxed),
             unkeyed: self.unkeyed.load(Relaxed),
+            unavailable: self.unavailable.load(Relaxed),
             in_flight,
             leases_held: self.leases_held.load(Relaxed),
         }

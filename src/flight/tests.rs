@@ -236,7 +236,12 @@ async fn a_guard_holds_the_key_until_dropped() {
     let store = Arc::new(MemoryStore::new());
     let flights: Flights<&str> = Flights::with_store(store.clone());
     let guard = flights.try_acquire("job", TTL).await.unwrap();
-    let holder = flights.try_acquire("job", TTL).await.unwrap_err();
+    let holder = flights
+        .try_acquire("job", TTL)
+        .await
+        .unwrap_err()
+        .into_holder()
+        .unwrap();
     assert_eq!(holder.lease(), guard.lease());
     assert!(guard.is_current().await);
 
@@ -340,7 +345,12 @@ async fn runs_nobody_duplicated_are_not_recorded() {
     drop(quiet);
 
     let run = flights.try_acquire("k", ttl).await.unwrap();
-    let holder = flights.try_acquire("k", ttl).await.unwrap_err();
+    let holder = flights
+        .try_acquire("k", ttl)
+        .await
+        .unwrap_err()
+        .into_holder()
+        .unwrap();
     assert!(holder.was_contended());
     let fallback = Duration::from_secs(1);
     assert_eq!(

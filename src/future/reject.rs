@@ -133,6 +133,9 @@ where
                                 response: Some(mode.conflict.respond(&busy)),
                             }
                         }
+                        Settled::Unavailable(_) => State::Rejected {
+                            response: Some(crate::rejection::store_unavailable(mode.retry_after)),
+                        },
                     };
                     this.state.set(next);
                 }
