@@ -178,6 +178,31 @@ impl fmt::Display for RequestKey {
     }
 }
 
+/// Written as `[method, host, path_and_query]` (the host `null` when the
+/// request named none): for stores and clusters that keep keys outside the
+/// process.
+#[cfg(feature = "serde")]
+impl serde::Serialize for RequestKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.method.as_str(), self.host(), self.path_and_query()).serialize(serializer)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for RequestKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (method, host, rest): (String, Option<String>, String) =
+            serde::Deserialize::deserialize(deserializer)?;
+        let method = Method::from_bytes(method.as_bytes()).map_err(serde::de::Error::custom)?;
+        let host_end = host.as_ref().map(String::len);
+        Ok(Self {
+            method,
+            text: (host.unwrap_or_default() + &rest).into_boxed_str(),
+            host_end,
+        })
+    }
+}
+
 impl KeyExtractor for MethodPathQuery {
     type Key = RequestKey;
 

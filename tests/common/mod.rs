@@ -15,6 +15,8 @@ use tower_singleflight::FlightRole;
 
 #[cfg(feature = "cache")]
 pub mod origin;
+#[cfg(feature = "redis")]
+pub mod redis_server;
 
 /// Counts how many times a handler body ran.
 #[derive(Clone, Default)]

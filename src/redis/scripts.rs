@@ -1,0 +1,187 @@
+//! The Lua scripts that make each lease operation one atomic round trip.
+//!
+//! Every script that changes a lease first compares the caller's random
+//! token with the one stored under the lease: a holder whose lease expired
+//! and passed on can never release, renew or report over its successor.
+//! Times are read from Redis's own clock (`TIME`, `PTTL`), never compared
+//! with a replica's.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Shared by the scripts that describe a holder: the reply is
+/// `{fence, gen, since_ms, now_ms, pttl_ms, contended, replica, progress, nonce}`,
+/// every field a string.
+macro_rules! prelude {
+    () => {
+        r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function describe(lease, holder)
+  local h = redis.call('HMGET', holder, 'fence', 'gen', 'since', 'contended', 'replica', 'progress', 'nonce')
+  return {h[1] or '0', h[2] or '0', h[3] or '0', tostring(now_ms()),
+          tostring(redis.call('PTTL', lease)), h[4] or '0', h[5] or '', h[6] or '', h[7] or ''}
+end
+"#
+    };
+}
+
+/// KEYS: lease, holder, fence. ARGV: nonce, ttl_ms, replica, tombstone_ms.
+/// `{'1', fence, gen}` when taken, else `{'0', <holder>...}`.
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local fence = redis.call('INCR', KEYS[3])
+  local gen = redis.call('HINCRBY', KEYS[2], 'gen', 1)
+  redis.call('HDEL', KEYS[2], 'progress')
+  redis.call('HSET', KEYS[2], 'nonce', ARGV[1], 'fence', fence, 'since', now_ms(),
+             'replica', ARGV[3], 'contended', '0')
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[4]))
+  return {'1', tostring(fence), tostring(gen)}
+end
+redis.call('HSET', KEYS[2], 'contended', '1')
+local holder = describe(KEYS[1], KEYS[2])
+table.insert(holder, 1, '0')
+return holder
+"#
+    ))
+});
+
+/// KEYS: lease, holder. ARGV: nonce, tombstone_ms. 1 when released.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], 'progress')
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: lease, holder. ARGV: nonce, ttl_ms, tombstone_ms. 1 when renewed.
+pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: lease, holder. ARGV: nonce, progress JSON. 1 when recorded.
+pub(crate) static PROGRESS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('HSET', KEYS[2], 'progress', ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: lease, holder. `<holder>` while held, else `{}`.
+pub(crate) static HOLDER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local nonce = redis.call('GET', KEYS[1])
+if not nonce or redis.call('HGET', KEYS[2], 'nonce') ~= nonce then
+  return {}
+end
+return describe(KEYS[1], KEYS[2])
+"#
+    ))
+});
+
+/// KEYS: lease, holder. ARGV: fence to match ('' for any), tombstone_ms.
+/// The holding it ended, else `{}`.
+pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+if not redis.call('GET', KEYS[1]) then
+  return {}
+end
+local holder = describe(KEYS[1], KEYS[2])
+if ARGV[1] ~= '' and holder[1] ~= ARGV[1] then
+  return {}
+end
+redis.call('DEL', KEYS[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return holder
+"#
+    ))
+});
+
+/// Share mode's one step for a local leader. KEYS: lease, fence. ARGV:
+/// watched fence ('' for none), nonce, lease_ms, answer name prefix.
+/// `{'answer', bytes}` when the watched flight published; `{'wait', fence,
+/// pttl}` while someone leads; else the lease is taken: `{'lead', fence}`.
+pub(crate) static SHARE_STEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if ARGV[1] ~= '' then
+  local answer = redis.call('GET', ARGV[4] .. ARGV[1])
+  if answer then
+    return {'answer', answer}
+  end
+end
+local current = redis.call('GET', KEYS[1])
+if current then
+  return {'wait', string.match(current, '^(%d+):') or '', tostring(redis.call('PTTL', KEYS[1]))}
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], fence .. ':' .. ARGV[2], 'PX', ARGV[3])
+return {'lead', tostring(fence)}
+"#,
+    )
+});
+
+/// Ends a share-mode leader's lease. KEYS: lease. ARGV: fence, whether there
+/// is an answer ('1'), the answer, its ttl_ms, its name, the channel, the
+/// message. The lease is deleted only if it is still this fence's.
+pub(crate) static SHARE_END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if ARGV[2] == '1' then
+  redis.call('SET', ARGV[5], ARGV[3], 'PX', ARGV[4])
+end
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^(%d+):') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+"#,
+    )
+});
+
+/// Extends a share-mode leader's lease while it works. KEYS: lease. ARGV:
+/// fence, ttl_ms. 1 when it is still this fence's.
+pub(crate) static SHARE_RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^(%d+):') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
