@@ -474,6 +474,25 @@ where
         self
     }
 
+    /// Spans the flight across every replica that uses the same Redis: one
+    /// handler run in the cluster per key in flight, every waiter on every
+    /// replica answered with its copy. See [`Cluster`](crate::redis::Cluster).
+    ///
+    /// Set the [`key`](Self::key) first; the key must serialize (its JSON,
+    /// with the method, host and caller, is hashed with SHA-256 to name the
+    /// flight in Redis: no credential is written there). Requests whose
+    /// caller is named by a typed extension coalesce within their replica
+    /// only.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn cluster(mut self, cluster: crate::redis::Cluster) -> Self
+    where
+        K: serde::Serialize,
+    {
+        self.mode.cluster = Some(std::sync::Arc::new(move |key| cluster.ticket(key)));
+        self
+    }
+
     /// The layer's response cache, to invalidate answers; `None` until
     /// [`cache`](Self::cache) is set.
     #[cfg(feature = "cache")]

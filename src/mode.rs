@@ -120,6 +120,9 @@ pub struct Share<K> {
     pub(crate) passes: std::sync::Arc<PassList>,
     #[cfg(feature = "cache")]
     pub(crate) cache: Option<crate::cache::ResponseCache<K>>,
+    /// Names each key for the cluster, when share mode spans replicas.
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<crate::redis::share::Tickets<K>>,
 }
 
 impl<K> Share<K>
@@ -139,6 +142,8 @@ where
             passes: std::sync::Arc::new(PassList::new(Duration::from_secs(10))),
             #[cfg(feature = "cache")]
             cache: None,
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
     }
 
@@ -162,6 +167,9 @@ where
             cache: self
                 .cache
                 .map(|cache| crate::cache::ResponseCache::new(cache.config().clone())),
+            // Set it after the key, like the cache.
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
     }
 }
@@ -180,6 +188,8 @@ impl<K> Clone for Share<K> {
             passes: std::sync::Arc::clone(&self.passes),
             #[cfg(feature = "cache")]
             cache: self.cache.clone(),
+            #[cfg(feature = "redis")]
+            cluster: self.cluster.clone(),
         }
     }
 }

@@ -53,6 +53,18 @@ impl BufferedResponse {
         &self.parts
     }
 
+    /// The body, whole.
+    #[cfg(feature = "redis")]
+    pub(crate) fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// Whether trailers came after the body.
+    #[cfg(feature = "redis")]
+    pub(crate) fn has_trailers(&self) -> bool {
+        self.trailers.is_some()
+    }
+
     /// Its extensions, to tell every waiter what the cache did with it.
     #[cfg(feature = "cache")]
     pub(crate) fn extensions_mut(&mut self) -> &mut http::Extensions {

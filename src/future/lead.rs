@@ -46,7 +46,7 @@ where
     S: Service<Request<ReqB>>,
     ResB: Body,
 {
-    fn shared(outcome: SharedOutcome) -> Self {
+    pub(crate) fn shared(outcome: SharedOutcome) -> Self {
         Self {
             outcome,
             private: None,
@@ -75,6 +75,8 @@ pub(crate) struct Lead<K> {
     pub(crate) budget: Duration,
     /// The targeted `Cache-Control` field (RFC 9213) the cache reads first.
     pub(crate) targeted: Option<http::HeaderName>,
+    /// Other replicas wait for the answer: never "alone".
+    pub(crate) for_cluster: bool,
 }
 
 impl<K> Lead<K> {
@@ -94,6 +96,7 @@ impl<K> Lead<K> {
             passes: Arc::clone(&mode.passes),
             budget: mode.buffer_budget,
             targeted: mode.targeted(),
+            for_cluster: false,
         }
     }
 
@@ -348,7 +351,8 @@ where
 
     /// Whether nobody waits for the answer and nothing is to store it.
     fn alone(&self) -> bool {
-        self.store.is_none()
+        !self.for_cluster
+            && self.store.is_none()
             && self
                 .peers
                 .as_ref()

@@ -1,6 +1,8 @@
 //! The response futures of the two modes.
 
 mod cached;
+#[cfg(feature = "redis")]
+mod clustered;
 mod lead;
 mod leading;
 pub mod reject;

@@ -186,6 +186,9 @@ where
             bypass.note = note;
             return bypass;
         }
+        // Named for the cluster before the key goes into the table.
+        #[cfg(feature = "redis")]
+        let ticket = mode.cluster.as_ref().and_then(|tickets| tickets(&key));
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
             Ok(Inlined::Follower(waiter, watch, key)) => {
                 release(service);
@@ -230,6 +233,32 @@ where
                 let leader_headers = LeaderHeaders::of(request.headers());
                 // Revalidates the stale answer it found, if it has validators.
                 validate(&consulted.store, request.headers_mut());
+                #[cfg(feature = "redis")]
+                if let Some(ticket) = ticket {
+                    let work = Lead::new(mode, private_ok, consulted.store, flight.peers());
+                    let service = take_ready(service);
+                    let led = super::clustered::lead_across::<S, ReqB, ResB, K>(
+                        ticket,
+                        service,
+                        request,
+                        leader_headers,
+                        work,
+                    );
+                    let timer = Timer::new(flight.deadline(), mode.max_wait);
+                    return Self {
+                        state: State::Leading {
+                            lead: Leading {
+                                running: Some((Box::pin(led), flight)),
+                                finish_in_task: finish_in_task::<S, ReqB, ResB>,
+                            },
+                            timer,
+                            stale: consulted.stale,
+                        },
+                        expose_role,
+                        stats: Some(mode.flights.recorder()),
+                        note,
+                    };
+                }
                 // A panic here ends the flight as a panic in the work would
                 // (and a stale copy, if any, stands in for the answer).
                 let called = catch_unwind(AssertUnwindSafe(|| service.call(request)));

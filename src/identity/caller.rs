@@ -200,6 +200,17 @@ impl Caller {
         self.identified
     }
 
+    /// Its parts as bytes that name it the same way in every process, for a
+    /// key shared between replicas; `None` when a typed extension names the
+    /// caller (its bytes are not known).
+    #[cfg(feature = "redis")]
+    pub(crate) fn stable_parts(&self) -> Option<impl Iterator<Item = (usize, &[u8])>> {
+        if self.extension.is_some() {
+            return None;
+        }
+        Some(self.parts.iter().map(|(tag, value)| (*tag, &**value)))
+    }
+
     /// The bytes it keeps.
     pub(crate) fn len(&self) -> usize {
         self.parts

@@ -1,0 +1,111 @@
+//! Notifications from other replicas, over one pub/sub connection per
+//! replica.
+//!
+//! Pub/sub rather than a blocking list pop: a pop holds a connection for
+//! every key waited on, and the leader would have to know how many replicas
+//! wait to push that many wake-ups. One subscription per replica gets every
+//! notification, and each replica wakes only its own waiters of that key.
+//! A notification lost to a reconnection costs a waiter one poll period: the
+//! answer itself waits in its key, never only in the message.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock, PoisonError, Weak},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+/// The waiters of this replica, by the name of what they wait for.
+#[derive(Default)]
+pub(crate) struct Hub {
+    waiting: Mutex<HashMap<Box<str>, Waiting>>,
+    started: OnceLock<()>,
+}
+
+/// What wakes a name's waiters, and how many they are.
+type Waiting = (Arc<Notify>, usize);
+
+/// One waiter's interest in a name; dropping it ends the interest.
+pub(crate) struct Interest {
+    hub: Arc<Hub>,
+    name: Box<str>,
+    notify: Arc<Notify>,
+}
+
+impl Interest {
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Hub {
+    /// Registers interest in `name`, starting the subscription on first use.
+    pub(crate) fn interest(
+        self: &Arc<Self>,
+        name: &str,
+        client: &redis::Client,
+        channel: &[u8],
+    ) -> Interest {
+        self.started.get_or_init(|| {
+            let hub = Arc::downgrade(self);
+            tokio::spawn(listen(hub, client.clone(), channel.to_vec()));
+        });
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let (notify, count) = waiting
+            .entry(name.into())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        *count += 1;
+        Interest {
+            hub: Arc::clone(self),
+            name: name.into(),
+            notify: Arc::clone(notify),
+        }
+    }
+
+    fn wake(&self, name: &str) {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((notify, _)) = waiting.get(name) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        let mut waiting = self
+            .hub
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, count)) = waiting.get_mut(&*self.name) {
+            *count -= 1;
+            if *count == 0 {
+                waiting.remove(&*self.name);
+            }
+        }
+    }
+}
+
+/// Subscribes and wakes waiters until the hub is gone, reconnecting after
+/// any failure.
+async fn listen(hub: Weak<Hub>, client: redis::Client, channel: Vec<u8>) {
+    while hub.strong_count() > 0 {
+        if let Ok(mut pubsub) = client.get_async_pubsub().await {
+            if pubsub.subscribe(&channel).await.is_ok() {
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(hub) = hub.upgrade() else {
+                        return;
+                    };
+                    if let Ok(name) = std::str::from_utf8(message.get_payload_bytes()) {
+                        hub.wake(name);
+                    }
+                }
+            }
+        }
+        tracing::debug!("redis subscription lost; subscribing again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
