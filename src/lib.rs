@@ -60,6 +60,15 @@
 //! The framework-agnostic core, [`Flights`], can be used on its own: to take
 //! leases in your own code, or to run any future once for concurrent callers.
 //!
+//! # Several replicas
+//!
+//! Everything above holds in one process with no setup. With the `redis`
+//! feature, it holds across replicas: leases in Redis
+//! ([`RedisStore`](crate::redis::RedisStore), for reject mode, the `Flight`
+//! extractor and the admin router) and share mode with one handler run in the
+//! cluster ([`cluster`](SingleFlightLayer::cluster)); see the [`redis`]
+//! module.
+//!
 //! # Observability
 //!
 //! A response the layer answered for the request (a shared copy, a cache
