@@ -527,3 +527,28 @@ async fn a_stalled_redis_times_out_and_the_policy_applies() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_lease_costs_two_round_trips_to_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = connect(&server.url(), "a");
+    let flights: Flights<String> = Flights::with_store(RedisStore::new(redis.clone()));
+    let guard = flights
+        .try_acquire("job".to_owned(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        redis.stats().calls,
+        1,
+        "acquire, fencing token and holder: one script"
+    );
+    drop(guard);
+    wait_for("the release", || {
+        let calls = redis.stats().calls;
+        async move { calls == 2 }
+    })
+    .await;
+    assert_eq!(server.command(&["EXISTS", "tsf:lease:\"job\""]), ":0\r\n");
+}
