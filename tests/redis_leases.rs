@@ -13,7 +13,7 @@ use std::{
 
 use axum::{extract::Path, routing::post, Extension, Router};
 use common::{
-    redis_server::{RedisServer, StallingProxy},
+    redis_server::{connect, RedisServer, StallingProxy, TIMEOUT},
     send, send_all, Runs,
 };
 use http::StatusCode;
@@ -21,19 +21,9 @@ use tokio::sync::Notify;
 use tower_singleflight::{
     admin,
     extract::Flight,
-    redis::{Redis, RedisStore, WhenUnavailable},
+    redis::{RedisStore, WhenUnavailable},
     Flights, Progress, Refused, SingleFlightLayer,
 };
-
-const TIMEOUT: Duration = Duration::from_millis(300);
-
-fn connect(url: &str, replica: &str) -> Redis {
-    Redis::builder(url)
-        .replica(replica)
-        .timeout(TIMEOUT)
-        .build()
-        .expect("a valid URL")
-}
 
 fn table(url: &str, replica: &str) -> Flights<String> {
     Flights::with_store(RedisStore::new(connect(url, replica)))

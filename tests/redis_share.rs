@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{routing::get, Router};
 use common::{
-    redis_server::{RedisServer, StallingProxy},
+    redis_server::{connect, RedisServer, StallingProxy},
     Reply, Runs,
 };
 use http::StatusCode;
@@ -17,16 +17,6 @@ use tower_singleflight::{
     redis::{Cluster, Redis},
     SingleFlightLayer,
 };
-
-const TIMEOUT: Duration = Duration::from_millis(300);
-
-fn connect(url: &str, replica: &str) -> Redis {
-    Redis::builder(url)
-        .replica(replica)
-        .timeout(TIMEOUT)
-        .build()
-        .expect("a valid URL")
-}
 
 /// A replica serving `/report` through share mode across the cluster.
 fn replica(redis: Redis, runs: &Runs, handler_time: Duration) -> Router {

@@ -13,6 +13,19 @@ use std::{
 };
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_singleflight::redis::Redis;
+
+/// The Redis timeout of the tests' replicas.
+pub const TIMEOUT: Duration = Duration::from_millis(300);
+
+/// One replica's connection to `url`, named `replica`.
+pub fn connect(url: &str, replica: &str) -> Redis {
+    Redis::builder(url)
+        .replica(replica)
+        .timeout(TIMEOUT)
+        .build()
+        .expect("a valid URL")
+}
 
 /// One `redis-server` process.
 pub struct RedisServer {
