@@ -489,7 +489,12 @@ where
     where
         K: serde::Serialize,
     {
-        self.mode.cluster = Some(std::sync::Arc::new(move |key| cluster.ticket(key)));
+        let max_body = cluster.max_shared_body;
+        self.mode.cluster = Some(std::sync::Arc::new(move |key, identity| {
+            cluster
+                .ticket(key, identity)
+                .map(|ticket| (ticket, max_body))
+        }));
         self
     }
 

@@ -74,6 +74,16 @@ struct Inner<K, V, E> {
     windows: Windows,
     options: CallOptions,
     stats: Arc<Counters>,
+    /// The Redis tier, and the subscription that drops local copies.
+    #[cfg(feature = "redis")]
+    remote: Option<Remote<K, V>>,
+}
+
+/// A Redis tier, and what keeps this cache listening to invalidations.
+#[cfg(feature = "redis")]
+struct Remote<K, V> {
+    tier: Arc<dyn crate::redis::value::Remote<K, V>>,
+    _listening: Arc<dyn Send + Sync>,
 }
 
 #[derive(Debug)]
@@ -181,6 +191,8 @@ pub struct ValueCacheBuilder<K, V, E> {
     max_entries: u64,
     options: CallOptions,
     types: Types<K, V, E>,
+    #[cfg(feature = "redis")]
+    tier: Option<Arc<dyn crate::redis::value::Remote<K, V>>>,
 }
 
 /// The cache's types, owned by nothing yet.
@@ -241,19 +253,54 @@ where
     pub fn build(self) -> ValueCache<K, V, E> {
         // Kept a second past its last use; "never" is what moka can take.
         let lifetime = time::capped(time::sum(self.windows.lifetime(), Duration::from_secs(1)));
+        let store: Cache<K, Arc<StoredValue<V>>> = Cache::builder()
+            .max_capacity(self.max_entries)
+            .time_to_live(lifetime)
+            .build();
+        let invalidations: Arc<AtomicU64> = Arc::default();
+        #[cfg(feature = "redis")]
+        let remote = self.tier.map(|tier| {
+            let (local, epoch) = (store.clone(), Arc::clone(&invalidations));
+            // Another replica invalidated a key: drop the local copy, and
+            // keep a computation running across it from storing.
+            let listening = tier.on_invalidation(Box::new(move |key: K| {
+                epoch.fetch_add(1, Relaxed);
+                let local = local.clone();
+                tokio::spawn(async move { local.invalidate(&key).await });
+            }));
+            Remote {
+                tier,
+                _listening: listening,
+            }
+        });
         ValueCache {
             inner: Arc::new(Inner {
-                store: Cache::builder()
-                    .max_capacity(self.max_entries)
-                    .time_to_live(lifetime)
-                    .build(),
-                invalidations: Arc::default(),
+                store,
+                invalidations,
                 flights: Flights::new(),
                 windows: self.windows,
                 options: self.options,
                 stats: Arc::default(),
+                #[cfg(feature = "redis")]
+                remote,
             }),
         }
+    }
+}
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+impl<K, V, E> ValueCacheBuilder<K, V, E>
+where
+    K: serde::Serialize + serde::de::DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Keeps a Redis tier behind the local one, shared by every replica; see
+    /// [`ValueTier`](crate::redis::ValueTier).
+    pub fn redis(mut self, tier: crate::redis::ValueTier) -> Self {
+        self.tier = Some(Arc::new(crate::redis::value::RemoteValues::new(tier)));
+        self
     }
 }
 
@@ -274,6 +321,8 @@ where
             max_entries: 10_000,
             options: CallOptions::default(),
             types: PhantomData,
+            #[cfg(feature = "redis")]
+            tier: None,
         }
     }
 
@@ -350,9 +399,16 @@ where
 
     /// Drops the value stored for `key`. A computation already running will
     /// not store its (possibly older) result.
+    ///
+    /// With a [Redis tier](ValueCacheBuilder::redis), the value is deleted
+    /// there too and every replica drops its local copy.
     pub async fn invalidate(&self, key: &K) {
         self.inner.invalidations.fetch_add(1, Relaxed);
         self.inner.store.invalidate(key).await;
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.inner.remote {
+            remote.tier.invalidate(key).await;
+        }
     }
 
     /// What the cache did so far.
@@ -396,6 +452,12 @@ where
         let invalidations = Arc::clone(&self.inner.invalidations);
         let epoch = invalidations.load(Relaxed);
         let stats = Arc::clone(&self.inner.stats);
+        #[cfg(feature = "redis")]
+        let remote = self
+            .inner
+            .remote
+            .as_ref()
+            .map(|remote| Arc::clone(&remote.tier));
         let work = compute();
         async move {
             // Another computation may have stored a value since the caller
@@ -405,24 +467,88 @@ where
                     return Ok(stored.value.clone());
                 }
             }
+            // Stored unless an invalidation came since the caller looked.
+            let keep = |key: K, value: V, stored_at: Instant| {
+                let (store, invalidated) = (store.clone(), invalidations.load(Relaxed) != epoch);
+                let stored = Arc::new(StoredValue { value, stored_at });
+                async move {
+                    if !invalidated {
+                        store.insert(key, stored).await;
+                    }
+                }
+            };
+            #[cfg(feature = "redis")]
+            let (work, lease) = match remote {
+                Some(remote) => match across_replicas(&*remote, &key, windows, work).await {
+                    Across::Found(value, stored_at) => {
+                        keep(key, value.clone(), stored_at).await;
+                        return Ok(value);
+                    }
+                    Across::Compute(work, lease) => (work, Some((remote, lease))),
+                },
+                None => (work, None),
+            };
             stats.computations.fetch_add(1, Relaxed);
             let failure = CountFailure(Some(Arc::clone(&stats)));
             let result = work.await;
             match &result {
                 Ok(value) => {
                     failure.disarm();
-                    if invalidations.load(Relaxed) == epoch {
-                        let stored = StoredValue {
-                            value: value.clone(),
-                            stored_at: Instant::now(),
-                        };
-                        store.insert(key, Arc::new(stored)).await;
+                    #[cfg(feature = "redis")]
+                    if let Some((remote, lease)) = lease {
+                        if invalidations.load(Relaxed) == epoch {
+                            remote.put(&key, value, windows.lifetime()).await;
+                        }
+                        if let Some(lease) = lease {
+                            lease.publish(remote.encode(value)).await;
+                        }
                     }
+                    keep(key, value.clone(), Instant::now()).await;
                 }
                 Err(_) => drop(failure),
             }
             result.map_err(Arc::new)
         }
+    }
+}
+
+/// What the Redis tier says of a missing value.
+#[cfg(feature = "redis")]
+enum Across<V, W> {
+    /// Another replica has it, stored at that instant.
+    Found(V, Instant),
+    /// Compute it here; with the cluster's lease when this replica leads.
+    Compute(W, Option<crate::redis::flight::ClusterLease>),
+}
+
+/// Looks for the value in Redis, then takes the cluster's flight for it:
+/// its leader's value, or the lease to compute it, or (Redis away) leave to
+/// compute it alone.
+#[cfg(feature = "redis")]
+async fn across_replicas<K, V, W>(
+    remote: &dyn crate::redis::value::Remote<K, V>,
+    key: &K,
+    windows: Windows,
+    work: W,
+) -> Across<V, W> {
+    use crate::redis::flight::Turn;
+    let now = Instant::now();
+    if let Some((value, age)) = remote.get(key).await {
+        let stored_at = now.checked_sub(age).unwrap_or(now);
+        if windows.at(stored_at, now) == Freshness::Fresh {
+            return Across::Found(value, stored_at);
+        }
+    }
+    let Some(ticket) = remote.ticket(key) else {
+        return Across::Compute(work, None);
+    };
+    match ticket.turn().await {
+        Turn::Answer(bytes) => match remote.decode(&bytes) {
+            Some(value) => Across::Found(value, Instant::now()),
+            None => Across::Compute(work, None),
+        },
+        Turn::Lead(lease) => Across::Compute(work, Some(lease)),
+        Turn::Alone => Across::Compute(work, None),
     }
 }
 

@@ -117,7 +117,11 @@ impl<K: 'static> LeaseHandle<K> {
     }
 
     /// This holding's fencing token: greater than every token given before
-    /// it by the same store, across replicas for a shared store.
+    /// it by the same store, across replicas for a shared store. (A lease a
+    /// shared store could only take in this process, under
+    /// [`WhenUnavailable::LocalLease`](crate::redis::WhenUnavailable), has
+    /// this process's own token and does not keep that promise: fail closed
+    /// where fencing matters.)
     ///
     /// A lease can end while its holder still runs (a pause, a hang, a
     /// network partition), and the key pass to another holder. Pass the token

@@ -10,7 +10,10 @@ use tower_service::Service;
 use super::lead::{lead, Lead, Led};
 use crate::{
     policy::LeaderHeaders,
-    redis::share::{Published, Ticket, Turn},
+    redis::{
+        flight::{Ticket, Turn},
+        share::{self, Published},
+    },
     shared::{BufferedResponse, SharedOutcome},
 };
 
@@ -18,7 +21,7 @@ use crate::{
 /// replica leads, else the service's, published for the other replicas when
 /// this one leads.
 pub(crate) async fn lead_across<S, ReqB, ResB, K>(
-    ticket: Ticket,
+    (ticket, max_body): (Ticket, usize),
     mut service: S,
     request: Request<ReqB>,
     leader_headers: LeaderHeaders,
@@ -30,11 +33,16 @@ where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
     match ticket.turn().await {
-        Turn::Answer(Published {
-            status,
-            headers,
-            body,
-        }) => {
+        Turn::Answer(answer) => {
+            let Some(Published {
+                status,
+                headers,
+                body,
+            }) = Published::read(&answer)
+            else {
+                return lead::<S, ReqB, ResB, K, _>(service.call(request), leader_headers, work)
+                    .await;
+            };
             let (mut parts, ()) = Response::new(()).into_parts();
             parts.status = status;
             parts.headers = headers;
@@ -45,7 +53,7 @@ where
             work.for_cluster = true;
             let led =
                 lead::<S, ReqB, ResB, K, _>(service.call(request), leader_headers, work).await;
-            lease.publish(&led.outcome);
+            share::publish(lease, &led.outcome, max_body).await;
             led
         }
         Turn::Alone => {

@@ -188,7 +188,10 @@ where
         }
         // Named for the cluster before the key goes into the table.
         #[cfg(feature = "redis")]
-        let ticket = mode.cluster.as_ref().and_then(|tickets| tickets(&key));
+        let ticket = mode
+            .cluster
+            .as_ref()
+            .and_then(|tickets| tickets(&key, mode.identity.as_ref()));
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
             Ok(Inlined::Follower(waiter, watch, key)) => {
                 release(service);

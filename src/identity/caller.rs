@@ -67,7 +67,29 @@ impl Default for CallerIdentity {
     }
 }
 
+/// One part of a caller, with the name of the header or cookie it came from.
+#[cfg(feature = "redis")]
+pub(crate) type NamedPart<'a> = (std::borrow::Cow<'a, [u8]>, &'a [u8]);
+
 impl CallerIdentity {
+    /// What the part tagged `tag` came from: a header's name, `cookie` for
+    /// the whole `Cookie` header, `cookie NAME` for one cookie.
+    #[cfg(feature = "redis")]
+    fn part_name(&self, tag: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
+        use std::borrow::Cow;
+        let headers = self.headers.len();
+        if tag < headers {
+            return Some(Cow::Borrowed(self.headers[tag].as_str().as_bytes()));
+        }
+        match (tag - headers).checked_sub(1) {
+            None => Some(Cow::Borrowed(b"cookie")),
+            Some(index) => {
+                let name = self.cookies.as_ref()?.get(index)?;
+                Some(Cow::Owned([b"cookie ", name.as_bytes()].concat()))
+            }
+        }
+    }
+
     /// The default identity; see the type's docs.
     pub fn new() -> Self {
         Self::default()
@@ -200,15 +222,23 @@ impl Caller {
         self.identified
     }
 
-    /// Its parts as bytes that name it the same way in every process, for a
-    /// key shared between replicas; `None` when a typed extension names the
-    /// caller (its bytes are not known).
+    /// Its parts as bytes that name it the same way in every process, each
+    /// with the name of the header or cookie it came from (replicas whose
+    /// identities list them in another order still agree), for a key shared
+    /// between replicas; `None` when a typed extension names the caller (its
+    /// bytes are not known).
     #[cfg(feature = "redis")]
-    pub(crate) fn stable_parts(&self) -> Option<impl Iterator<Item = (usize, &[u8])>> {
+    pub(crate) fn stable_parts<'a>(
+        &'a self,
+        identity: &'a CallerIdentity,
+    ) -> Option<Vec<NamedPart<'a>>> {
         if self.extension.is_some() {
             return None;
         }
-        Some(self.parts.iter().map(|(tag, value)| (*tag, &**value)))
+        self.parts
+            .iter()
+            .map(|(tag, value)| Some((identity.part_name(*tag)?, &**value)))
+            .collect()
     }
 
     /// The bytes it keeps.

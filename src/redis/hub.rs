@@ -17,11 +17,23 @@ use std::{
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-/// The waiters of this replica, by the name of what they wait for.
+/// The waiters of this replica, by the name of what they wait for, and the
+/// caches that drop their local copies when another replica invalidates.
 #[derive(Default)]
 pub(crate) struct Hub {
     waiting: Mutex<HashMap<Box<str>, Waiting>>,
+    listeners: Mutex<Vec<Weak<Listener>>>,
     started: OnceLock<()>,
+}
+
+/// Called with each invalidation message.
+pub(crate) type Listener = dyn Fn(&[u8]) + Send + Sync;
+
+/// The channels one replica listens on.
+#[derive(Clone)]
+pub(crate) struct Channels {
+    pub(crate) flights: Vec<u8>,
+    pub(crate) invalidations: Vec<u8>,
 }
 
 /// What wakes a name's waiters, and how many they are.
@@ -46,12 +58,9 @@ impl Hub {
         self: &Arc<Self>,
         name: &str,
         client: &redis::Client,
-        channel: &[u8],
+        channels: &Channels,
     ) -> Interest {
-        self.started.get_or_init(|| {
-            let hub = Arc::downgrade(self);
-            tokio::spawn(listen(hub, client.clone(), channel.to_vec()));
-        });
+        self.start(client, channels);
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         let (notify, count) = waiting
             .entry(name.into())
@@ -61,6 +70,43 @@ impl Hub {
             hub: Arc::clone(self),
             name: name.into(),
             notify: Arc::clone(notify),
+        }
+    }
+
+    /// Calls `listener` with every invalidation message, for as long as it
+    /// lives.
+    pub(crate) fn listen(
+        self: &Arc<Self>,
+        listener: &Arc<Listener>,
+        client: &redis::Client,
+        channels: &Channels,
+    ) {
+        self.start(client, channels);
+        let mut listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        listeners.retain(|listener| listener.strong_count() > 0);
+        listeners.push(Arc::downgrade(listener));
+    }
+
+    fn start(self: &Arc<Self>, client: &redis::Client, channels: &Channels) {
+        self.started.get_or_init(|| {
+            let hub = Arc::downgrade(self);
+            tokio::spawn(listen(hub, client.clone(), channels.clone()));
+        });
+    }
+
+    fn invalidated(&self, message: &[u8]) {
+        let listeners: Vec<_> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for listener in listeners {
+            listener(message);
         }
     }
 
@@ -90,16 +136,22 @@ impl Drop for Interest {
 
 /// Subscribes and wakes waiters until the hub is gone, reconnecting after
 /// any failure.
-async fn listen(hub: Weak<Hub>, client: redis::Client, channel: Vec<u8>) {
+async fn listen(hub: Weak<Hub>, client: redis::Client, channels: Channels) {
     while hub.strong_count() > 0 {
         if let Ok(mut pubsub) = client.get_async_pubsub().await {
-            if pubsub.subscribe(&channel).await.is_ok() {
+            let subscribed = pubsub
+                .subscribe(&[&channels.flights, &channels.invalidations])
+                .await;
+            if subscribed.is_ok() {
                 let mut messages = pubsub.on_message();
                 while let Some(message) = messages.next().await {
                     let Some(hub) = hub.upgrade() else {
                         return;
                     };
-                    if let Ok(name) = std::str::from_utf8(message.get_payload_bytes()) {
+                    let payload = message.get_payload_bytes();
+                    if message.get_channel_name().as_bytes() == channels.invalidations {
+                        hub.invalidated(payload);
+                    } else if let Ok(name) = std::str::from_utf8(payload) {
                         hub.wake(name);
                     }
                 }

@@ -35,17 +35,31 @@ impl Prefix {
         self.name("fence", b"")
     }
 
-    /// `P:share:DIGEST:what`: a share-mode flight's lease and answers.
-    pub(crate) fn share(&self, digest: &str, what: &str) -> Vec<u8> {
-        let mut name = self.name("share", digest.as_bytes());
+    /// `P:flight:DIGEST:what`: a cluster flight's lease and answers.
+    pub(crate) fn flight(&self, digest: &str, what: &str) -> Vec<u8> {
+        let mut name = self.name("flight", digest.as_bytes());
         name.push(b':');
         name.extend_from_slice(what.as_bytes());
         name
     }
 
-    /// `P:share`: the channel share-mode leaders announce their answers on.
-    pub(crate) fn share_channel(&self) -> Vec<u8> {
-        self.name("share", b"")
+    /// `P:flights`: the channel cluster leaders announce their answers on.
+    pub(crate) fn flight_channel(&self) -> Vec<u8> {
+        self.name("flights", b"")
+    }
+
+    /// `P:invalidations`: the channel caches announce dropped keys on.
+    pub(crate) fn invalidation_channel(&self) -> Vec<u8> {
+        self.name("invalidations", b"")
+    }
+
+    /// `P:value:NAME:K`: a `ValueCache` value, by the cache's name and the
+    /// key's JSON.
+    pub(crate) fn value(&self, cache: &str, key: &[u8]) -> Vec<u8> {
+        let mut name = self.name("value", cache.as_bytes());
+        name.push(b':');
+        name.extend_from_slice(key);
+        name
     }
 
     /// A `SCAN MATCH` pattern for every lease, the prefix's own glob

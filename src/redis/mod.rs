@@ -40,11 +40,14 @@
 //! come from one `INCR` counter: keep persistence on (RDB or AOF) so that a
 //! restart does not start it again from zero.
 
+pub(crate) mod flight;
 mod hub;
 mod keys;
 mod scripts;
 pub(crate) mod share;
 mod store;
+#[cfg(feature = "cache")]
+pub(crate) mod value;
 
 use std::{
     fmt,
@@ -60,6 +63,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use share::Cluster;
 pub use store::{RedisStore, WhenUnavailable, MAX_LISTED};
+#[cfg(feature = "cache")]
+pub use value::ValueTier;
 
 use keys::Prefix;
 
@@ -159,10 +164,24 @@ impl Redis {
     /// Wakes the returned interest whenever another replica announces
     /// `name` on the share channel.
     pub(crate) fn interest(&self, name: &str) -> hub::Interest {
-        let channel = self.shared.prefix.share_channel();
         self.shared
             .hub
-            .interest(name, &self.shared.client, &channel)
+            .interest(name, &self.shared.client, &self.channels())
+    }
+
+    /// Calls `listener` with every invalidation another replica publishes,
+    /// for as long as it lives.
+    pub(crate) fn on_invalidation(&self, listener: &Arc<hub::Listener>) {
+        self.shared
+            .hub
+            .listen(listener, &self.shared.client, &self.channels())
+    }
+
+    fn channels(&self) -> hub::Channels {
+        hub::Channels {
+            flights: self.shared.prefix.flight_channel(),
+            invalidations: self.shared.prefix.invalidation_channel(),
+        }
     }
 
     pub(crate) fn counters(&self) -> &Counters {

@@ -108,7 +108,8 @@ return describe(KEYS[1], KEYS[2])
     ))
 });
 
-/// KEYS: lease, holder. ARGV: fence to match ('' for any), tombstone_ms.
+/// KEYS: lease, holder. ARGV: nonce of the holding to match ('' for any),
+/// tombstone_ms.
 /// The holding it ended, else `{}`.
 pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -118,7 +119,7 @@ if not redis.call('GET', KEYS[1]) then
   return {}
 end
 local holder = describe(KEYS[1], KEYS[2])
-if ARGV[1] ~= '' and holder[1] ~= ARGV[1] then
+if ARGV[1] ~= '' and holder[9] ~= ARGV[1] then
   return {}
 end
 redis.call('DEL', KEYS[1])
@@ -128,11 +129,11 @@ return holder
     ))
 });
 
-/// Share mode's one step for a local leader. KEYS: lease, fence. ARGV:
+/// A cluster flight's one step for a local leader. KEYS: lease, fence. ARGV:
 /// watched fence ('' for none), nonce, lease_ms, answer name prefix.
 /// `{'answer', bytes}` when the watched flight published; `{'wait', fence,
 /// pttl}` while someone leads; else the lease is taken: `{'lead', fence}`.
-pub(crate) static SHARE_STEP: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static FLIGHT_STEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if ARGV[1] ~= '' then
@@ -152,17 +153,17 @@ return {'lead', tostring(fence)}
     )
 });
 
-/// Ends a share-mode leader's lease. KEYS: lease. ARGV: fence, whether there
-/// is an answer ('1'), the answer, its ttl_ms, its name, the channel, the
-/// message. The lease is deleted only if it is still this fence's.
-pub(crate) static SHARE_END: LazyLock<Script> = LazyLock::new(|| {
+/// Ends a cluster flight leader's lease. KEYS: lease. ARGV: the lease's
+/// whole value (`fence:nonce`), whether there is an answer ('1'), the
+/// answer, its ttl_ms, its name, the channel, the message. The lease is
+/// deleted only if it is still this holding's.
+pub(crate) static FLIGHT_END: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if ARGV[2] == '1' then
   redis.call('SET', ARGV[5], ARGV[3], 'PX', ARGV[4])
 end
-local current = redis.call('GET', KEYS[1])
-if current and string.match(current, '^(%d+):') == ARGV[1] then
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
 redis.call('PUBLISH', ARGV[6], ARGV[7])
@@ -171,17 +172,71 @@ return 1
     )
 });
 
-/// Extends a share-mode leader's lease while it works. KEYS: lease. ARGV:
-/// fence, ttl_ms. 1 when it is still this fence's.
-pub(crate) static SHARE_RENEW: LazyLock<Script> = LazyLock::new(|| {
+/// Gives up a lease a timed-out step took. KEYS: lease. ARGV: the step's
+/// nonce, the channel, the message.
+pub(crate) static FLIGHT_ABANDON: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local current = redis.call('GET', KEYS[1])
-if current and string.match(current, '^(%d+):') == ARGV[1] then
+if current and string.match(current, ':(%x+)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// Extends a cluster flight leader's lease while it works. KEYS: lease.
+/// ARGV: the lease's whole value, ttl_ms. 1 when it is still this holding's.
+pub(crate) static FLIGHT_RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
+"#,
+    )
+});
+
+/// Stores a `ValueCache` value with the time, by Redis's clock. KEYS: name.
+/// ARGV: value, lifetime_ms.
+pub(crate) static VALUE_PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'at', now_ms())
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#
+    ))
+});
+
+/// A `ValueCache` value and its age in milliseconds, or `{}`. KEYS: name.
+pub(crate) static VALUE_GET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local found = redis.call('HMGET', KEYS[1], 'v', 'at')
+if not found[1] or not found[2] then
+  return {}
+end
+return {found[1], tostring(math.max(0, now_ms() - tonumber(found[2])))}
+"#
+    ))
+});
+
+/// Deletes a `ValueCache` value and tells every replica. KEYS: name. ARGV:
+/// channel, message.
+pub(crate) static VALUE_DROP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
 "#,
     )
 });

@@ -292,7 +292,7 @@ where
         };
         let redis = self.redis.clone();
         StoreFuture::pending(async move {
-            let only = only.map_or_else(String::new, |lease| lease.token().to_string());
+            let only = only.map_or_else(String::new, |lease| format!("{:032x}", lease.nonce()));
             redis
                 .call("force_release", |mut connection| async move {
                     scripts::FORCE_RELEASE

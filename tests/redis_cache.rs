@@ -1,0 +1,213 @@
+//! `ValueCache` with a Redis tier across replicas, on a real `redis-server`:
+//! a value computed on one replica is a hit on another, a miss and a
+//! stale-while-revalidate refresh run once in the cluster, an invalidation
+//! reaches every replica.
+
+mod common;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use common::{
+    redis_server::{connect, RedisServer},
+    Runs,
+};
+use tokio::sync::Notify;
+use tower_singleflight::{redis::ValueTier, Peek, ValueCache};
+
+type Totals = ValueCache<String, u64, std::io::Error>;
+
+fn replica(url: &str, name: &str, ttl: Duration, swr: Duration) -> Totals {
+    ValueCache::builder()
+        .ttl(ttl)
+        .stale_while_revalidate(swr)
+        .redis(ValueTier::new(connect(url, name), "totals"))
+        .build()
+}
+
+/// Polls `condition` every 10 ms for up to 10 s; fails loudly.
+async fn wait_for<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+/// A computation that counts itself when it runs (not when it is made) and
+/// returns its run number.
+fn counted(
+    runs: &Runs,
+) -> impl FnOnce() -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<u64, std::io::Error>> + Send>,
+> {
+    let runs = runs.clone();
+    move || Box::pin(async move { Ok(runs.bump() as u64) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_computed_on_one_replica_is_a_hit_on_another() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let minute = Duration::from_secs(60);
+    let (a, b) = (
+        replica(&server.url(), "a", minute, Duration::ZERO),
+        replica(&server.url(), "b", minute, Duration::ZERO),
+    );
+    let runs = Runs::default();
+    let key = "site".to_owned();
+    assert_eq!(
+        a.get_or_compute(key.clone(), counted(&runs)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        b.get_or_compute(key.clone(), counted(&runs)).await.unwrap(),
+        1
+    );
+    assert_eq!(runs.get(), 1, "B found A's value in Redis");
+    assert_eq!(b.stats().computations, 0);
+    // Now in B's local tier too: no Redis call for the next read.
+    assert_eq!(b.peek(&key).await, Peek::Fresh(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_in_both_tiers_is_computed_once_in_the_cluster() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let minute = Duration::from_secs(60);
+    let replicas: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|name| replica(&server.url(), name, minute, Duration::ZERO))
+        .collect();
+    let (runs, gate) = (Runs::default(), Arc::new(Notify::new()));
+    let mut tasks = Vec::new();
+    for cache in &replicas {
+        for _ in 0..10 {
+            let (cache, runs, gate) = (cache.clone(), runs.clone(), Arc::clone(&gate));
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_compute("report".to_owned(), move || async move {
+                        let run = runs.bump() as u64;
+                        gate.notified().await;
+                        Ok(run)
+                    })
+                    .await
+            }));
+        }
+    }
+    wait_for("one computation starts", || {
+        let started = runs.get() == 1;
+        async move { started }
+    })
+    .await;
+    gate.notify_one();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), 1);
+    }
+    assert_eq!(runs.get(), 1, "one computation in the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_on_one_replica_drops_the_others_local_copies() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let minute = Duration::from_secs(60);
+    let (a, b) = (
+        replica(&server.url(), "a", minute, Duration::ZERO),
+        replica(&server.url(), "b", minute, Duration::ZERO),
+    );
+    let runs = Runs::default();
+    let key = "site".to_owned();
+    assert_eq!(
+        a.get_or_compute(key.clone(), counted(&runs)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        b.get_or_compute(key.clone(), counted(&runs)).await.unwrap(),
+        1
+    );
+    b.invalidate(&key).await;
+    wait_for("A drops its local copy", || {
+        let a = a.clone();
+        let key = key.clone();
+        async move { a.peek(&key).await == Peek::Missing }
+    })
+    .await;
+    assert_eq!(
+        a.get_or_compute(key.clone(), counted(&runs)).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        b.get_or_compute(key.clone(), counted(&runs)).await.unwrap(),
+        2
+    );
+    assert_eq!(runs.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_value_is_refreshed_once_in_the_cluster() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (ttl, swr) = (Duration::from_millis(300), Duration::from_secs(60));
+    let replicas: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|name| replica(&server.url(), name, ttl, swr))
+        .collect();
+    let runs = Runs::default();
+    let key = "site".to_owned();
+    for cache in &replicas {
+        assert_eq!(
+            cache
+                .get_or_compute(key.clone(), counted(&runs))
+                .await
+                .unwrap(),
+            1
+        );
+    }
+    assert_eq!(runs.get(), 1);
+    wait_for("the value goes stale", || {
+        let cache = replicas[0].clone();
+        let key = key.clone();
+        async move { cache.peek(&key).await == Peek::Stale(1) }
+    })
+    .await;
+
+    // Every replica answers with the stale value at once; one refresh runs.
+    let gate = Arc::new(Notify::new());
+    for cache in &replicas {
+        let (runs, gate) = (runs.clone(), Arc::clone(&gate));
+        let refresh = move || async move {
+            let run = runs.bump() as u64;
+            gate.notified().await;
+            Ok(run)
+        };
+        assert_eq!(cache.get_or_compute(key.clone(), refresh).await.unwrap(), 1);
+    }
+    wait_for("one refresh starts", || {
+        let started = runs.get() == 2;
+        async move { started }
+    })
+    .await;
+    gate.notify_one();
+    for cache in &replicas {
+        wait_for("the refreshed value reaches every replica", || {
+            let (cache, key) = (cache.clone(), key.clone());
+            async move { cache.peek(&key).await == Peek::Fresh(2) }
+        })
+        .await;
+    }
+    assert_eq!(runs.get(), 2, "one refresh in the cluster");
+}
