@@ -542,3 +542,32 @@ async fn a_lease_costs_two_round_trips_to_redis() {
     .await;
     assert_eq!(server.command(&["EXISTS", "tsf:lease:\"job\""]), ":0\r\n");
 }
+
+#[tokio::test]
+async fn a_key_this_replica_holds_in_redis_is_not_taken_again_locally_while_redis_is_away() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let flights: Flights<String> = Flights::with_store(
+        RedisStore::new(connect(&server.url(), "a")).when_unavailable(WhenUnavailable::LocalLease),
+    );
+    let held = flights
+        .try_acquire("import".to_owned(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    server.kill();
+    assert!(
+        matches!(
+            flights
+                .try_acquire("import".to_owned(), Duration::from_secs(60))
+                .await,
+            Err(Refused::Unavailable(_))
+        ),
+        "the Redis lease still holds: no second, local one"
+    );
+    let other = flights
+        .try_acquire("other".to_owned(), Duration::from_secs(60))
+        .await;
+    assert!(other.is_ok(), "another key falls back to a local lease");
+    drop(held);
+}

@@ -19,37 +19,16 @@ use super::progress::Progress;
 /// `token` is unique across the whole store and never reused, so a holder whose
 /// lease expired can never release or renew whatever holds the key after it,
 /// even when the key was freed and taken again in between.
-///
-/// A store shared between processes adds a random `nonce` (at least 128 bits,
-/// say): its fencing counter may start again after a data loss, the nonce
-/// still tells holdings apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LeaseId {
     generation: u64,
     token: u64,
-    nonce: u128,
 }
 
 impl LeaseId {
     /// Builds a lease id; for [`LeaseStore`] implementations.
     pub fn new(generation: u64, token: u64) -> Self {
-        Self {
-            generation,
-            token,
-            nonce: 0,
-        }
-    }
-
-    /// The same id with a random `nonce` that the store compares too.
-    #[must_use]
-    pub fn with_nonce(mut self, nonce: u128) -> Self {
-        self.nonce = nonce;
-        self
-    }
-
-    /// The random part a shared store adds; 0 for an in-process store.
-    pub fn nonce(&self) -> u128 {
-        self.nonce
+        Self { generation, token }
     }
 
     /// How many times this key was held in a row, this holding included.
@@ -73,8 +52,17 @@ pub struct Holder {
     lease: LeaseId,
     since: Instant,
     expires_at: Instant,
-    progress: Option<Progress>,
     contended: bool,
+    /// Progress and replica, in one shared box: a holder is copied for
+    /// every duplicate it turns away, and moved on every acquisition, so it
+    /// stays small (no call to `memcpy`, one check when dropped).
+    details: Option<std::sync::Arc<Details>>,
+}
+
+/// What a holder reported, and where it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Details {
+    progress: Option<Progress>,
     replica: Option<std::sync::Arc<str>>,
 }
 
@@ -85,23 +73,33 @@ impl Holder {
             lease,
             since,
             expires_at,
-            progress: None,
             contended: false,
-            replica: None,
+            details: None,
         }
+    }
+
+    /// The same holding with its details changed by `change`.
+    fn with_details(mut self, change: impl FnOnce(&mut Details)) -> Self {
+        let mut details = self
+            .details
+            .take()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .unwrap_or_default();
+        change(&mut details);
+        self.details = Some(std::sync::Arc::new(details));
+        self
     }
 
     /// The same holding, taken by the replica called `name` (for a store
     /// shared between replicas).
     #[must_use]
-    pub fn on_replica(mut self, name: std::sync::Arc<str>) -> Self {
-        self.replica = Some(name);
-        self
+    pub fn on_replica(self, name: std::sync::Arc<str>) -> Self {
+        self.with_details(|details| details.replica = Some(name))
     }
 
     /// The replica that holds the key, for a store shared between replicas.
     pub fn replica(&self) -> Option<&str> {
-        self.replica.as_deref()
+        self.details.as_ref()?.replica.as_deref()
     }
 
     /// The same holding, having turned a duplicate away.
@@ -119,9 +117,8 @@ impl Holder {
 
     /// The same holding, having reported `progress`.
     #[must_use]
-    pub fn with_progress(mut self, progress: Progress) -> Self {
-        self.progress = Some(progress);
-        self
+    pub fn with_progress(self, progress: Progress) -> Self {
+        self.with_details(|details| details.progress = Some(progress))
     }
 
     /// The same holding, its lease now ending at `expires_at`.
@@ -133,7 +130,7 @@ impl Holder {
 
     /// What the holder last reported of its work.
     pub fn progress(&self) -> Option<&Progress> {
-        self.progress.as_ref()
+        self.details.as_ref()?.progress.as_ref()
     }
 
     /// The holding this describes.
@@ -254,7 +251,7 @@ impl From<Option<Holder>> for FlightStatus {
             Some(holder) => Self::Running {
                 since: holder.since,
                 generation: holder.generation(),
-                progress: holder.progress,
+                progress: holder.progress().cloned(),
             },
             None => Self::Idle,
         }

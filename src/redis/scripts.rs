@@ -108,8 +108,8 @@ return describe(KEYS[1], KEYS[2])
     ))
 });
 
-/// KEYS: lease, holder. ARGV: nonce of the holding to match ('' for any),
-/// tombstone_ms.
+/// KEYS: lease, holder. ARGV: fence of the holding to match ('' for any),
+/// tombstone_ms, its generation.
 /// The holding it ended, else `{}`.
 pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -119,7 +119,7 @@ if not redis.call('GET', KEYS[1]) then
   return {}
 end
 local holder = describe(KEYS[1], KEYS[2])
-if ARGV[1] ~= '' and holder[9] ~= ARGV[1] then
+if ARGV[1] ~= '' and (holder[1] ~= ARGV[1] or holder[2] ~= ARGV[3]) then
   return {}
 end
 redis.call('DEL', KEYS[1])

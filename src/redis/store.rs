@@ -46,10 +46,56 @@ pub struct RedisStore<K> {
     redis: Redis,
     when_unavailable: WhenUnavailable,
     /// Where leases go while Redis cannot be asked, under
-    /// [`WhenUnavailable::LocalLease`]. Its ids have no nonce, which is how
-    /// release and renew find them again.
+    /// [`WhenUnavailable::LocalLease`].
     local: Arc<MemoryStore<K>>,
+    /// The random token of every Redis lease this process holds, by fencing
+    /// token: a `LeaseId` carries no token (it stays two words for the
+    /// in-process store), and a lease not found here is a local one.
+    tokens: Arc<Tokens>,
     key: PhantomData<fn() -> K>,
+}
+
+/// The random tokens of the Redis leases held in this process.
+#[derive(Default)]
+struct Tokens {
+    by_fence: std::sync::Mutex<std::collections::HashMap<u64, Taken>>,
+}
+
+/// One Redis lease held here: its random token, and its key as written.
+struct Taken {
+    nonce: u128,
+    key: Vec<u8>,
+}
+
+impl Tokens {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Taken>> {
+        self.by_fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, fence: u64, nonce: u128, key: Vec<u8>) {
+        self.lock().insert(fence, Taken { nonce, key });
+    }
+
+    /// The token of the Redis lease `lease` on `key`, if this process holds
+    /// it; `take` forgets it.
+    fn nonce(&self, key: &[u8], lease: LeaseId, take: bool) -> Option<u128> {
+        let mut tokens = self.lock();
+        let taken = tokens
+            .get(&lease.token())
+            .filter(|taken| taken.key == key)?;
+        let nonce = taken.nonce;
+        if take {
+            tokens.remove(&lease.token());
+        }
+        Some(nonce)
+    }
+
+    /// Whether this process holds a Redis lease on `key`.
+    fn holds(&self, key: &[u8]) -> bool {
+        self.lock().values().any(|taken| taken.key == key)
+    }
 }
 
 /// What a [`RedisStore`] does with an acquisition when Redis cannot be asked
@@ -86,6 +132,7 @@ impl<K> RedisStore<K> {
             redis,
             when_unavailable: WhenUnavailable::default(),
             local: Arc::new(MemoryStore::new()),
+            tokens: Arc::default(),
             key: PhantomData,
         }
     }
@@ -112,10 +159,11 @@ impl<K> fmt::Debug for RedisStore<K> {
     }
 }
 
-/// The names of one key's lease and holder.
+/// The names of one key's lease and holder, and the key as written.
 struct Names {
     lease: Vec<u8>,
     holder: Vec<u8>,
+    key: Vec<u8>,
 }
 
 impl<K: Serialize> RedisStore<K> {
@@ -125,6 +173,7 @@ impl<K: Serialize> RedisStore<K> {
         Some(Names {
             lease: prefix.lease(&encoded),
             holder: prefix.holder(&encoded),
+            key: encoded,
         })
     }
 }
@@ -143,6 +192,7 @@ where
         let fence = redis.prefix().fence();
         let policy = self.when_unavailable;
         let local = Arc::clone(&self.local);
+        let tokens = Arc::clone(&self.tokens);
         let key = key.clone();
         let replica = redis.replica_name();
         StoreFuture::pending(async move {
@@ -162,13 +212,27 @@ where
                 })
                 .await;
             match answer {
-                Ok(fields) => taken(&fields, nonce).ok_or_else(|| {
-                    Refused::Unavailable(Unavailable::new("redis answered an unreadable holder"))
-                })?,
+                Ok(fields) => {
+                    let taken = taken(&fields).ok_or_else(|| {
+                        Refused::Unavailable(Unavailable::new(
+                            "redis answered an unreadable holder",
+                        ))
+                    })?;
+                    if let Ok(lease) = &taken {
+                        tokens.insert(lease.token(), nonce, names.key);
+                    }
+                    taken
+                }
                 Err(failure) => {
+                    // A Redis lease on the key held here stays in force:
+                    // no local one beside it.
+                    let held_here = tokens.holds(&names.key);
                     // The script may still run once Redis answers: undo it
                     // then, so a lease nobody uses does not sit to its TTL.
                     release_later(redis.clone(), names, nonce);
+                    if held_here {
+                        return Err(Refused::Unavailable(Unavailable::new(failure.reason())));
+                    }
                     unavailable(failure, policy, &redis, &local, &key, ttl).await
                 }
             }
@@ -176,11 +240,11 @@ where
     }
 
     fn renew(&self, key: &K, lease: LeaseId, ttl: Duration) -> StoreFuture<bool> {
-        if lease.nonce() == 0 {
-            return self.local.renew(key, lease, ttl);
-        }
         let Some(names) = self.names(key) else {
             return StoreFuture::ready(false);
+        };
+        let Some(nonce) = self.tokens.nonce(&names.key, lease, false) else {
+            return self.local.renew(key, lease, ttl);
         };
         let redis = self.redis.clone();
         StoreFuture::pending(async move {
@@ -189,7 +253,7 @@ where
                     scripts::RENEW
                         .key(&names.lease)
                         .key(&names.holder)
-                        .arg(format!("{:032x}", lease.nonce()))
+                        .arg(format!("{nonce:032x}"))
                         .arg(millis(ttl))
                         .arg(TOMBSTONE_MS)
                         .invoke_async::<bool>(&mut connection)
@@ -201,10 +265,10 @@ where
     }
 
     fn release(&self, key: &K, lease: LeaseId) -> Option<Holder> {
-        if lease.nonce() == 0 {
-            return self.local.release(key, lease);
-        }
         let names = self.names(key)?;
+        let Some(nonce) = self.tokens.nonce(&names.key, lease, true) else {
+            return self.local.release(key, lease);
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("a redis lease dropped outside a runtime is left to its TTL");
             return None;
@@ -214,7 +278,7 @@ where
             let names = &names;
             let _ = redis
                 .call("release", |mut connection| async move {
-                    release(&mut connection, names, lease.nonce()).await
+                    release(&mut connection, names, nonce).await
                 })
                 .await;
         });
@@ -247,10 +311,13 @@ where
     }
 
     fn set_progress(&self, key: &K, lease: LeaseId, progress: Progress) -> StoreFuture<bool> {
-        if lease.nonce() == 0 {
+        let Some(names) = self.names(key) else {
+            return StoreFuture::ready(false);
+        };
+        let Some(nonce) = self.tokens.nonce(&names.key, lease, false) else {
             return self.local.set_progress(key, lease, progress);
-        }
-        let (Some(names), Ok(json)) = (self.names(key), serde_json::to_string(&progress)) else {
+        };
+        let Ok(json) = serde_json::to_string(&progress) else {
             return StoreFuture::ready(false);
         };
         let redis = self.redis.clone();
@@ -260,7 +327,7 @@ where
                     scripts::PROGRESS
                         .key(&names.lease)
                         .key(&names.holder)
-                        .arg(format!("{:032x}", lease.nonce()))
+                        .arg(format!("{nonce:032x}"))
                         .arg(json)
                         .invoke_async::<bool>(&mut connection)
                         .await
@@ -284,22 +351,31 @@ where
     }
 
     fn force_release(&self, key: &K, only: Option<LeaseId>) -> StoreFuture<Option<Holder>> {
-        if only.is_some_and(|lease| lease.nonce() == 0) {
-            return self.local.force_release(key, only);
-        }
         let Some(names) = self.names(key) else {
             return StoreFuture::ready(None);
         };
         let redis = self.redis.clone();
+        let local = Arc::clone(&self.local);
+        let key = key.clone();
         StoreFuture::pending(async move {
-            let only = only.map_or_else(String::new, |lease| format!("{:032x}", lease.nonce()));
+            // A holding listed from this process's local leases is freed
+            // there.
+            let local_holder = local.holder(&key).await;
+            if only.is_some() && local_holder.is_some_and(|holder| Some(holder.lease()) == only) {
+                return local.force_release(&key, only).await;
+            }
+            let (fence, generation) = only.map_or_else(
+                || (String::new(), String::new()),
+                |lease| (lease.token().to_string(), lease.generation().to_string()),
+            );
             redis
                 .call("force_release", |mut connection| async move {
                     scripts::FORCE_RELEASE
                         .key(&names.lease)
                         .key(&names.holder)
-                        .arg(only)
+                        .arg(fence)
                         .arg(TOMBSTONE_MS)
+                        .arg(generation)
                         .invoke_async::<Vec<String>>(&mut connection)
                         .await
                 })
@@ -311,12 +387,12 @@ where
 }
 
 /// The lease taken, or the holder that has it.
-fn taken(fields: &[String], nonce: u128) -> Option<Result<LeaseId, Refused>> {
+fn taken(fields: &[String]) -> Option<Result<LeaseId, Refused>> {
     let (won, rest) = fields.split_first()?;
     if won == "1" {
         let fence = rest.first()?.parse().ok()?;
         let generation = rest.get(1)?.parse().ok()?;
-        return Some(Ok(LeaseId::new(generation, fence).with_nonce(nonce)));
+        return Some(Ok(LeaseId::new(generation, fence)));
     }
     Some(Err(Refused::Held(holder_of(rest)?.contended())))
 }
@@ -357,12 +433,11 @@ async fn release(
 
 /// Reads a holder described by the scripts' `describe`.
 fn holder_of(fields: &[String]) -> Option<Holder> {
-    let [fence, generation, since, now, ttl, contended, replica, progress, nonce] = fields else {
+    let [fence, generation, since, now, ttl, contended, replica, progress, _nonce] = fields else {
         return None;
     };
     let number = |text: &String| text.parse::<i64>().ok();
-    let lease = LeaseId::new(generation.parse().ok()?, fence.parse().ok()?)
-        .with_nonce(u128::from_str_radix(nonce, 16).ok()?);
+    let lease = LeaseId::new(generation.parse().ok()?, fence.parse().ok()?);
     let here = Instant::now();
     let running_for = millis_between(number(since)?, number(now)?);
     let since = here.checked_sub(running_for).unwrap_or(here);
