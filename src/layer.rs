@@ -470,13 +470,24 @@ where
     #[cfg(feature = "cache")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     pub fn cache(mut self, config: CacheConfig) -> Self {
-        self.mode.cache = Some(crate::cache::ResponseCache::new(config));
+        let cache = crate::cache::ResponseCache::new(config);
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.mode.cluster {
+            cache.attach(&cluster.redis);
+        }
+        self.mode.cache = Some(cache);
         self
     }
 
     /// Spans the flight across every replica that uses the same Redis: one
     /// handler run in the cluster per key in flight, every waiter on every
     /// replica answered with its copy. See [`Cluster`](crate::redis::Cluster).
+    ///
+    /// With a [`cache`](Self::cache) too, the cache keeps a Redis tier
+    /// behind its local one: an answer stored on one replica is found by the
+    /// others before anything runs, a stale answer is refreshed once in the
+    /// cluster, and invalidations (writes, `invalidate*`) reach every
+    /// replica.
     ///
     /// Set the [`key`](Self::key) first; the key must serialize (its JSON,
     /// with the method, host and caller, is hashed with SHA-256 to name the
@@ -489,12 +500,19 @@ where
     where
         K: serde::Serialize,
     {
-        let max_body = cluster.max_shared_body;
-        self.mode.cluster = Some(std::sync::Arc::new(move |key, identity| {
-            cluster
-                .ticket(key, identity)
-                .map(|ticket| (ticket, max_body))
-        }));
+        let (max_body, redis) = (cluster.max_shared_body, cluster.redis.clone());
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.mode.cache {
+            cache.attach(&redis);
+        }
+        self.mode.cluster = Some(crate::redis::share::Clustered {
+            tickets: std::sync::Arc::new(move |key, identity| {
+                cluster
+                    .ticket(key, identity)
+                    .map(|ticket| (ticket, max_body))
+            }),
+            redis,
+        });
         self
     }
 

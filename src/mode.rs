@@ -122,7 +122,7 @@ pub struct Share<K> {
     pub(crate) cache: Option<crate::cache::ResponseCache<K>>,
     /// Names each key for the cluster, when share mode spans replicas.
     #[cfg(feature = "redis")]
-    pub(crate) cluster: Option<crate::redis::share::Tickets<K>>,
+    pub(crate) cluster: Option<crate::redis::share::Clustered<K>>,
 }
 
 impl<K> Share<K>

@@ -211,3 +211,164 @@ async fn a_stale_value_is_refreshed_once_in_the_cluster() {
     }
     assert_eq!(runs.get(), 2, "one refresh in the cluster");
 }
+
+/// A replica whose `/report` goes through share mode with a cache and the
+/// cluster: the cache keeps a Redis tier. `POST /report` is a write.
+fn cached_replica(
+    redis: tower_singleflight::redis::Redis,
+    runs: &Runs,
+    gate: Option<Arc<Notify>>,
+    ttl: Duration,
+) -> axum::Router {
+    use axum::routing::get;
+    use tower_singleflight::{redis::Cluster, CacheConfig, SingleFlightLayer};
+    let runs = runs.clone();
+    let report = move || {
+        let (runs, gate) = (runs.clone(), gate.clone());
+        async move {
+            let run = runs.bump();
+            if let Some(gate) = gate.filter(|_| run > 1) {
+                gate.notified().await;
+            }
+            format!("report #{run}")
+        }
+    };
+    axum::Router::new()
+        .route("/report", get(report).post(|| async { "written" }))
+        .layer(
+            SingleFlightLayer::share()
+                .lease(Duration::from_secs(5))
+                .cache(
+                    CacheConfig::new()
+                        .ttl(ttl)
+                        .stale_while_revalidate(Duration::from_secs(60)),
+                )
+                .cluster(Cluster::new(redis)),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_stored_on_one_replica_is_a_hit_on_another_then_a_local_one() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runs = Runs::default();
+    let minute = Duration::from_secs(60);
+    let a = cached_replica(connect(&server.url(), "a"), &runs, None, minute);
+    let redis_b = connect(&server.url(), "b");
+    let b = cached_replica(redis_b.clone(), &runs, None, minute);
+    assert_eq!(
+        common::send(&a, common::get("/report")).await.text(),
+        "report #1"
+    );
+    let from_a = common::send(&b, common::get("/report")).await;
+    assert_eq!(from_a.text(), "report #1");
+    assert_eq!(runs.get(), 1, "B found A's answer in the tier");
+    // Now in B's own cache: a hit costs no Redis call.
+    let calls = redis_b.stats().calls;
+    let hit = common::send(&b, common::get("/report")).await;
+    assert_eq!(hit.text(), "report #1");
+    assert_eq!(
+        redis_b.stats().calls,
+        calls,
+        "a local hit makes no Redis round trip"
+    );
+    assert_eq!(runs.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_replica_invalidates_the_answer_on_every_replica_and_in_the_tier() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let runs = Runs::default();
+    let minute = Duration::from_secs(60);
+    let a = cached_replica(connect(&server.url(), "a"), &runs, None, minute);
+    let b = cached_replica(connect(&server.url(), "b"), &runs, None, minute);
+    common::send(&a, common::get("/report")).await;
+    common::send(&b, common::get("/report")).await;
+    assert_eq!(runs.get(), 1);
+
+    let written = common::send(&b, common::request("POST", "/report")).await;
+    assert_eq!(written.text(), "written");
+    // A drops its copy when B's write reaches it; the tier's is gone too.
+    wait_for("A's copy is dropped", || {
+        let a = a.clone();
+        let runs = runs.clone();
+        async move {
+            let reply = common::send(&a, common::get("/report")).await;
+            reply.text() != "report #1" && runs.get() == 2
+        }
+    })
+    .await;
+    let reply = common::send(&b, common::get("/report")).await;
+    assert_eq!(
+        reply.text(),
+        "report #2",
+        "B reads A's new answer from the tier"
+    );
+    assert_eq!(runs.get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_response_is_refreshed_once_in_the_cluster() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (runs, gate) = (Runs::default(), Arc::new(Notify::new()));
+    // Whole seconds: `Date` has no finer grain, and an answer's age counts
+    // from it.
+    let ttl = Duration::from_secs(3);
+    let replicas: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            cached_replica(
+                connect(&server.url(), name),
+                &runs,
+                Some(Arc::clone(&gate)),
+                ttl,
+            )
+        })
+        .collect();
+    for replica in &replicas {
+        let reply = common::send(replica, common::get("/report")).await;
+        assert_eq!(reply.text(), "report #1");
+    }
+    assert_eq!(runs.get(), 1);
+    // Past its freshness, every replica serves the stale answer at
+    // once and asks for a refresh: one runs, in the whole cluster.
+    wait_for("the answer goes stale", || {
+        let replica = replicas[0].clone();
+        async move {
+            let reply = common::send(&replica, common::get("/report")).await;
+            reply.role == Some(tower_singleflight::FlightRole::Stale)
+        }
+    })
+    .await;
+    // (A copy read back from the tier at the very instant it goes stale can
+    // still be fresh by a millisecond: the next stale read asks again.)
+    wait_for("the refresh starts", || {
+        let replica = replicas[0].clone();
+        let runs = runs.clone();
+        async move {
+            if runs.get() == 1 {
+                common::send(&replica, common::get("/report")).await;
+            }
+            runs.get() == 2
+        }
+    })
+    .await;
+    for replica in &replicas[1..] {
+        let reply = common::send(replica, common::get("/report")).await;
+        assert_eq!(reply.text(), "report #1", "stale, at once");
+    }
+    gate.notify_one();
+    for replica in &replicas {
+        wait_for("the refreshed answer reaches every replica", || {
+            let replica = replica.clone();
+            async move { common::send(&replica, common::get("/report")).await.text() == "report #2" }
+        })
+        .await;
+    }
+    assert_eq!(runs.get(), 2, "one refresh in the cluster");
+}

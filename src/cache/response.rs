@@ -87,6 +87,12 @@ impl Target {
         }
     }
 
+    /// The normalized path.
+    #[cfg(feature = "redis")]
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The bytes it keeps, and those of the key stored beside it.
     fn len(&self) -> usize {
         self.path.len() + self.host.as_ref().map_or(0, HeaderValue::len) + self.key_bytes
@@ -311,6 +317,10 @@ struct Inner<K> {
     /// bring back the old data.
     epochs: Epochs,
     clock: Clock,
+    /// The Redis tier, when the layer spans replicas, and the subscription
+    /// that applies other replicas' invalidations here.
+    #[cfg(feature = "redis")]
+    tier: std::sync::OnceLock<(crate::redis::response::ResponseTier, Arc<dyn Send + Sync>)>,
 }
 
 /// What a [`ResponseCache`] did, counted since it was made. Every request
@@ -442,6 +452,8 @@ where
                 stats: Counters::default(),
                 epochs: Epochs::default(),
                 clock: Clock::new(),
+                #[cfg(feature = "redis")]
+                tier: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -618,29 +630,89 @@ where
     pub(crate) fn invalidate_written(&self, written: &Written) {
         self.inner.epochs.bump_path(&written.path);
         let written = written.clone();
+        #[cfg(feature = "redis")]
+        self.tell_replicas(crate::redis::response::Invalidated::Path(&written.path));
         self.drop_entries(move |_, stored| {
             stored.iter().any(|variant| written.covers(&variant.target))
         });
     }
 
     /// Drops every answer stored under this key (for every caller, host and
-    /// method).
+    /// method). With a Redis tier, other replicas drop every answer (they
+    /// cannot name the key), and so does the tier.
     pub fn invalidate(&self, key: &K) {
         let key = key.clone();
         self.inner.epochs.bump_all();
+        #[cfg(feature = "redis")]
+        self.tell_replicas(crate::redis::response::Invalidated::All);
         self.drop_entries(move |stored, _| stored.key == key);
     }
 
-    /// Drops every answer whose key matches.
+    /// Drops every answer whose key matches (on other replicas, and in a
+    /// Redis tier, every answer).
     pub fn invalidate_if(&self, matches: impl Fn(&K) -> bool + Send + Sync + 'static) {
         self.inner.epochs.bump_all();
+        #[cfg(feature = "redis")]
+        self.tell_replicas(crate::redis::response::Invalidated::All);
         self.drop_entries(move |stored, _| matches(&stored.key));
     }
 
     /// Drops every answer.
     pub fn invalidate_all(&self) {
+        #[cfg(feature = "redis")]
+        self.tell_replicas(crate::redis::response::Invalidated::All);
+        self.invalidate_all_here();
+    }
+
+    fn invalidate_all_here(&self) {
         self.inner.epochs.bump_all();
         self.inner.store.invalidate_all();
+    }
+
+    /// Drops every answer for `path`, on any host: a write another replica
+    /// saw.
+    #[cfg(feature = "redis")]
+    fn invalidate_path_here(&self, path: &str) {
+        self.inner.epochs.bump_path(path);
+        let path: Box<str> = path.into();
+        self.drop_entries(move |_, stored| {
+            stored.iter().any(|variant| variant.target.path == path)
+        });
+    }
+
+    /// Keeps a Redis tier behind this cache, and applies other replicas'
+    /// invalidations here. Once: a cache spans one cluster.
+    #[cfg(feature = "redis")]
+    pub(crate) fn attach(&self, redis: &crate::redis::Redis) {
+        use crate::redis::response::{Invalidated, ResponseTier};
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.tier.get_or_init(|| {
+            let tier = ResponseTier::new(redis);
+            let listening = tier.listen(move |what| {
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let cache = ResponseCache { inner };
+                match what {
+                    Invalidated::All => cache.invalidate_all_here(),
+                    Invalidated::Path(path) => cache.invalidate_path_here(path),
+                }
+            });
+            (tier, listening)
+        });
+    }
+
+    /// The Redis tier, if the layer spans replicas.
+    #[cfg(feature = "redis")]
+    pub(crate) fn tier(&self) -> Option<&crate::redis::response::ResponseTier> {
+        self.inner.tier.get().map(|(tier, _)| tier)
+    }
+
+    #[cfg(feature = "redis")]
+    fn tell_replicas(&self, what: crate::redis::response::Invalidated<'_>) {
+        if let Some(tier) = self.tier() {
+            tier.invalidate(what);
+        }
     }
 
     fn drop_entries(

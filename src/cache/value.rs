@@ -532,12 +532,8 @@ async fn across_replicas<K, V, W>(
     work: W,
 ) -> Across<V, W> {
     use crate::redis::flight::Turn;
-    let now = Instant::now();
-    if let Some((value, age)) = remote.get(key).await {
-        let stored_at = now.checked_sub(age).unwrap_or(now);
-        if windows.at(stored_at, now) == Freshness::Fresh {
-            return Across::Found(value, stored_at);
-        }
+    if let Some(found) = fresh_remote(remote, key, windows).await {
+        return found;
     }
     let Some(ticket) = remote.ticket(key) else {
         return Across::Compute(work, None);
@@ -547,9 +543,32 @@ async fn across_replicas<K, V, W>(
             Some(value) => Across::Found(value, Instant::now()),
             None => Across::Compute(work, None),
         },
-        Turn::Lead(lease) => Across::Compute(work, Some(lease)),
+        Turn::Lead(lease) => {
+            // Another replica may have stored a fresh value between this
+            // one's look and its taking the lease: then that is the answer.
+            match fresh_remote::<K, V, W>(remote, key, windows).await {
+                Some(Across::Found(value, stored_at)) => {
+                    lease.publish(remote.encode(&value)).await;
+                    Across::Found(value, stored_at)
+                }
+                _ => Across::Compute(work, Some(lease)),
+            }
+        }
         Turn::Alone => Across::Compute(work, None),
     }
+}
+
+/// The value in Redis, if it is fresh.
+#[cfg(feature = "redis")]
+async fn fresh_remote<K, V, W>(
+    remote: &dyn crate::redis::value::Remote<K, V>,
+    key: &K,
+    windows: Windows,
+) -> Option<Across<V, W>> {
+    let (value, age) = remote.get(key).await?;
+    let now = Instant::now();
+    let stored_at = now.checked_sub(age).unwrap_or(now);
+    (windows.at(stored_at, now) == Freshness::Fresh).then_some(Across::Found(value, stored_at))
 }
 
 /// Counts an error when dropped armed: a failed result, a panic, or the

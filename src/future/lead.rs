@@ -551,7 +551,7 @@ where
 
 /// Stores the answer if it may be; what `Cache-Status` reports of it.
 #[cfg(feature = "cache")]
-fn keep<K>(
+pub(crate) fn keep<K>(
     store: &Option<Box<Store<K>>>,
     response: &mut BufferedResponse,
     origin_status: Option<u16>,
@@ -617,7 +617,7 @@ pub(crate) fn fresh<K, B: Body>(
 }
 
 #[cfg(not(feature = "cache"))]
-fn keep<K>(_: &Option<Box<Store<K>>>, _: &mut BufferedResponse, _: Option<u16>) {}
+pub(crate) fn keep<K>(_: &Option<Box<Store<K>>>, _: &mut BufferedResponse, _: Option<u16>) {}
 
 #[cfg(not(feature = "cache"))]
 fn back_off<K>(_: &Option<Box<Store<K>>>) {}

@@ -191,7 +191,7 @@ where
         let ticket = mode
             .cluster
             .as_ref()
-            .and_then(|tickets| tickets(&key, mode.identity.as_ref()));
+            .and_then(|cluster| (cluster.tickets)(&key, mode.identity.as_ref()));
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
             Ok(Inlined::Follower(waiter, watch, key)) => {
                 release(service);
@@ -343,6 +343,12 @@ where
     {
         // The refresh must survive the request that started it.
         let options = mode.options.clone().abort_when_unused(false);
+        // Across replicas, one refresh in the cluster.
+        #[cfg(feature = "redis")]
+        let ticket = mode
+            .cluster
+            .as_ref()
+            .and_then(|cluster| (cluster.tickets)(&key, mode.identity.as_ref()));
         let Some(leader) = mode.flights.try_lead(key, &options) else {
             return;
         };
@@ -357,11 +363,25 @@ where
             validate(&store, request.headers_mut());
             // Nobody waits on a refresh: never "alone" (it must store).
             let work = Lead::new(mode, private_ok, store, peers);
+            #[cfg(feature = "redis")]
+            if let Some(ticket) = ticket {
+                let led = super::clustered::lead_across::<S, ReqB, ResB, K>(
+                    ticket,
+                    service,
+                    request,
+                    leader_headers,
+                    work,
+                );
+                return futures_util::future::Either::Left(async move { led.await.outcome });
+            }
             // Called in the task: a panic there ends the refresh, not the
             // request that started it.
             let answer = async move { service.call(request).await };
             let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
-            async move { led.await.outcome }
+            let led = async move { led.await.outcome };
+            #[cfg(feature = "redis")]
+            let led = futures_util::future::Either::Right(led);
+            led
         }));
     }
 }

@@ -81,6 +81,11 @@ impl Name {
 }
 
 impl Ticket {
+    /// The flight's name, a SHA-256 in hex.
+    pub(crate) fn digest(&self) -> &str {
+        &self.digest
+    }
+
     fn redis(&self) -> &Redis {
         &self.redis
     }
@@ -103,7 +108,8 @@ impl Ticket {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let nonce = random_token();
-            let Ok(step) = self.step(&watched, &nonce).await else {
+            let stepped = self.step(&watched, &nonce).await;
+            let Ok(step) = stepped else {
                 // The step may still run once Redis answers and take the
                 // lease for nobody: undo it then, by its own nonce.
                 abandon_later(&self, nonce);

@@ -62,6 +62,17 @@ impl Prefix {
         name
     }
 
+    /// `P:response:WHAT[:PATH]`: the response tier's entries (by digest)
+    /// and invalidation counts.
+    pub(crate) fn response(&self, what: &str, path: &str) -> Vec<u8> {
+        let mut name = self.name("response", what.as_bytes());
+        if !path.is_empty() {
+            name.push(b':');
+            name.extend_from_slice(path.as_bytes());
+        }
+        name
+    }
+
     /// A `SCAN MATCH` pattern for every lease, the prefix's own glob
     /// characters escaped.
     pub(crate) fn lease_pattern(&self) -> Vec<u8> {

@@ -43,6 +43,8 @@
 pub(crate) mod flight;
 mod hub;
 mod keys;
+#[cfg(feature = "cache")]
+pub(crate) mod response;
 mod scripts;
 pub(crate) mod share;
 mod store;

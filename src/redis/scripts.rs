@@ -240,3 +240,57 @@ return 1
 "#,
     )
 });
+
+/// A stored response and how long it has been in Redis (ms), unless an
+/// invalidation came after it was stored. KEYS: entry, all-epoch,
+/// path-epoch.
+pub(crate) static RESPONSE_GET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local found = redis.call('HMGET', KEYS[1], 'v', 'at', 'all', 'path')
+if not found[1] or not found[2] then
+  return {}
+end
+local all = redis.call('GET', KEYS[2]) or '0'
+local path = redis.call('GET', KEYS[3]) or '0'
+if found[3] ~= all or found[4] ~= path then
+  redis.call('DEL', KEYS[1])
+  return {}
+end
+return {found[1], tostring(math.max(0, now_ms() - tonumber(found[2])))}
+"#
+    ))
+});
+
+/// Stores a response with the time its age runs from and the invalidation
+/// counts. KEYS: entry, all-epoch, path-epoch. ARGV: answer, keep_ms, the
+/// milliseconds it has aged already.
+pub(crate) static RESPONSE_PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local all = redis.call('GET', KEYS[2]) or '0'
+local path = redis.call('GET', KEYS[3]) or '0'
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'at', now_ms() - tonumber(ARGV[3]), 'all', all, 'path', path)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#
+    ))
+});
+
+/// Counts an invalidation and tells every replica. KEYS: epoch. ARGV:
+/// channel, message. A path's count lives an hour: once it is gone, every
+/// entry that recorded it reads as invalidated, never as fresh.
+pub(crate) static RESPONSE_INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('INCR', KEYS[1])
+if string.find(KEYS[1], ':path-epoch:', 1, true) then
+  redis.call('PEXPIRE', KEYS[1], 3600000)
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});

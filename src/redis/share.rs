@@ -106,31 +106,68 @@ impl Published {
     }
 }
 
-/// Publishes what a share-mode flight came to: the response when it can
-/// travel (within `max_body`, no trailers), else "run your own". A failure
-/// (a `5xx`, an error, a broken body) publishes nothing: as one replica's
-/// followers enter once more together, exactly one waiter in the cluster
-/// takes over.
-pub(crate) async fn publish(lease: ClusterLease, outcome: &SharedOutcome, max_body: usize) {
-    let answer = match outcome {
-        SharedOutcome::Response(response) if response.parts().status.is_server_error() => {
-            return drop(lease);
+/// What a share-mode flight publishes for the other replicas.
+pub(crate) enum Wire {
+    /// The response, encoded.
+    Answer(Vec<u8>),
+    /// Each replica must run its own: larger than the bound, unshareable,
+    /// trailers, a `Vary`.
+    RunYourOwn,
+    /// A failure (a `5xx`, an error, a broken body): nothing is published;
+    /// as one replica's followers enter once more together, exactly one
+    /// waiter in the cluster takes over.
+    Failed,
+}
+
+impl Wire {
+    pub(crate) fn of(outcome: &SharedOutcome, max_body: usize) -> Self {
+        match outcome {
+            SharedOutcome::Response(response) if response.parts().status.is_server_error() => {
+                Self::Failed
+            }
+            SharedOutcome::Unshareable(why) if why.is_failure() => Self::Failed,
+            SharedOutcome::Response(response) if !response.has_trailers() => {
+                match encode(response.parts(), response.data(), max_body) {
+                    Some(answer) => Self::Answer(answer),
+                    None => Self::RunYourOwn,
+                }
+            }
+            SharedOutcome::Response(_) | SharedOutcome::Unshareable(_) => Self::RunYourOwn,
         }
-        SharedOutcome::Unshareable(why) if why.is_failure() => return drop(lease),
-        SharedOutcome::Response(response) if !response.has_trailers() => {
-            encode(response.parts(), response.data(), max_body)
+    }
+
+    /// Ends the cluster lease with it.
+    pub(crate) async fn publish(&self, lease: ClusterLease) {
+        match self {
+            Self::Answer(answer) => lease.publish(Some(answer.clone())).await,
+            Self::RunYourOwn => lease.publish(None).await,
+            Self::Failed => drop(lease),
         }
-        SharedOutcome::Response(_) | SharedOutcome::Unshareable(_) => None,
-    };
-    lease.publish(answer).await;
+    }
 }
 
 /// Names a key for the cluster (with the bound on what it publishes),
-/// boxed so that share mode keeps one pointer and needs `K: Serialize`
-/// only where the cluster is set.
+/// boxed so that share mode needs `K: Serialize` only where the cluster is
+/// set.
 pub(crate) type Tickets<K> = std::sync::Arc<
     dyn Fn(&ShareKey<K>, Option<&CallerIdentity>) -> Option<(Ticket, usize)> + Send + Sync,
 >;
+
+/// Share mode's cluster: how it names keys, and the connection (for the
+/// response cache's tier).
+pub(crate) struct Clustered<K> {
+    pub(crate) tickets: Tickets<K>,
+    pub(crate) redis: Redis,
+}
+
+impl<K> Clone for Clustered<K> {
+    fn clone(&self) -> Self {
+        Self {
+            tickets: std::sync::Arc::clone(&self.tickets),
+            redis: self.redis.clone(),
+        }
+    }
+}
 
 /// The answer's wire form: status, then each header as name and value, then
 /// the body, every part length-prefixed. `None` past `max_body` or for an

@@ -103,6 +103,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            // Our own server must be the one that answers.
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server on port {} exited: {status}", self.port);
+            }
             if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let mut pong = [0_u8; 7];
                 if stream.write_all(b"PING\r\n").is_ok()
@@ -127,9 +131,31 @@ impl Drop for RedisServer {
     }
 }
 
+/// A free port outside the kernel's ephemeral range (where `bind(0)` draws
+/// from): a server that is down for a restart must not find its port taken
+/// by another test's server in the meantime.
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().unwrap().port()
+    static TAKEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Each call in this process starts elsewhere, so that two tests asking
+    // at once do not pick one port before either server binds it.
+    let call = TAKEN.fetch_add(1, SeqCst);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos())
+        ^ std::process::id().rotate_left(16)
+        ^ call.wrapping_mul(0x9E37_79B9)
+        | 1;
+    for _ in 0..1000 {
+        // xorshift: enough to spread tests over 15,000 ports.
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let port = 15_000 + (seed % 15_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 15000 and 30000");
 }
 
 /// A TCP proxy in front of a server that forwards until told to stall: then
