@@ -25,6 +25,12 @@
 //!   events M ms apart (default 1000; endless without `n`). Streams are
 //!   never held: try two `curl -N` at once, each gets its own stream at once.
 //! - `GET /stats`: how often each handler and job ran, and the counters.
+//!
+//! With the `redis` feature and `REDIS_URL` set (`cargo run --example server
+//! --features redis`), every route coordinates through that Redis: leases,
+//! share mode, the caches and the admin router, so that several copies
+//! started on different `PORT`s act as one cluster; `/stats` reports this
+//! replica's own runs.
 
 use std::{
     io::Write,
@@ -71,7 +77,7 @@ struct Runs {
 }
 
 /// A phase of a flow: the key of its resume job, shown as `flow/phase`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 struct PhaseKey {
     flow: String,
     phase: String,
@@ -134,12 +140,46 @@ async fn main() {
             .stale_while_revalidate(Duration::from_secs(60))
             .build(),
     };
+    #[cfg(feature = "redis")]
+    let state = match std::env::var("REDIS_URL") {
+        Ok(url) => across_replicas(state, &url),
+        Err(_) => state,
+    };
     let listener = listen(SocketAddr::from(([127, 0, 0, 1], port())));
     announce(&listener);
     axum::serve(listener, app(state))
         .with_graceful_shutdown(ctrl_c())
         .await
         .expect("serve");
+}
+
+/// Every route on the Redis at `url`: leases in Redis, share mode across
+/// replicas (with the caches' Redis tier), `ValueCache`'s Redis tier.
+#[cfg(feature = "redis")]
+fn across_replicas(state: AppState, url: &str) -> AppState {
+    use tower_singleflight::redis::{Cluster, Redis, RedisStore, ValueTier};
+    let redis = Redis::builder(url)
+        .prefix("server-example")
+        .replica(format!("server-{}", port()))
+        .build()
+        .expect("REDIS_URL must be a redis:// URL");
+    println!("coordinating through {url}");
+    let cluster = || Cluster::new(redis.clone());
+    AppState {
+        share: state.share.cluster(cluster()),
+        reject: state
+            .reject
+            .flights(Flights::with_store(RedisStore::new(redis.clone()))),
+        resumes: Flights::with_store(RedisStore::new(redis.clone())),
+        cached: state.cached.cluster(cluster()),
+        flaky: state.flaky.cluster(cluster()),
+        values: ValueCache::builder()
+            .ttl(Duration::from_secs(10))
+            .stale_while_revalidate(Duration::from_secs(60))
+            .redis(ValueTier::new(redis.clone(), "values"))
+            .build(),
+        ..state
+    }
 }
 
 /// A listening socket whose queue holds a burst of connections: what
