@@ -179,6 +179,8 @@ struct Reply {
     method: Method,
     status: StatusCode,
     took: Duration,
+    /// When the answer arrived.
+    at: Instant,
 }
 
 /// Fires 300 GETs and 30 POSTs spread over the replicas, all at once, and
@@ -210,6 +212,7 @@ async fn fire(bases: &[String]) -> Result<bool, BoxError> {
                 method,
                 status: response.status(),
                 took,
+                at: Instant::now(),
             })
         });
     }
@@ -272,6 +275,33 @@ fn print_table(replicas: usize, replies: &[Reply], runs: &[(u64, u64)]) {
         "{:<10} {:>8} {reports:>11} {jobs:>8}",
         "cluster",
         replies.len()
+    );
+    print_fan_out(replies, runs);
+}
+
+/// When the GETs' answers arrived, from the first one: on the replica that
+/// ran the report, and on the others (which got it through Redis).
+fn print_fan_out(replies: &[Reply], runs: &[(u64, u64)]) {
+    let Some(leader) = runs.iter().position(|(reports, _)| *reports == 1) else {
+        return;
+    };
+    let gets = || replies.iter().filter(|reply| reply.method == Method::GET);
+    let Some(first) = gets().map(|reply| reply.at).min() else {
+        return;
+    };
+    let p99 = |on_leader: bool| {
+        let mut after: Vec<Duration> = gets()
+            .filter(|reply| (reply.replica == leader) == on_leader)
+            .map(|reply| reply.at - first)
+            .collect();
+        after.sort();
+        let index = (after.len().saturating_sub(1) as f64 * 0.99) as usize;
+        after.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "GET answers after the first, p99: {:.1} ms on the leader's replica, {:.1} ms on the others",
+        p99(true),
+        p99(false)
     );
 }
 
