@@ -263,10 +263,15 @@ where
             let (local, epoch) = (store.clone(), Arc::clone(&invalidations));
             // Another replica invalidated a key: drop the local copy, and
             // keep a computation running across it from storing.
-            let listening = tier.on_invalidation(Box::new(move |key: K| {
+            let listening = tier.on_invalidation(Box::new(move |key: Option<K>| {
                 epoch.fetch_add(1, Relaxed);
-                let local = local.clone();
-                tokio::spawn(async move { local.invalidate(&key).await });
+                match key {
+                    Some(key) => {
+                        let local = local.clone();
+                        tokio::spawn(async move { local.invalidate(&key).await });
+                    }
+                    None => local.invalidate_all(),
+                }
             }));
             Remote {
                 tier,
@@ -450,7 +455,7 @@ where
         let store = self.inner.store.clone();
         let windows = self.inner.windows;
         let invalidations = Arc::clone(&self.inner.invalidations);
-        let epoch = invalidations.load(Relaxed);
+        let local_epoch = invalidations.load(Relaxed);
         let stats = Arc::clone(&self.inner.stats);
         #[cfg(feature = "redis")]
         let remote = self
@@ -469,7 +474,8 @@ where
             }
             // Stored unless an invalidation came since the caller looked.
             let keep = |key: K, value: V, stored_at: Instant| {
-                let (store, invalidated) = (store.clone(), invalidations.load(Relaxed) != epoch);
+                let (store, invalidated) =
+                    (store.clone(), invalidations.load(Relaxed) != local_epoch);
                 let stored = Arc::new(StoredValue { value, stored_at });
                 async move {
                     if !invalidated {
@@ -478,13 +484,16 @@ where
                 }
             };
             #[cfg(feature = "redis")]
-            let (work, lease) = match remote {
+            let (work, remote) = match remote {
                 Some(remote) => match across_replicas(&*remote, &key, windows, work).await {
                     Across::Found(value, stored_at) => {
                         keep(key, value.clone(), stored_at).await;
                         return Ok(value);
                     }
-                    Across::Compute(work, lease) => (work, Some((remote, lease))),
+                    // Not stored: the flight may have begun before an
+                    // invalidation this call came after.
+                    Across::Shared(value) => return Ok(value),
+                    Across::Compute(work, epoch, lease) => (work, Some((remote, epoch, lease))),
                 },
                 None => (work, None),
             };
@@ -495,9 +504,12 @@ where
                 Ok(value) => {
                     failure.disarm();
                     #[cfg(feature = "redis")]
-                    if let Some((remote, lease)) = lease {
-                        if invalidations.load(Relaxed) == epoch {
-                            remote.put(&key, value, windows.lifetime()).await;
+                    if let Some((remote, epoch, lease)) = remote {
+                        // Redis refuses it too if the key was invalidated
+                        // since `epoch` was read.
+                        let crossed = invalidations.load(Relaxed) != local_epoch;
+                        if let (Some(epoch), false) = (epoch, crossed) {
+                            remote.put(&key, value, windows.lifetime(), epoch).await;
                         }
                         if let Some(lease) = lease {
                             lease.publish(remote.encode(value)).await;
@@ -515,10 +527,17 @@ where
 /// What the Redis tier says of a missing value.
 #[cfg(feature = "redis")]
 enum Across<V, W> {
-    /// Another replica has it, stored at that instant.
+    /// Another replica stored it, at that instant: keep it here too.
     Found(V, Instant),
-    /// Compute it here; with the cluster's lease when this replica leads.
-    Compute(W, Option<crate::redis::flight::ClusterLease>),
+    /// The cluster leader's value: for this call and its waiters only.
+    Shared(V),
+    /// Compute it here; with the key's invalidation count in Redis (when it
+    /// could be read) and the cluster's lease when this replica leads.
+    Compute(
+        W,
+        Option<crate::redis::value::Epoch>,
+        Option<crate::redis::flight::ClusterLease>,
+    ),
 }
 
 /// Looks for the value in Redis, then takes the cluster's flight for it:
@@ -532,43 +551,57 @@ async fn across_replicas<K, V, W>(
     work: W,
 ) -> Across<V, W> {
     use crate::redis::flight::Turn;
-    if let Some(found) = fresh_remote(remote, key, windows).await {
-        return found;
-    }
+    let epoch = match look(remote, key, windows).await {
+        Looked::Fresh(value, stored_at) => return Across::Found(value, stored_at),
+        Looked::Missing(epoch) => epoch,
+    };
     let Some(ticket) = remote.ticket(key) else {
-        return Across::Compute(work, None);
+        return Across::Compute(work, epoch, None);
     };
     match ticket.turn().await {
         Turn::Answer(bytes) => match remote.decode(&bytes) {
-            Some(value) => Across::Found(value, Instant::now()),
-            None => Across::Compute(work, None),
+            Some(value) => Across::Shared(value),
+            None => Across::Compute(work, epoch, None),
         },
-        Turn::Lead(lease) => {
-            // Another replica may have stored a fresh value between this
-            // one's look and its taking the lease: then that is the answer.
-            match fresh_remote::<K, V, W>(remote, key, windows).await {
-                Some(Across::Found(value, stored_at)) => {
-                    lease.publish(remote.encode(&value)).await;
-                    Across::Found(value, stored_at)
-                }
-                _ => Across::Compute(work, Some(lease)),
+        // Another replica may have stored a fresh value between this one's
+        // look and its taking the lease: then that is the answer.
+        Turn::Lead(lease) => match look(remote, key, windows).await {
+            Looked::Fresh(value, stored_at) => {
+                lease.publish(remote.encode(&value)).await;
+                Across::Found(value, stored_at)
             }
-        }
-        Turn::Alone => Across::Compute(work, None),
+            Looked::Missing(epoch) => Across::Compute(work, epoch, Some(lease)),
+        },
+        Turn::Alone => Across::Compute(work, epoch, None),
     }
+}
+
+/// What a look at Redis found.
+#[cfg(feature = "redis")]
+enum Looked<V> {
+    Fresh(V, Instant),
+    /// Nothing fresh; the key's invalidation count, if Redis answered.
+    Missing(Option<crate::redis::value::Epoch>),
 }
 
 /// The value in Redis, if it is fresh.
 #[cfg(feature = "redis")]
-async fn fresh_remote<K, V, W>(
+async fn look<K, V>(
     remote: &dyn crate::redis::value::Remote<K, V>,
     key: &K,
     windows: Windows,
-) -> Option<Across<V, W>> {
-    let (value, age) = remote.get(key).await?;
-    let now = Instant::now();
-    let stored_at = now.checked_sub(age).unwrap_or(now);
-    (windows.at(stored_at, now) == Freshness::Fresh).then_some(Across::Found(value, stored_at))
+) -> Looked<V> {
+    let Some((epoch, found)) = remote.get(key).await else {
+        return Looked::Missing(None);
+    };
+    if let Some((value, age)) = found {
+        let now = Instant::now();
+        let stored_at = now.checked_sub(age).unwrap_or(now);
+        if windows.at(stored_at, now) == Freshness::Fresh {
+            return Looked::Fresh(value, stored_at);
+        }
+    }
+    Looked::Missing(Some(epoch))
 }
 
 /// Counts an error when dropped armed: a failed result, a panic, or the

@@ -240,12 +240,18 @@ where
                 if let Some(ticket) = ticket {
                     let work = Lead::new(mode, private_ok, consulted.store, flight.peers());
                     let service = take_ready(service);
+                    // A request with directives of its own (`no-cache`,
+                    // `max-age`...) is not answered from the Redis tier.
+                    let headers = request.headers();
+                    let consult_tier = !headers.contains_key(http::header::CACHE_CONTROL)
+                        && !headers.contains_key(http::header::PRAGMA);
                     let led = super::clustered::lead_across::<S, ReqB, ResB, K>(
                         ticket,
                         service,
                         request,
                         leader_headers,
                         work,
+                        consult_tier,
                     );
                     let timer = Timer::new(flight.deadline(), mode.max_wait);
                     return Self {
@@ -371,6 +377,7 @@ where
                     request,
                     leader_headers,
                     work,
+                    true,
                 );
                 return futures_util::future::Either::Left(async move { led.await.outcome });
             }

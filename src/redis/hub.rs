@@ -137,12 +137,21 @@ impl Drop for Interest {
 /// Subscribes and wakes waiters until the hub is gone, reconnecting after
 /// any failure.
 async fn listen(hub: Weak<Hub>, client: redis::Client, channels: Channels) {
+    let mut first = true;
     while hub.strong_count() > 0 {
         if let Ok(mut pubsub) = client.get_async_pubsub().await {
             let subscribed = pubsub
                 .subscribe(&[&channels.flights, &channels.invalidations])
                 .await;
             if subscribed.is_ok() {
+                // Subscribed again after a loss: invalidations published
+                // meanwhile were missed, so the listeners drop everything
+                // (an empty message). Waiters poll, and miss nothing.
+                if !std::mem::take(&mut first) {
+                    if let Some(hub) = hub.upgrade() {
+                        hub.invalidated(&[]);
+                    }
+                }
                 let mut messages = pubsub.on_message();
                 while let Some(message) = messages.next().await {
                     let Some(hub) = hub.upgrade() else {

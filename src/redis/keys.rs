@@ -73,6 +73,15 @@ impl Prefix {
         name
     }
 
+    /// `P:value-epoch:NAME:K`: how many times a `ValueCache` key was
+    /// invalidated (lately).
+    pub(crate) fn value_epoch(&self, cache: &str, key: &[u8]) -> Vec<u8> {
+        let mut name = self.name("value-epoch", cache.as_bytes());
+        name.push(b':');
+        name.extend_from_slice(key);
+        name
+    }
+
     /// A `SCAN MATCH` pattern for every lease, the prefix's own glob
     /// characters escaped.
     pub(crate) fn lease_pattern(&self) -> Vec<u8> {

@@ -21,6 +21,22 @@ pub(crate) struct Found {
     pub(crate) waited: Duration,
 }
 
+/// The invalidation counts a leader read before asking the origin: its
+/// answer goes into the tier only if they have not moved since.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counts {
+    all: Vec<u8>,
+    path: Vec<u8>,
+}
+
+/// The longest an entry stays in the tier, whatever its freshness: less
+/// than a path's invalidation count lives, so that no entry outlives the
+/// count it was stored under.
+pub(crate) const MAX_ENTRY_LIFE: Duration = Duration::from_secs(3600);
+
+/// How long a path's invalidation count lives (two hours).
+const PATH_COUNT_LIFE_MS: u64 = 7_200_000;
+
 /// The tier, for one layer's cache.
 #[derive(Clone)]
 pub(crate) struct ResponseTier {
@@ -54,9 +70,10 @@ impl ResponseTier {
         self.redis.prefix().response("path-epoch", path)
     }
 
-    /// The answer stored for the ticket's key, if any was stored since the
+    /// The invalidation counts now (to give [`put`](Self::put)), and the
+    /// answer stored under the flight's `digest` if one was stored since the
     /// last invalidation of everything or of `path`.
-    pub(crate) async fn get(&self, digest: &str, path: &str) -> Option<Found> {
+    pub(crate) async fn get(&self, digest: &str, path: &str) -> Option<(Counts, Option<Found>)> {
         let (entry, all) = (self.entry(digest), self.epoch_all());
         let by_path = self.epoch_path(path);
         let found: Vec<Vec<u8>> = self
@@ -71,23 +88,32 @@ impl ResponseTier {
             })
             .await
             .ok()?;
-        let [answer, waited] = found.as_slice() else {
-            return None;
+        let (counts, rest) = found.split_at_checked(2)?;
+        let counts = Counts {
+            all: counts[0].clone(),
+            path: counts[1].clone(),
         };
-        let waited: u64 = std::str::from_utf8(waited).ok()?.parse().ok()?;
-        let response = Published::read(answer)?;
-        Some(Found {
-            response,
-            waited: Duration::from_millis(waited),
-        })
+        let found = match rest {
+            [answer, aged] => (|| {
+                let aged: u64 = std::str::from_utf8(aged).ok()?.parse().ok()?;
+                Some(Found {
+                    response: Published::read(answer)?,
+                    waited: Duration::from_millis(aged),
+                })
+            })(),
+            _ => None,
+        };
+        Some((counts, found))
     }
 
     /// Stores `answer` (as encoded for the cluster), `aged` already, under
-    /// the flight's `digest`, for `keep`.
+    /// the flight's `digest`, for `keep` (at most [`MAX_ENTRY_LIFE`]):
+    /// unless an invalidation came since the leader read `counts`.
     pub(crate) async fn put(
         &self,
         digest: &str,
         path: &str,
+        counts: Counts,
         answer: Vec<u8>,
         aged: Duration,
         keep: Duration,
@@ -96,9 +122,9 @@ impl ResponseTier {
             .unwrap_or(u64::MAX)
             .min(1 << 40);
         let (entry, all, by_path) = (self.entry(digest), self.epoch_all(), self.epoch_path(path));
-        let keep_ms = u64::try_from(keep.as_millis())
+        let keep_ms = u64::try_from(keep.min(MAX_ENTRY_LIFE).as_millis())
             .unwrap_or(u64::MAX)
-            .clamp(1_000, 1 << 40);
+            .max(1_000);
         let _ = self
             .redis
             .call("response put", |mut connection| async move {
@@ -109,6 +135,8 @@ impl ResponseTier {
                     .arg(answer)
                     .arg(keep_ms)
                     .arg(aged_ms)
+                    .arg(counts.all)
+                    .arg(counts.path)
                     .invoke_async::<i64>(&mut connection)
                     .await
             })
@@ -137,6 +165,7 @@ impl ResponseTier {
                         .key(epoch)
                         .arg(channel)
                         .arg(message)
+                        .arg(PATH_COUNT_LIFE_MS)
                         .invoke_async::<i64>(&mut connection)
                         .await
                 })
@@ -151,6 +180,11 @@ impl ResponseTier {
         apply: impl Fn(Invalidated<'_>) + Send + Sync + 'static,
     ) -> Arc<dyn Send + Sync> {
         let listener: Arc<Listener> = Arc::new(move |message: &[u8]| {
+            // The subscription was made again: what was said meanwhile is
+            // lost, so everything goes.
+            if message.is_empty() {
+                return apply(Invalidated::All);
+            }
             let Some(what) = message.strip_prefix(b"response\n") else {
                 return;
             };

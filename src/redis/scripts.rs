@@ -202,12 +202,16 @@ return 0
     )
 });
 
-/// Stores a `ValueCache` value with the time, by Redis's clock. KEYS: name.
-/// ARGV: value, lifetime_ms.
+/// Stores a `ValueCache` value with the time, by Redis's clock, unless it
+/// was invalidated since the computation read its count. KEYS: name,
+/// epoch. ARGV: value, lifetime_ms, the count read. 1 when stored.
 pub(crate) static VALUE_PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
         r#"
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'at', now_ms())
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
@@ -215,63 +219,72 @@ return 1
     ))
 });
 
-/// A `ValueCache` value and its age in milliseconds, or `{}`. KEYS: name.
+/// A `ValueCache` key's invalidation count, then its value and age (ms) if
+/// stored: `{count}` or `{count, value, age}`. KEYS: name, epoch.
 pub(crate) static VALUE_GET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
         r#"
+local count = redis.call('GET', KEYS[2]) or '0'
 local found = redis.call('HMGET', KEYS[1], 'v', 'at')
 if not found[1] or not found[2] then
-  return {}
+  return {count}
 end
-return {found[1], tostring(math.max(0, now_ms() - tonumber(found[2])))}
+return {count, found[1], tostring(math.max(0, now_ms() - tonumber(found[2])))}
 "#
     ))
 });
 
-/// Deletes a `ValueCache` value and tells every replica. KEYS: name. ARGV:
-/// channel, message.
+/// Deletes a `ValueCache` value, counts the invalidation (the count lives
+/// two hours: a computation that read it before cannot store after), and
+/// tells every replica. KEYS: name, epoch. ARGV: channel, message.
 pub(crate) static VALUE_DROP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('DEL', KEYS[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], 7200000)
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 "#,
     )
 });
 
-/// A stored response and how long it has been in Redis (ms), unless an
-/// invalidation came after it was stored. KEYS: entry, all-epoch,
-/// path-epoch.
+/// The invalidation counts now, then, if an entry stored since the last
+/// invalidation exists, it and how long it has aged (ms): `{all, path}` or
+/// `{all, path, answer, aged}`. KEYS: entry, all-epoch, path-epoch.
 pub(crate) static RESPONSE_GET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
         r#"
-local found = redis.call('HMGET', KEYS[1], 'v', 'at', 'all', 'path')
-if not found[1] or not found[2] then
-  return {}
-end
 local all = redis.call('GET', KEYS[2]) or '0'
 local path = redis.call('GET', KEYS[3]) or '0'
+local found = redis.call('HMGET', KEYS[1], 'v', 'at', 'all', 'path')
+if not found[1] or not found[2] then
+  return {all, path}
+end
 if found[3] ~= all or found[4] ~= path then
   redis.call('DEL', KEYS[1])
-  return {}
+  return {all, path}
 end
-return {found[1], tostring(math.max(0, now_ms() - tonumber(found[2])))}
+return {all, path, found[1], tostring(math.max(0, now_ms() - tonumber(found[2])))}
 "#
     ))
 });
 
-/// Stores a response with the time its age runs from and the invalidation
-/// counts. KEYS: entry, all-epoch, path-epoch. ARGV: answer, keep_ms, the
-/// milliseconds it has aged already.
+/// Stores a response with the time its age runs from, unless an
+/// invalidation came since the leader read the counts. KEYS: entry,
+/// all-epoch, path-epoch. ARGV: answer, keep_ms, the milliseconds it has
+/// aged already, the counts the leader read (all, path). 1 when stored.
 pub(crate) static RESPONSE_PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
         r#"
 local all = redis.call('GET', KEYS[2]) or '0'
 local path = redis.call('GET', KEYS[3]) or '0'
+if all ~= ARGV[4] or path ~= ARGV[5] then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'at', now_ms() - tonumber(ARGV[3]), 'all', all, 'path', path)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
@@ -280,14 +293,15 @@ return 1
 });
 
 /// Counts an invalidation and tells every replica. KEYS: epoch. ARGV:
-/// channel, message. A path's count lives an hour: once it is gone, every
-/// entry that recorded it reads as invalidated, never as fresh.
+/// channel, message, how long a path's count lives (ms). A path's count
+/// outlives every entry (their life is capped below it): once it is gone,
+/// no entry that recorded it remains.
 pub(crate) static RESPONSE_INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('INCR', KEYS[1])
 if string.find(KEYS[1], ':path-epoch:', 1, true) then
-  redis.call('PEXPIRE', KEYS[1], 3600000)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1

@@ -68,20 +68,41 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a `ValueCache` asks of its remote tier; object-safe, so the cache
 /// needs `Serialize` only where the tier is set.
 pub(crate) trait Remote<K, V>: Send + Sync {
-    /// The value and its age, if the tier has one.
-    fn get<'a>(&'a self, key: &'a K) -> Boxed<'a, Option<(V, Duration)>>;
-    /// Stores `value` for `lifetime`.
-    fn put<'a>(&'a self, key: &'a K, value: &'a V, lifetime: Duration) -> Boxed<'a, ()>;
+    /// The key's invalidation count (to give [`put`](Self::put)), and its
+    /// value and age if the tier has one; `None` when Redis cannot be asked.
+    fn get<'a>(&'a self, key: &'a K) -> Boxed<'a, Option<Read<V>>>;
+    /// Stores `value` for `lifetime`, unless the key was invalidated since
+    /// its count read `epoch`.
+    fn put<'a>(
+        &'a self,
+        key: &'a K,
+        value: &'a V,
+        lifetime: Duration,
+        epoch: Epoch,
+    ) -> Boxed<'a, ()>;
     /// Deletes the value and tells every replica.
     fn invalidate<'a>(&'a self, key: &'a K) -> Boxed<'a, ()>;
     /// The cluster flight that computes the key.
     fn ticket(&self, key: &K) -> Option<Ticket>;
     fn encode(&self, value: &V) -> Option<Vec<u8>>;
     fn decode(&self, bytes: &[u8]) -> Option<V>;
-    /// Calls `drop_local` with every key another replica invalidates, for as
-    /// long as the returned handle lives.
-    fn on_invalidation(&self, drop_local: Box<dyn Fn(K) + Send + Sync>) -> Arc<dyn Send + Sync>;
+    /// Calls `drop_local` with every key another replica invalidates, and
+    /// with `None` (drop everything) when invalidations may have been missed
+    /// (the subscription was lost and made again), for as long as the
+    /// returned handle lives.
+    fn on_invalidation(
+        &self,
+        drop_local: Box<dyn Fn(Option<K>) + Send + Sync>,
+    ) -> Arc<dyn Send + Sync>;
 }
+
+/// What a read of the tier found: the key's invalidation count, and its
+/// value and age if stored.
+pub(crate) type Read<V> = (Epoch, Option<(V, Duration)>);
+
+/// A key's invalidation count in Redis, as a computation read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Epoch(Vec<u8>);
 
 /// The tier for one key and value type.
 pub(crate) struct RemoteValues<K, V> {
@@ -114,46 +135,65 @@ where
     K: Serialize + DeserializeOwned + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn get<'a>(&'a self, key: &'a K) -> Boxed<'a, Option<(V, Duration)>> {
+    fn get<'a>(&'a self, key: &'a K) -> Boxed<'a, Option<Read<V>>> {
         Box::pin(async move {
-            let name = self
-                .redis()
-                .prefix()
-                .value(&self.tier.name, &keys::encode(key)?);
+            let key = keys::encode(key)?;
+            let prefix = self.redis().prefix();
+            let (name, epoch) = (
+                prefix.value(&self.tier.name, &key),
+                prefix.value_epoch(&self.tier.name, &key),
+            );
             let found: Vec<Vec<u8>> = self
                 .redis()
                 .call("value get", |mut connection| async move {
                     scripts::VALUE_GET
                         .key(&name)
+                        .key(&epoch)
                         .invoke_async(&mut connection)
                         .await
                 })
                 .await
                 .ok()?;
-            let [value, age] = found.as_slice() else {
-                return None;
+            let (count, rest) = found.split_first()?;
+            let value = match rest {
+                [value, age] => (|| {
+                    let age: u64 = std::str::from_utf8(age).ok()?.parse().ok()?;
+                    Some((
+                        serde_json::from_slice(value).ok()?,
+                        Duration::from_millis(age),
+                    ))
+                })(),
+                _ => None,
             };
-            let age: u64 = std::str::from_utf8(age).ok()?.parse().ok()?;
-            Some((
-                serde_json::from_slice(value).ok()?,
-                Duration::from_millis(age),
-            ))
+            Some((Epoch(count.clone()), value))
         })
     }
 
-    fn put<'a>(&'a self, key: &'a K, value: &'a V, lifetime: Duration) -> Boxed<'a, ()> {
+    fn put<'a>(
+        &'a self,
+        key: &'a K,
+        value: &'a V,
+        lifetime: Duration,
+        epoch: Epoch,
+    ) -> Boxed<'a, ()> {
         Box::pin(async move {
             let (Some(key), Ok(value)) = (keys::encode(key), serde_json::to_vec(value)) else {
                 return;
             };
-            let name = self.redis().prefix().value(&self.tier.name, &key);
+            let prefix = self.redis().prefix();
+            let (name, count) = (
+                prefix.value(&self.tier.name, &key),
+                prefix.value_epoch(&self.tier.name, &key),
+            );
             let _ = self
                 .redis()
                 .call("value put", |mut connection| async move {
                     scripts::VALUE_PUT
                         .key(&name)
+                        .key(&count)
                         .arg(value)
                         .arg(millis(lifetime))
+                        .arg(epoch.0)
                         .invoke_async::<i64>(&mut connection)
                         .await
                 })
@@ -171,6 +211,7 @@ where
                 prefix.value(&self.tier.name, &key),
                 prefix.invalidation_channel(),
             );
+            let epoch = prefix.value_epoch(&self.tier.name, &key);
             let mut message = self.tier.name.as_bytes().to_vec();
             message.push(b'\n');
             message.extend_from_slice(&key);
@@ -179,6 +220,7 @@ where
                 .call("value invalidate", |mut connection| async move {
                     scripts::VALUE_DROP
                         .key(&name)
+                        .key(&epoch)
                         .arg(channel)
                         .arg(message)
                         .invoke_async::<i64>(&mut connection)
@@ -203,9 +245,17 @@ where
         serde_json::from_slice(bytes).ok()
     }
 
-    fn on_invalidation(&self, drop_local: Box<dyn Fn(K) + Send + Sync>) -> Arc<dyn Send + Sync> {
+    fn on_invalidation(
+        &self,
+        drop_local: Box<dyn Fn(Option<K>) + Send + Sync>,
+    ) -> Arc<dyn Send + Sync> {
         let cache = Arc::clone(&self.tier.name);
         let listener: Arc<super::hub::Listener> = Arc::new(move |message: &[u8]| {
+            // The subscription was made again: what was said meanwhile is
+            // lost, so everything goes.
+            if message.is_empty() {
+                return drop_local(None);
+            }
             let Some(at) = message.iter().position(|byte| *byte == b'\n') else {
                 return;
             };
@@ -213,7 +263,7 @@ where
                 return;
             }
             if let Some(key) = keys::decode::<K>(&message[at + 1..]) {
-                drop_local(key);
+                drop_local(Some(key));
             }
         });
         self.redis().on_invalidation(&listener);
