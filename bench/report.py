@@ -314,6 +314,8 @@ def main():
     text = markdown(results)
     text += "\n## Targets\n\nThe crate's own claims, against this run (instruction ratios from `bench/baseline.json`).\n\n"
     text += table(["claim", "target", "reached", ""], targets(results)) + "\n\n" + why(results)
+    # Measured by hand with a Redis this script does not start.
+    text += (ROOT / "bench" / "replicas.md").read_text()
     (ROOT / "BENCHMARKS.md").write_text(text)
 
 

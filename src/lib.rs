@@ -65,9 +65,10 @@
 //! Everything above holds in one process with no setup. With the `redis`
 //! feature, it holds across replicas: leases in Redis
 //! ([`RedisStore`](crate::redis::RedisStore), for reject mode, the `Flight`
-//! extractor and the admin router) and share mode with one handler run in the
-//! cluster ([`cluster`](SingleFlightLayer::cluster)); see the [`redis`]
-//! module.
+//! extractor and the admin router), share mode with one handler run in the
+//! cluster ([`cluster`](SingleFlightLayer::cluster)), and a Redis tier behind
+//! the caches (share mode's, and [`ValueCache`]'s through
+//! [`ValueCacheBuilder::redis`]); see the [`redis`] module.
 //!
 //! # Observability
 //!

@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use common::{
-    redis_server::{connect, RedisServer},
+    redis_server::{connect, wait_for, RedisServer},
     Runs,
 };
 use tokio::sync::Notify;
@@ -25,22 +22,6 @@ fn replica(url: &str, name: &str, ttl: Duration, swr: Duration) -> Totals {
         .stale_while_revalidate(swr)
         .redis(ValueTier::new(connect(url, name), "totals"))
         .build()
-}
-
-/// Polls `condition` every 10 ms for up to 10 s; fails loudly.
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what}: not within 10 s");
 }
 
 /// A computation that counts itself when it runs (not when it is made) and

@@ -6,14 +6,11 @@
 
 mod common;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{extract::Path, routing::post, Extension, Router};
 use common::{
-    redis_server::{connect, RedisServer, StallingProxy, TIMEOUT},
+    redis_server::{connect, wait_for, RedisServer, StallingProxy, TIMEOUT},
     send, send_all, Runs,
 };
 use http::StatusCode;
@@ -27,23 +24,6 @@ use tower_singleflight::{
 
 fn table(url: &str, replica: &str) -> Flights<String> {
     Flights::with_store(RedisStore::new(connect(url, replica)))
-}
-
-/// Polls `condition` every 10 ms for up to 10 s (Redis's clock moves in real
-/// time): fails loudly instead of hanging.
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what}: not within 10 s");
 }
 
 /// A replica of a trigger endpoint: the job reports its progress, then

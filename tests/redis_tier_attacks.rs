@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{
-    redis_server::{connect, RedisServer, StallingProxy},
+    redis_server::{connect, wait_for, RedisServer, StallingProxy},
     Runs,
 };
 use tower_singleflight::{
@@ -79,22 +79,6 @@ fn app(redis: Redis, runs: &Runs, ttl: Duration) -> axum::Router {
                 .cache(CacheConfig::new().ttl(ttl).cache_status("edge"))
                 .cluster(Cluster::new(redis)),
         )
-}
-
-/// Polls `condition` every 10 ms for up to 10 s; fails loudly.
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what}: not within 10 s");
 }
 
 /// Waits until the write to `path` is counted in Redis.

@@ -75,6 +75,7 @@ impl Hub {
 
     /// Calls `listener` with every invalidation message, for as long as it
     /// lives.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
     pub(crate) fn listen(
         self: &Arc<Self>,
         listener: &Arc<Listener>,

@@ -3,6 +3,9 @@
 //! A flight key `K` is written as its JSON (`"reindex"`, `["flow",3]`), so
 //! that `redis-cli` shows what is held and the admin list can read it back.
 
+// The caches' tiers use some of these only with the `cache` feature.
+#![cfg_attr(not(feature = "cache"), allow(dead_code))]
+
 use std::fmt;
 
 use serde::{de::DeserializeOwned, Serialize};

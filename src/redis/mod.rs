@@ -1,10 +1,14 @@
 //! Several replicas, one flight: leases kept in Redis (or Valkey).
 //!
 //! [`Redis`] is one connection to the server, shared by everything that
-//! coordinates through it; [`RedisStore`] keeps a [`Flights`](crate::Flights)
-//! table's leases there, so that reject mode, the `Flight` extractor,
-//! [`Flights::status`](crate::Flights::status) and the admin router hold
-//! across every replica that uses the same server and prefix.
+//! coordinates through it:
+//!
+//! - [`RedisStore`] keeps a [`Flights`](crate::Flights) table's leases
+//!   there, so that reject mode, the `Flight` extractor,
+//!   [`Flights::status`](crate::Flights::status) and the admin router hold
+//!   across every replica that uses the same server and prefix;
+//! - [`Cluster`] spans share mode's flights (and its cache) across them;
+//! - [`ValueTier`] puts a Redis tier behind a [`ValueCache`](crate::ValueCache).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -173,6 +177,7 @@ impl Redis {
 
     /// Calls `listener` with every invalidation another replica publishes,
     /// for as long as it lives.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
     pub(crate) fn on_invalidation(&self, listener: &Arc<hub::Listener>) {
         self.shared
             .hub

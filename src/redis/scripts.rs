@@ -6,6 +6,9 @@
 //! Times are read from Redis's own clock (`TIME`, `PTTL`), never compared
 //! with a replica's.
 
+// The caches' tiers use some of these only with the `cache` feature.
+#![cfg_attr(not(feature = "cache"), allow(dead_code))]
+
 use std::sync::LazyLock;
 
 use redis::Script;

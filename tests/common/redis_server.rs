@@ -27,6 +27,23 @@ pub fn connect(url: &str, replica: &str) -> Redis {
         .expect("a valid URL")
 }
 
+/// Polls `condition` every 10 ms for up to 10 s (Redis's clock moves in real
+/// time): fails loudly instead of hanging.
+pub async fn wait_for<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
 /// One `redis-server` process.
 pub struct RedisServer {
     child: Option<Child>,
