@@ -279,28 +279,26 @@ async fn end(ticket: Ticket, fence: String, holding: String, answer: Option<Vec<
 /// Gives up, once Redis answers (every half second, for up to a minute),
 /// the lease a timed-out step may have taken with `nonce`.
 fn abandon_later(ticket: &Ticket, nonce: String) {
-    let (redis, lease) = (ticket.redis.clone(), ticket.lease_name());
-    let (channel, digest) = (redis.prefix().flight_channel(), ticket.digest.clone());
-    tokio::spawn(async move {
-        for _ in 0..120 {
-            let (lease, nonce, channel, digest) = (&lease, &nonce, &channel, &digest);
-            let done = redis
-                .call("flight abandon", |mut connection| async move {
-                    scripts::FLIGHT_ABANDON
-                        .key(lease)
-                        .arg(nonce)
-                        .arg(channel)
-                        .arg(&**digest)
-                        .invoke_async::<i64>(&mut connection)
-                        .await
-                })
-                .await;
-            if done.is_ok() {
-                return;
+    let lease = ticket.lease_name();
+    let (channel, digest) = (
+        ticket.redis.prefix().flight_channel(),
+        ticket.digest.clone(),
+    );
+    ticket
+        .redis
+        .until_answered("flight abandon", move |mut connection| {
+            let (lease, nonce) = (lease.clone(), nonce.clone());
+            let (channel, digest) = (channel.clone(), digest.clone());
+            async move {
+                scripts::FLIGHT_ABANDON
+                    .key(lease)
+                    .arg(nonce)
+                    .arg(channel)
+                    .arg(&*digest)
+                    .invoke_async::<i64>(&mut connection)
+                    .await
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+        });
 }
 
 fn random_token() -> String {

@@ -159,6 +159,31 @@ impl Redis {
         }
     }
 
+    /// Runs `call` in the background until Redis answers it (every half
+    /// second, for up to a minute): for what must reach Redis even when it
+    /// is away now (undoing a lease nobody uses, an invalidation).
+    pub(crate) fn until_answered<T, F, Fut>(&self, what: &'static str, call: F)
+    where
+        F: Fn(ConnectionManager) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(call = what, "no runtime: not sent to redis");
+            return;
+        };
+        let redis = self.clone();
+        runtime.spawn(async move {
+            for _ in 0..120 {
+                if redis.call(what, &call).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            tracing::error!(call = what, "redis did not answer for a minute: given up");
+        });
+    }
+
     pub(crate) fn prefix(&self) -> &Prefix {
         &self.shared.prefix
     }

@@ -143,7 +143,8 @@ impl ResponseTier {
             .await;
     }
 
-    /// Invalidates in the tier and on every replica, in the background.
+    /// Invalidates in the tier and on every replica, in the background (and
+    /// again until Redis answers).
     pub(crate) fn invalidate(&self, what: Invalidated<'_>) {
         let (epoch, message) = match what {
             Invalidated::All => (self.epoch_all(), b"response\n*".to_vec()),
@@ -152,15 +153,13 @@ impl ResponseTier {
                 [b"response\n/".as_slice(), path.as_bytes()].concat(),
             ),
         };
-        let redis = self.redis.clone();
-        let channel = redis.prefix().invalidation_channel();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let (epoch, channel, message) = (&epoch, &channel, &message);
-            let _ = redis
-                .call("response invalidate", |mut connection| async move {
+        let channel = self.redis.prefix().invalidation_channel();
+        // Sent until Redis takes it: an invalidation lost to an outage would
+        // let the tier serve what the write replaced once Redis is back.
+        self.redis
+            .until_answered("response invalidate", move |mut connection| {
+                let (epoch, channel, message) = (epoch.clone(), channel.clone(), message.clone());
+                async move {
                     scripts::RESPONSE_INVALIDATE
                         .key(epoch)
                         .arg(channel)
@@ -168,9 +167,8 @@ impl ResponseTier {
                         .arg(PATH_COUNT_LIFE_MS)
                         .invoke_async::<i64>(&mut connection)
                         .await
-                })
-                .await;
-        });
+                }
+            });
     }
 
     /// Calls `apply` with what other replicas invalidate, for as long as the

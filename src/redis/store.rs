@@ -401,19 +401,10 @@ fn taken(fields: &[String]) -> Option<Result<LeaseId, Refused>> {
 /// half second, for up to a minute). Safe whatever happened: only a lease
 /// holding this attempt's own random token is deleted.
 fn release_later(redis: Redis, names: Names, nonce: u128) {
-    tokio::spawn(async move {
-        for _ in 0..120 {
-            let names = &names;
-            let released = redis
-                .call("release", |mut connection| async move {
-                    release(&mut connection, names, nonce).await
-                })
-                .await;
-            if released.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    let names = Arc::new(names);
+    redis.until_answered("release", move |mut connection| {
+        let names = Arc::clone(&names);
+        async move { release(&mut connection, &names, nonce).await }
     });
 }
 

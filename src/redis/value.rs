@@ -215,18 +215,29 @@ where
             let mut message = self.tier.name.as_bytes().to_vec();
             message.push(b'\n');
             message.extend_from_slice(&key);
-            let _ = self
-                .redis()
-                .call("value invalidate", |mut connection| async move {
+            let drop_everywhere = move |mut connection: redis::aio::ConnectionManager| {
+                let (name, epoch) = (name.clone(), epoch.clone());
+                let (channel, message) = (channel.clone(), message.clone());
+                async move {
                     scripts::VALUE_DROP
-                        .key(&name)
-                        .key(&epoch)
+                        .key(name)
+                        .key(epoch)
                         .arg(channel)
                         .arg(message)
                         .invoke_async::<i64>(&mut connection)
                         .await
-                })
-                .await;
+                }
+            };
+            // Sent again until Redis takes it: an invalidation lost to an
+            // outage would let the tier serve the old value once it is back.
+            let redis = self.redis();
+            if redis
+                .call("value invalidate", &drop_everywhere)
+                .await
+                .is_err()
+            {
+                redis.until_answered("value invalidate", drop_everywhere);
+            }
         })
     }
 
