@@ -81,6 +81,28 @@ fn app(redis: Redis, runs: &Runs, ttl: Duration) -> axum::Router {
         )
 }
 
+/// Starts computing `key` on `cache` (value 1), held at `gate`; returns once
+/// the computation runs.
+async fn computing(
+    cache: Totals,
+    key: &str,
+    gate: &Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<Result<u64, tower_singleflight::ValueError<std::io::Error>>> {
+    let runs = Runs::default();
+    let (gate, key, counted) = (Arc::clone(gate), key.to_owned(), runs.clone());
+    let task = tokio::spawn(async move {
+        cache
+            .get_or_compute(key, move || async move {
+                counted.bump();
+                gate.notified().await;
+                Ok(1)
+            })
+            .await
+    });
+    common::eventually(|| runs.get() == 1).await;
+    task
+}
+
 /// Waits until the write to `path` is counted in Redis.
 async fn write_reached_redis(server: &RedisServer, path: &str) {
     let key = format!("tsf:response:path-epoch:{path}");
@@ -486,17 +508,7 @@ async fn a_value_from_a_flight_older_than_an_invalidation_is_not_kept() {
     let gate = Arc::new(tokio::sync::Notify::new());
     let key = "site".to_owned();
     // B computes from the data as it was before the write.
-    let runs = Runs::default();
-    let (g, k, r) = (gate.clone(), key.clone(), runs.clone());
-    let b_task = tokio::spawn(async move {
-        b.get_or_compute(k, move || async move {
-            r.bump();
-            g.notified().await;
-            Ok(1)
-        })
-        .await
-    });
-    common::eventually(|| runs.get() == 1).await;
+    let b_task = computing(b, &key, &gate).await;
     // The data changes; A invalidates (in Redis, before it returns).
     a.invalidate(&key).await;
     // C asks after the invalidation: it must not keep the old value.
@@ -574,17 +586,7 @@ async fn a_value_put_after_an_invalidation_reached_redis_is_refused() {
     );
     let gate = Arc::new(tokio::sync::Notify::new());
     let key = "site".to_owned();
-    let runs = Runs::default();
-    let (g, k, r) = (gate.clone(), key.clone(), runs.clone());
-    let b_task = tokio::spawn(async move {
-        b.get_or_compute(k, move || async move {
-            r.bump();
-            g.notified().await;
-            Ok(1)
-        })
-        .await
-    });
-    common::eventually(|| runs.get() == 1).await;
+    let b_task = computing(b, &key, &gate).await;
     // B's subscription drops for a moment as A invalidates.
     server.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     a.invalidate(&key).await;
