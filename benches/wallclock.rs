@@ -94,6 +94,104 @@ mod hundred_requests {
     }
 }
 
+/// The multi-core cost: one request per iteration, from 1 and from 2
+/// threads at once through the same router (each thread with its own
+/// current-thread runtime, as a worker of a multi-threaded server would
+/// poll its own connections). A route that scales as the bare one does keeps
+/// its time per request from 1 to 2 threads as the bare route does; a lock
+/// every request takes shows as a time that grows with the threads.
+///
+/// Read as: (layered time at 2 threads / at 1) / (bare time at 2 / at 1),
+/// 1.0 when the layer adds no contention.
+mod contention {
+    use std::cell::Cell;
+
+    use super::*;
+
+    thread_local! {
+        static RUNTIME: Runtime = runtime();
+        /// This thread's next unique key: threads start far apart.
+        static NEXT: Cell<u32> = Cell::new(thread_start());
+    }
+
+    fn thread_start() -> u32 {
+        let thread = std::thread::current().id();
+        let mut hash = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&thread, &mut hash);
+        (std::hash::Hasher::finish(&hash) as u32) & 0xff00_0000
+    }
+
+    /// One request for `/hello/{id}` through `app`, its body read.
+    fn one(app: &Router, method: &'static str, id: u32) {
+        RUNTIME.with(|runtime| {
+            runtime.block_on(async {
+                let request = Request::builder()
+                    .method(method)
+                    .uri(format!("/hello/{id}"))
+                    .body(Body::empty())
+                    .expect("a valid request");
+                let response = app.clone().oneshot(request).await.expect("infallible");
+                divan::black_box(response.into_body().collect().await.expect("a body"));
+            });
+        });
+    }
+
+    fn unique() -> u32 {
+        NEXT.with(|next| {
+            let id = next.get();
+            next.set(id.wrapping_add(1));
+            id
+        })
+    }
+
+    fn hello_route() -> Router {
+        Router::new().route("/hello/{id}", get(hello))
+    }
+
+    fn run(bencher: divan::Bencher<'_, '_>, app: Router, method: &'static str, hot: bool) {
+        let app = app.with_state(());
+        one(&app, method, 7); // warm up (and fill a cache)
+        bencher.bench(|| one(&app, method, if hot { 7 } else { unique() }));
+    }
+
+    #[divan::bench(threads = [1, 2])]
+    fn bare_unique_keys(bencher: divan::Bencher<'_, '_>) {
+        run(bencher, hello_route(), "GET", false);
+    }
+
+    #[divan::bench(threads = [1, 2])]
+    fn bare_hot_key(bencher: divan::Bencher<'_, '_>) {
+        run(bencher, hello_route(), "GET", true);
+    }
+
+    #[divan::bench(threads = [1, 2])]
+    fn share_unique_keys(bencher: divan::Bencher<'_, '_>) {
+        let app = hello_route().layer(SingleFlightLayer::share());
+        run(bencher, app, "GET", false);
+    }
+
+    #[divan::bench(threads = [1, 2])]
+    fn share_hot_key(bencher: divan::Bencher<'_, '_>) {
+        let app = hello_route().layer(SingleFlightLayer::share());
+        run(bencher, app, "GET", true);
+    }
+
+    #[divan::bench(threads = [1, 2])]
+    fn cache_hit_hot_key(bencher: divan::Bencher<'_, '_>) {
+        let cache = CacheConfig::new().ttl(Duration::from_secs(3600));
+        let app = hello_route().layer(SingleFlightLayer::share().cache(cache));
+        run(bencher, app, "GET", true);
+    }
+
+    #[divan::bench(threads = [1, 2])]
+    fn reject_unique_keys(bencher: divan::Bencher<'_, '_>) {
+        let app = Router::new()
+            .route("/hello/{id}", post(hello))
+            .layer(SingleFlightLayer::reject());
+        run(bencher, app, "POST", false);
+    }
+}
+
 /// One leader, N waiters parked on its flight: the time from the leader's
 /// outcome to the last waiter having it.
 #[divan::bench(args = [10, 1_000, 10_000])]
