@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{routing::get, Router};
 use common::{
-    redis_server::{connect, RedisServer},
+    redis_server::{connect, wait_for, RedisServer},
     Reply, Runs,
 };
 use http::{HeaderMap, StatusCode};
@@ -23,11 +23,43 @@ fn layer(redis: Redis) -> tower_singleflight::ShareLayer {
         .cluster(Cluster::new(redis).leader_lease(Duration::from_secs(1)))
 }
 
+/// Waits until a replica's first call to Redis (its turn) was answered: it
+/// waits on the cluster flight from then on.
 async fn asked(redis: &Redis) {
     while redis.stats().calls == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// How the first run of [`gated_leader`]'s handler ends once its gate opens.
+#[derive(Clone, Copy)]
+enum FirstRun {
+    Fails,
+    Panics,
+}
+
+/// A replica whose `/r` holds its first run at `gate`, which then fails or
+/// panics; every later run answers `ok #N`.
+fn gated_leader(runs: &Runs, gate: &Arc<Notify>, first: FirstRun, redis: Redis) -> Router {
+    let (runs, gate) = (runs.clone(), Arc::clone(gate));
+    let handler = move || {
+        let (runs, gate) = (runs.clone(), Arc::clone(&gate));
+        async move {
+            let run = runs.bump();
+            if run == 1 {
+                gate.notified().await;
+                match first {
+                    FirstRun::Fails => {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, format!("boom #{run}"))
+                    }
+                    FirstRun::Panics => panic!("leader dies"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (StatusCode::OK, format!("ok #{run}"))
+        }
+    };
+    Router::new().route("/r", get(handler)).layer(layer(redis))
 }
 
 /// Promise 4: a leader's 5xx is never published to other replicas.
@@ -38,21 +70,7 @@ async fn a_leaders_500_is_not_published_to_another_replica() {
     };
     let runs = Runs::default();
     let gate = Arc::new(Notify::new());
-    let make = |redis: Redis| {
-        let (runs, gate) = (runs.clone(), Arc::clone(&gate));
-        let handler = move || {
-            let (runs, gate) = (runs.clone(), Arc::clone(&gate));
-            async move {
-                let run = runs.bump();
-                if run == 1 {
-                    gate.notified().await;
-                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("boom #{run}"));
-                }
-                (StatusCode::OK, format!("ok #{run}"))
-            }
-        };
-        Router::new().route("/r", get(handler)).layer(layer(redis))
-    };
+    let make = |redis: Redis| gated_leader(&runs, &gate, FirstRun::Fails, redis);
     let redis_b = connect(&server.url(), "b");
     let (a, b) = (make(connect(&server.url(), "a")), make(redis_b.clone()));
     let first = common::spawn(&a, common::get("/r"));
@@ -98,26 +116,32 @@ async fn an_old_leader_does_not_end_its_successors_lease_after_a_fence_reset() {
         };
         Router::new().route("/r", get(handler)).layer(layer(redis))
     };
+    let redis_a = connect(&server.url(), "a");
     let (a, b, c) = (
-        make(connect(&server.url(), "a")),
+        make(redis_a.clone()),
         make(connect(&server.url(), "b")),
         make(connect(&server.url(), "c")),
     );
     let first = common::spawn(&a, common::get("/r"));
     common::until(|| runs.get() == 1).await;
     assert!(server.command(&["GET", "tsf:fence"]).contains("\r\n1\r\n"));
+    let answered = redis_a.stats().calls;
     server.restart();
     // A's renewals notice, and its connection comes back.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    wait_for("A's connection answers again", || {
+        let calls = redis_a.stats().calls;
+        async move { calls > answered }
+    })
+    .await;
     let second = common::spawn(&b, common::get("/r"));
     common::until(|| runs.get() == 2).await;
     // B leads with fence 1 again.
     assert!(server.command(&["GET", "tsf:fence"]).contains("\r\n1\r\n"));
     // A's old flight (fence 1) ends.
     gate_a.notify_one();
+    // Its lease ended before it answered.
     assert_eq!(first.await.unwrap().text(), "report #1");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let leases = server.command(&["KEYS", "tsf:share:*:lease"]);
+    let leases = server.command(&["KEYS", "tsf:flight:*:lease"]);
     // C arrives while B still runs: it must wait for B, not lead a second run.
     let third = common::spawn(&c, common::get("/r"));
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -264,22 +288,7 @@ async fn a_panicking_leader_is_replaced_by_one_waiter() {
     };
     let runs = Runs::default();
     let gate = Arc::new(Notify::new());
-    let make = |redis: Redis| {
-        let (runs, gate) = (runs.clone(), Arc::clone(&gate));
-        let handler = move || {
-            let (runs, gate) = (runs.clone(), Arc::clone(&gate));
-            async move {
-                let run = runs.bump();
-                if run == 1 {
-                    gate.notified().await;
-                    panic!("leader dies");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                format!("ok #{run}")
-            }
-        };
-        Router::new().route("/r", get(handler)).layer(layer(redis))
-    };
+    let make = |redis: Redis| gated_leader(&runs, &gate, FirstRun::Panics, redis);
     let a = make(connect(&server.url(), "a"));
     let (redis_b, redis_c) = (connect(&server.url(), "b"), connect(&server.url(), "c"));
     let (b, c) = (make(redis_b.clone()), make(redis_c.clone()));
@@ -436,7 +445,7 @@ async fn a_timed_out_turn_leaves_no_phantom_leader() {
     );
     proxy.resume();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let leases = server.command(&["KEYS", "tsf:share:*:lease"]);
+    let leases = server.command(&["KEYS", "tsf:flight:*:lease"]);
     let a = counting(&runs, connect(&server.url(), "a"), 0);
     let started = tokio::time::Instant::now();
     let reply = common::send(&a, common::get("/r")).await;
@@ -490,8 +499,8 @@ async fn credentials_are_named_by_header_not_by_list_position() {
         CallerIdentity::new().header(http::HeaderName::from_static("x-tenant")),
     );
     let x = common::spawn(&old, common::get_with("/r", http::header::COOKIE, "abc"));
+    // Running: its lease in the cluster was taken before.
     common::until(|| runs.get() == 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let y = common::spawn(
         &new,
         common::get_with("/r", http::HeaderName::from_static("x-tenant"), "abc"),

@@ -113,6 +113,23 @@ async fn write_reached_redis(server: &RedisServer, path: &str) {
     .await;
 }
 
+/// A server and two replicas of `app` on it, answers fresh for `ttl`.
+struct Pair {
+    server: RedisServer,
+    runs: Runs,
+    a: axum::Router,
+    b: axum::Router,
+}
+
+/// `None` (the test skips) when `redis-server` is not installed.
+fn pair(ttl: Duration) -> Option<Pair> {
+    let server = RedisServer::start()?;
+    let runs = Runs::default();
+    let a = app(connect(&server.url(), "a"), &runs, ttl);
+    let b = app(connect(&server.url(), "b"), &runs, ttl);
+    Some(Pair { server, runs, a, b })
+}
+
 fn header(reply: &common::Reply, name: &str) -> String {
     reply
         .headers
@@ -127,13 +144,15 @@ fn header(reply: &common::Reply, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tier_answer_on_b_carries_its_real_age() {
-    let Some(server) = RedisServer::start() else {
+    let Some(Pair {
+        server: _server,
+        runs,
+        a,
+        b,
+    }) = pair(Duration::from_secs(60))
+    else {
         return;
     };
-    let runs = Runs::default();
-    let minute = Duration::from_secs(60);
-    let a = app(connect(&server.url(), "a"), &runs, minute);
-    let b = app(connect(&server.url(), "b"), &runs, minute);
     let first = common::send(&a, common::get("/report")).await;
     eprintln!(
         "A: age={:?} cs={:?}",
@@ -164,13 +183,15 @@ async fn tier_answer_on_b_carries_its_real_age() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tier_answer_cache_status_does_not_claim_full_ttl() {
-    let Some(server) = RedisServer::start() else {
+    let Some(Pair {
+        server: _server,
+        runs: _,
+        a,
+        b,
+    }) = pair(Duration::from_secs(60))
+    else {
         return;
     };
-    let runs = Runs::default();
-    let minute = Duration::from_secs(60);
-    let a = app(connect(&server.url(), "a"), &runs, minute);
-    let b = app(connect(&server.url(), "b"), &runs, minute);
     common::send(&a, common::get("/report")).await;
     // Real time must pass for the answer to age (Redis's clock).
     tokio::time::sleep(Duration::from_millis(3100)).await;
@@ -224,13 +245,15 @@ async fn a_value_invalidation_missed_while_resubscribing_still_drops_the_copy() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_invalidation_missed_while_resubscribing_still_drops_the_copy() {
-    let Some(server) = RedisServer::start() else {
+    let Some(Pair {
+        server,
+        runs: _,
+        a,
+        b,
+    }) = pair(Duration::from_secs(3600))
+    else {
         return;
     };
-    let runs = Runs::default();
-    let hour = Duration::from_secs(3600);
-    let a = app(connect(&server.url(), "a"), &runs, hour);
-    let b = app(connect(&server.url(), "b"), &runs, hour);
     common::send(&a, common::get("/report")).await;
     assert_eq!(
         common::send(&b, common::get("/report")).await.text(),
@@ -307,13 +330,15 @@ async fn no_tier_entry_outlives_the_path_count_it_was_stored_under() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_never_reaches_the_tier() {
-    let Some(server) = RedisServer::start() else {
+    let Some(Pair {
+        server,
+        runs: _,
+        a,
+        b,
+    }) = pair(Duration::from_secs(60))
+    else {
         return;
     };
-    let runs = Runs::default();
-    let minute = Duration::from_secs(60);
-    let a = app(connect(&server.url(), "a"), &runs, minute);
-    let b = app(connect(&server.url(), "b"), &runs, minute);
     assert_eq!(
         common::send(&a, common::get("/report?fail")).await.status,
         500
@@ -356,13 +381,15 @@ async fn a_value_error_never_reaches_the_tier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_answer_is_not_found_by_another_caller_or_host() {
-    let Some(server) = RedisServer::start() else {
+    let Some(Pair {
+        server: _server,
+        runs: _,
+        a,
+        b,
+    }) = pair(Duration::from_secs(60))
+    else {
         return;
     };
-    let runs = Runs::default();
-    let minute = Duration::from_secs(60);
-    let a = app(connect(&server.url(), "a"), &runs, minute);
-    let b = app(connect(&server.url(), "b"), &runs, minute);
     let with = |h: &[(&str, &str)]| common::with_headers("GET", "/report", h);
     common::send(
         &a,
@@ -609,13 +636,15 @@ async fn a_value_put_after_an_invalidation_reached_redis_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_cache_request_is_not_answered_from_the_tier() {
-    let Some(server) = RedisServer::start() else {
+    let Some(Pair {
+        server: _server,
+        runs: _,
+        a,
+        b,
+    }) = pair(Duration::from_secs(60))
+    else {
         return;
     };
-    let runs = Runs::default();
-    let minute = Duration::from_secs(60);
-    let a = app(connect(&server.url(), "a"), &runs, minute);
-    let b = app(connect(&server.url(), "b"), &runs, minute);
     common::send(&a, common::get("/report")).await;
     let reply = common::send(
         &b,
@@ -636,13 +665,15 @@ async fn a_no_cache_request_is_not_answered_from_the_tier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_max_age_request_gets_no_older_answer_from_the_tier() {
-    let Some(server) = RedisServer::start() else {
+    let Some(Pair {
+        server: _server,
+        runs: _,
+        a,
+        b,
+    }) = pair(Duration::from_secs(60))
+    else {
         return;
     };
-    let runs = Runs::default();
-    let minute = Duration::from_secs(60);
-    let a = app(connect(&server.url(), "a"), &runs, minute);
-    let b = app(connect(&server.url(), "b"), &runs, minute);
     common::send(&a, common::get("/report")).await;
     // Real time must pass for the answer to age (Redis's clock).
     tokio::time::sleep(Duration::from_millis(3100)).await;
