@@ -13,6 +13,7 @@ mod lease;
 mod memory;
 mod options;
 mod progress;
+mod shards;
 mod stats;
 #[cfg(test)]
 mod tests;
