@@ -18,10 +18,12 @@
 //!   handlers with no layer, for nginx and Varnish to sit in front of
 //!   (`/origin/slow` answers `Cache-Control: max-age=1`); both count their
 //!   runs as `origin`.
-//! - `/stream/{key}?chunks=N&ms=M`: share mode, a body of N chunks of 1 KiB
-//!   (default 20), one every M ms (default 100): slower than the layer's
-//!   buffer budget (1 s), it streams to the leader; faster, it is shared. For
-//!   the soak's clients that leave mid-response.
+//! - `/stream/{key}?wait=W&chunks=N&ms=M`: share mode, a head after W ms
+//!   (default 0), then a body of N chunks of 1 KiB (default 20), one every M
+//!   ms (default 100): slower than the layer's buffer budget (1 s), it
+//!   streams to the leader; faster, it is shared, with the requests that came
+//!   before the head (a leader alone at its head streams it). For the soak's
+//!   clients that leave mid-response.
 //! - `/stats`: handler runs per route, the flights in the air and the leases
 //!   held (every layer's, added up), each layer's counters, and the cache's.
 //! - `/gate/{key}?ms=N`: no layer; every request for the key waits until N ms
@@ -141,6 +143,7 @@ struct Work {
 
 #[derive(Deserialize)]
 struct Chunks {
+    wait: Option<u64>,
     chunks: Option<u64>,
     ms: Option<u64>,
 }
@@ -283,6 +286,7 @@ async fn no_store(route: usize, Query(work): Query<Work>) -> impl IntoResponse {
 
 async fn stream(Query(chunks): Query<Chunks>) -> Body {
     count(8);
+    tokio::time::sleep(Duration::from_millis(chunks.wait.unwrap_or(0).min(60_000))).await;
     let last = chunks.chunks.unwrap_or(20).min(1000);
     let every = Duration::from_millis(chunks.ms.unwrap_or(100).min(60_000));
     let body = futures_util::stream::unfold(0, move |n| async move {
