@@ -118,7 +118,7 @@ class Leavers:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.counts = {}
-        self.rounds = 0
+        self.rounds = {"buffered": 0, "streamed": 0}
         self.threads = [
             threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)
         ]
@@ -142,6 +142,7 @@ class Leavers:
         turn = 0
         while not self.stop.is_set():
             query, behaviours = ROUNDS[turn % len(ROUNDS)]
+            kind = "buffered" if query == BUFFERED else "streamed"
             path = f"/stream/{self.prefix}-{index}-{turn}?{query}"
             turn += 1
             clients = [
@@ -155,7 +156,7 @@ class Leavers:
             for client in clients:
                 client.join()
             with self.lock:
-                self.rounds += 1
+                self.rounds[kind] += 1
 
     def client(self, path, behaviour, draw, delay):
         time.sleep(delay)
@@ -358,6 +359,8 @@ def report_md(result):
         return ", ".join(f"{n:,} {what}" for what, n in sorted(leavers.get(behaviour, {}).items()))
 
     flat = "**yes**" if f["flat"] else "**NO**"
+    rounds = result["leaver_rounds"]
+    expected_runs = rounds["buffered"] + len(ROUNDS[1][1]) * rounds["streamed"]
     left = final["in_flight"], final["leases_held"]
     lines = [
         "## 9. Soak",
@@ -370,10 +373,12 @@ def report_md(result):
         "unique and hot keys on `/sf`, hits on `/cached/hot`, misses on `/cached/{unique}`, "
         "POSTs to 4 keys of `/reject` (20 ms each: the rest get `409`), and `/nostore` "
         f"(2 ms, `no-store`: unshareable) on a hot key and on unique ones, at {rate:,.0f} "
-        f"requests/s on average; and {result['leaver_threads']} threads running rounds of 4 "
+        "requests/s on average (the counts below are the requests wrk sent, by kind); and "
+        f"{result['leaver_threads']} threads running rounds of 4 "
         "clients sent at once to a new `/stream/{key}` each "
-        f"({result['leaver_rounds']:,} rounds in all). In a buffered round (a 300 ms answer, "
-        "its head at 200 ms, shared) the leader leaves before the answer, two read it whole and one more leaves; in "
+        f"({sum(rounds.values()):,} rounds in all). In a buffered round (a 300 ms answer, "
+        "its head at 200 ms, shared) the leader leaves before the answer, two read it whole "
+        "and one more leaves; in "
         "a streamed round (2.1 s, past the 1 s buffer budget: it streams to the leader and the "
         "followers run their own) the leader and a follower leave mid-response by RST, one by "
         "FIN, and one reads it whole. The server's RSS (`VmRSS`) is sampled every second. "
@@ -392,13 +397,16 @@ def report_md(result):
         lines.append(f"| RSS at 5 min | {f['rss_5min_mib']} MiB |")
     lines += [
         f"| RSS at the end ({result['seconds']} s) | {f['rss_end_mib']} MiB |",
-        f"| RSS max (after warm-up) | {f['rss_max_mib']} MiB ({f['rss_max_after_warmup_mib']} MiB) |",
-        f"| RSS slope after warm-up (least squares) | {f['slope_after_warmup_mib_per_min']} MiB/min |",
+        f"| RSS max: in all, after warm-up | {f['rss_max_mib']} MiB, "
+        f"{f['rss_max_after_warmup_mib']} MiB |",
+        f"| RSS once the load stopped and the flights ended | {result['rss_settled_mib']} MiB |",
+        "| RSS slope after warm-up (least squares) | "
+        f"{f['slope_after_warmup_mib_per_min']} MiB/min |",
         f"| Memory flat (end within {f['flat_allowed_mib']} MiB of warm-up) | {flat}: "
         f"{f['end_minus_warmup_mib']:+} MiB |",
         f"| Cache at the end | {cache['weighted_size'] / MIB:.1f} MiB weighed, "
         f"{cache['entry_count']:,} entries (bound {cache['max_bytes'] // MIB} MiB"
-        + (f", first reached 95% at {f['cache_full_at_s']} s" if f["cache_full_at_s"] is not None else "")
+        + (f", first reached 95% at {f['cache_full_at_s']} s" if f["cache_full_at_s"] else "")
         + ") |",
         f"| Flights in flight, leases held at the end | **{left[0]}**, **{left[1]}** "
         f"(after {result['settle_s']} s) |",
@@ -419,8 +427,12 @@ def report_md(result):
         f"| `/stream`: left before the answer | {leaver('before_answer')} |",
         f"| `/stream`: read whole (buffered, streamed) | {leaver('full_buffered')}; "
         f"{leaver('full_streamed')} |",
-        f"| `/stream`: handler runs; share mode's followers, fell back | {runs['stream']:,}; "
-        f"{final['share']['followers']:,}, {final['share']['fell_back']:,} |",
+        f"| `/stream` handler runs (1 a buffered round, 4 a streamed one) | {runs['stream']:,} "
+        f"(expected {expected_runs:,}: {rounds['buffered']:,} buffered and "
+        f"{rounds['streamed']:,} streamed rounds) |",
+        f"| Share layer of `/sf`, `/nostore`, `/stream`: followers, fell back, timed out, "
+        f"panicked | {final['share']['followers']:,}, {final['share']['fell_back']:,}, "
+        f"{final['share']['timed_out']:,}, {final['share']['panicked']:,} |",
         "",
     ]
     return "\n".join(lines)
@@ -439,7 +451,9 @@ def main():
     parser.add_argument(
         "--warmup", type=int, help="seconds of warm-up (default: 60, or a quarter of a shorter run)"
     )
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait for flights to end")
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="seconds to wait for flights to end"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak.json"))
     parser.add_argument("--md", default=str(ROOT / "bench" / "soak.md"))
     args = parser.parse_args()
