@@ -149,16 +149,17 @@ def markdown(results):
         "",
         "## 4. Overhead",
         "",
-        "Requests/s of `/sf/{unique}` (share mode, every request its own key) and of a cache hit, "
-        "against `/bare`, with wrk (64 connections), alternating bare and case (ABBA). Every side "
-        "builds its requests in a wrk script, so that the client's cost per request is the same. "
-        "`param_no_layer` is `/param/{unique}`: the layered routes' shape (a routed path "
-        "parameter) with no layer, for how much of the gap to `/bare` is not the layer's.",
+        "Requests/s of `/sf/{unique}` (share mode, every request its own key), `/sf/hot` (share "
+        "mode, one key, a fast handler), a cache hit on one key and `POST /reject/{unique}`, "
+        f"against `/bare`, with wrk ({threads_and_connections(results)}), alternating bare and "
+        "case (ABBA). Every side builds its requests in a wrk script, so that the client's cost "
+        "per request is the same. `param_no_layer` is `/param/{unique}`: the layered routes' shape "
+        "(a routed path parameter) with no layer, for how much of the gap to `/bare` is not the "
+        "layer's; *vs `/param`* divides by its median.",
         "",
-        table(["case", "throughput ratio (median)", "range"],
-              [[case, r["throughput_ratio_median"], r["throughput_ratio_range"]]
-               for case, r in results["overhead"].items()]),
+        overhead_table(results),
         "",
+        *several_cores(),
         "## 5. TTL expiry under load",
         "",
         "64 connections for 6 s on one key with a 1 s TTL (the crate: stale-while-revalidate 10 s).",
@@ -174,6 +175,53 @@ def markdown(results):
         "",
     ]
     return "\n".join(out)
+
+
+def threads_and_connections(results):
+    machine = results["machine"]
+    return (f"{machine.get('wrk_threads', 1)} thread(s), {machine.get('wrk_connections', 64)} connections; "
+            f"the server on {machine.get('server_workers', 1)} Tokio worker(s)")
+
+
+def overhead_table(results):
+    return table(["case", "throughput ratio to `/bare` (median)", "range", "vs `/param`"],
+                 [[case, r["throughput_ratio_median"], r["throughput_ratio_range"], r.get("vs_param", "")]
+                  for case, r in results["overhead"].items()])
+
+
+def several_cores():
+    """4b: the contention bench (2 cores) and any `bench/run.sh --cores N` run."""
+    out = ["## 4b. Several cores", ""]
+    contention = ROOT / "bench" / "results" / "contention.json"
+    if contention.exists():
+        c = json.loads(contention.read_text())
+        out += [
+            f"In process, by `bench/contention.py` on {c['date']} ({c['cpus']} cores): "
+            "`cargo bench --bench wallclock -- contention` drives each route through one router "
+            "with 1 and with 2 threads (divan; each thread its own current-thread runtime, "
+            "unique keys per thread or one shared key), median time per request over "
+            f"{c['samples']} samples, {c['rounds']} runs. *Scaling* is the throughput with 2 "
+            "threads over that with 1; *vs bare* divides it by the bare route's scaling in the "
+            "same run (one-key routes by `bare_hot_key`'s): 1.0 means the layer adds no "
+            "contention, and a lock every request takes shows up below it.",
+            "",
+            table(["route", "1 thread, us", "2 threads, us", "scaling", "vs bare (median)", "range"],
+                  [[route, r["t1_us"], r["t2_us"], r["scaling"], r["vs_bare"], r["vs_bare_range"]]
+                   for route, r in c["routes"].items()]),
+            "",
+        ]
+    for run in sorted((ROOT / "bench" / "results").glob("cores-*.json")):
+        r = json.loads(run.read_text())
+        out += [
+            f"`bench/run.sh --cores {run.stem.split('-')[1]}` on {r['machine']['date']} "
+            f"({r['machine']['cpus']} cores; {threads_and_connections(r)}):",
+            "",
+            overhead_table(r),
+            "",
+        ]
+    if len(out) == 2:
+        out += ["Not measured yet: run `python3 bench/contention.py`.", ""]
+    return out
 
 
 def targets(results):
@@ -316,6 +364,11 @@ def main():
     text += table(["claim", "target", "reached", ""], targets(results)) + "\n\n" + why(results)
     # Measured by hand with a Redis this script does not start.
     text += (ROOT / "bench" / "replicas.md").read_text()
+    # Written by their own scripts: bench/peers.py and bench/soak.py.
+    for section in ("peers.md", "soak.md"):
+        path = ROOT / "bench" / section
+        if path.exists():
+            text += "\n" + path.read_text()
     (ROOT / "BENCHMARKS.md").write_text(text)
 
 
