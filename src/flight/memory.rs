@@ -37,6 +37,9 @@ use crate::time;
 pub struct MemoryStore<K> {
     shards: Sharded<Mutex<Shard<K>>>,
     hasher: RandomState,
+    /// Each shard's share of [`SWEEP_EVERY`] and of [`MAX_TOMBSTONES`].
+    sweep_every: u64,
+    max_tombstones: usize,
 }
 
 struct Shard<K> {
@@ -68,15 +71,6 @@ const SWEEP_EVERY: u64 = 1024;
 /// most one entry) removes every tombstone, young or not.
 const MAX_TOMBSTONES: usize = 4096;
 
-/// A shard's share of [`SWEEP_EVERY`] and of [`MAX_TOMBSTONES`].
-fn shard_sweep_every() -> u64 {
-    SWEEP_EVERY / shards::count() as u64
-}
-
-fn shard_max_tombstones() -> usize {
-    MAX_TOMBSTONES / shards::count()
-}
-
 impl<K> MemoryStore<K> {
     /// An empty store.
     pub fn new() -> Self {
@@ -91,6 +85,8 @@ impl<K> MemoryStore<K> {
                 })
             }),
             hasher: RandomState::new(),
+            sweep_every: SWEEP_EVERY / shards::count() as u64,
+            max_tombstones: MAX_TOMBSTONES / shards::count(),
         }
     }
 
@@ -144,13 +140,13 @@ impl<K: Hash + Eq> MemoryStore<K> {
     }
 }
 
-/// Removes the tombstones older than [`TOMBSTONE`], or all of them when there
-/// are so many that another sweep period could take them past
-/// [`MAX_TOMBSTONES`].
-fn sweep<K>(entries: &mut HashTable<Entry<K>>, now: Instant) {
+/// Removes a shard's tombstones older than [`TOMBSTONE`], or all of them
+/// when there are so many that another sweep period could take them past the
+/// shard's share of [`MAX_TOMBSTONES`].
+fn sweep<K>(entries: &mut HashTable<Entry<K>>, now: Instant, period: u64, max_tombstones: usize) {
     let expired = |entry: &Entry<K>| entry.holder.expires_at() <= now;
     let tombstones = entries.iter().filter(|entry| expired(entry)).count();
-    let keep_young = tombstones + shard_sweep_every() as usize <= shard_max_tombstones();
+    let keep_young = tombstones + period as usize <= max_tombstones;
     entries.retain(|entry| {
         !expired(entry) || keep_young && time::after(entry.holder.expires_at(), TOMBSTONE) > now
     });
@@ -184,8 +180,13 @@ where
         let (hash, mut shard) = self.shard_of(key);
         let shard = &mut *shard;
         let token = shard.next << TOKEN_SHARD_BITS | shard.index;
-        if shard.next % shard_sweep_every() == 0 {
-            sweep(&mut shard.entries, now);
+        if shard.next % self.sweep_every == 0 {
+            sweep(
+                &mut shard.entries,
+                now,
+                self.sweep_every,
+                self.max_tombstones,
+            );
         }
         shard.next += 1;
         let entries = &mut shard.entries;

@@ -52,6 +52,7 @@ impl<S> Sharded<S> {
     /// The shard of a key whose (keyed) hash is `hash`. Bits 32 and up:
     /// hashbrown places entries by the low bits and tags them with the top
     /// seven, so these leave each shard's own table well spread.
+    #[inline]
     pub(crate) fn of(&self, hash: u64) -> &S {
         let index = (hash >> 32) as usize & (self.shards.len() - 1);
         &self.shards[index]
@@ -68,19 +69,26 @@ impl<S> Sharded<S> {
 
 /// This thread's stripe of a striped counter: threads take stripes in turn,
 /// so that each core mostly writes a line no other core writes.
+#[inline]
 pub(crate) fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
+        static STRIPE: Cell<usize> = const { Cell::new(UNASSIGNED) };
     }
     STRIPE.with(|stripe| match stripe.get() {
-        Some(index) => index,
-        None => {
-            let index = NEXT.fetch_add(1, Relaxed);
-            stripe.set(Some(index));
-            index
-        }
+        UNASSIGNED => assign(stripe),
+        index => index,
     })
+}
+
+const UNASSIGNED: usize = usize::MAX;
+
+#[cold]
+fn assign(stripe: &Cell<usize>) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Never UNASSIGNED: only the low bits are ever used.
+    let index = NEXT.fetch_add(1, Relaxed) & (UNASSIGNED >> 1);
+    stripe.set(index);
+    index
 }
 
 #[cfg(test)]

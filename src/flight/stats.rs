@@ -90,18 +90,22 @@ pub(crate) enum Event {
 
 impl Stats {
     /// This thread's stripe.
+    #[inline]
     fn mine(&self) -> &Counters {
         &self.stripes[shards::stripe() & (self.stripes.len() - 1)]
     }
 
+    #[inline]
     pub(crate) fn record(&self, event: Event) {
         self.mine().0[event as usize].fetch_add(1, Relaxed);
     }
 
+    #[inline]
     pub(crate) fn lease_taken(&self) {
         self.mine().0[LEASES_HELD].fetch_add(1, Relaxed);
     }
 
+    #[inline]
     pub(crate) fn lease_dropped(&self) {
         self.mine().0[LEASES_HELD].fetch_sub(1, Relaxed);
     }
