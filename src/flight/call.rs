@@ -4,10 +4,7 @@
 use std::{
     hash::{BuildHasher, Hash, RandomState},
     ops::{Deref, DerefMut},
-    sync::{
-        atomic::{AtomicUsize, Ordering::Relaxed},
-        Arc, Mutex, MutexGuard,
-    },
+    sync::{atomic::Ordering::Relaxed, Arc},
 };
 
 use hashbrown::{hash_table, HashTable};
@@ -19,6 +16,7 @@ use super::{
     options::{CallOptions, FlightError, Outcome, Overloaded},
     shards::Sharded,
     stats::{Event, Stats},
+    sync::{AtomicUsize, Mutex, MutexGuard},
 };
 use crate::time;
 

@@ -3,7 +3,6 @@
 use std::{
     fmt,
     hash::{BuildHasher, Hash, RandomState},
-    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -15,6 +14,7 @@ use super::{
     lock,
     progress::Progress,
     shards::{self, Sharded},
+    sync::{Mutex, MutexGuard},
 };
 use crate::time;
 

@@ -15,6 +15,7 @@ mod options;
 mod progress;
 mod shards;
 mod stats;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +24,7 @@ use std::{
     future::Future,
     hash::Hash,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, PoisonError},
     task::{ready, Context, Poll},
     time::Duration,
 };
@@ -45,6 +46,7 @@ pub(crate) use guard::spawn_holding;
 use guard::GuardTable;
 use history::RunHistory;
 pub(crate) use inline::{InlineLeader, Inlined};
+use sync::{Mutex, MutexGuard};
 
 /// A table of keys in flight: leases for work that must not run twice, and
 /// shared calls whose one outcome every concurrent caller receives.

@@ -1,8 +1,11 @@
 //! Counters of what the table did, readable as a snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
-use super::shards::{self, Padded};
+use super::{
+    shards::{self, Padded},
+    sync::AtomicU64,
+};
 
 /// A snapshot of a [`Flights`](super::Flights) table's counters.
 ///
