@@ -11,6 +11,8 @@ mod history;
 mod inline;
 mod lease;
 mod memory;
+#[cfg(all(test, shuttle))]
+mod model;
 mod options;
 mod progress;
 mod shards;
