@@ -4,7 +4,10 @@
 use std::{
     hash::{BuildHasher, Hash, RandomState},
     ops::{Deref, DerefMut},
-    sync::{atomic::Ordering::Relaxed, Arc},
+    sync::{
+        atomic::Ordering::{Relaxed, SeqCst},
+        Arc,
+    },
 };
 
 use hashbrown::{hash_table, HashTable};
@@ -304,23 +307,47 @@ where
     }
 
     /// Whether the table holds `max` flights, given `local` in the shard
-    /// whose lock the caller holds (`own`). With a large bound, other shards
-    /// are only counted when this one holds its share of `max`, so that the
-    /// common case reads no other shard's line: keyed hashes spread keys
-    /// evenly, and crowded shards cannot take the table past about twice
-    /// `max`. Small bounds are counted exactly.
+    /// whose lock the caller holds (`own`): read only, to decide whether to
+    /// sweep.
     fn at_bound(&self, own: &Shard<K, T>, local: usize, max: usize) -> bool {
-        let shards = self.shards.len();
-        if max / shards >= EXACT_SHARE && local.saturating_mul(shards) < max {
-            return false;
+        self.counted(local, max) && local.saturating_add(self.others(own)) >= max
+    }
+
+    /// Whether one more flight may start in `own`, whose lock the caller
+    /// holds and which runs `local` flights.
+    ///
+    /// With a large bound, other shards are only counted when this one holds
+    /// its share of `max`, so that the common case reads no other shard's
+    /// line: keyed hashes spread keys evenly, and crowded shards cannot take
+    /// the table past about twice `max`. Small bounds are kept exactly, even
+    /// when callers enter several shards at once: each announces its flight
+    /// in its shard's count before reading the others' (sequentially
+    /// consistent, as in Dekker's lock), so that of two racing callers at
+    /// least one sees the other. Both may then refuse, never both admit; the
+    /// count is set back to what the shard holds when its lock is released.
+    fn admits(&self, own: &Shard<K, T>, local: usize, max: usize) -> bool {
+        if !self.counted(local, max) {
+            return true;
         }
-        let others: usize = self
-            .shards
+        let with_mine = local.saturating_add(1);
+        own.len.store(with_mine, SeqCst);
+        with_mine.saturating_add(self.others(own)) <= max
+    }
+
+    /// Whether this admission must count the other shards (see
+    /// [`admits`](Self::admits)).
+    fn counted(&self, local: usize, max: usize) -> bool {
+        let shards = self.shards.len();
+        max / shards < EXACT_SHARE || local.saturating_mul(shards) >= max
+    }
+
+    /// The flights of every shard but `own`, as their counts last said.
+    fn others(&self, own: &Shard<K, T>) -> usize {
+        self.shards
             .iter()
             .filter(|shard| !std::ptr::eq(*shard, own))
-            .map(|shard| shard.len.load(Relaxed))
-            .sum();
-        local.saturating_add(others) >= max
+            .map(|shard| shard.len.load(SeqCst))
+            .sum()
     }
 
     /// Removes the calls past their lease from every shard, one shard at a
@@ -455,7 +482,7 @@ where
                 Entered::Follower(Waiter::new(receiver, membership), watch, key)
             }
             hash_table::Entry::Vacant(entry) => {
-                if self.at_bound(shard, local, options.max_flights) {
+                if !self.admits(shard, local, options.max_flights) {
                     drop(map);
                     self.time_out(expired);
                     return Err(self.overloaded(Overloaded::TooManyFlights));

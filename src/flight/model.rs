@@ -681,20 +681,18 @@ fn tokens_are_unique_across_shards() {
     });
 }
 
-/// Two callers of two keys in different shards, under `max_flights(1)`:
-/// only one may lead.
+/// Two callers of two keys in different shards, under `max_flights(1)`: at
+/// most one may lead (both may be refused when they enter at the same
+/// instant: each saw the other's announcement), and nothing they announced
+/// outlives them: a caller alone afterwards leads.
 ///
-/// Fails: each shard reads the others' flight counts without their locks,
-/// as they were published when those locks were last released, so entrants
-/// of different shards do not see each other's new flight. Schedule
+/// Failed before each entrant announced its flight in its own shard's count
+/// before reading the others' (schedule
 /// `91022e80c7c2c0e4abed8a2c804092244992246cdbb66ddbb66d8b240900`: A locks
 /// its shard and reads B's count, 0; B locks its shard, reads A's count, 0,
 /// inserts its flight and is preempted before publishing its count; A reads
-/// B's count again, still 0, and inserts its own. Two flights; a bound
-/// counted "exactly" (below 64 flights a shard) can be passed by one flight
-/// for each other shard being entered at that moment.
+/// B's count again, still 0, and inserts its own: two flights).
 #[test]
-#[ignore = "max_flights is not exact across shards (issue 13)"]
 fn the_flight_bound_holds_across_shards() {
     explore(|| {
         let flights = table();
@@ -713,8 +711,12 @@ fn the_flight_bound_holds_across_shards() {
             .collect();
         let entered = joined(callers);
         let admitted = entered.iter().filter(|entered| entered.is_ok()).count();
-        assert_eq!(admitted, 1, "max_flights(1) admitted {admitted} flights");
+        assert!(admitted <= 1, "max_flights(1) admitted {admitted} flights");
         drop(entered);
         assert_empty(&flights);
+        assert!(
+            flights.join(other, &options).is_ok(),
+            "a caller alone on an empty table leads"
+        );
     });
 }
