@@ -66,6 +66,7 @@ def main():
         figures["vs_bare"] = round(statistics.median(relative), 3)
         figures["vs_bare_range"] = [round(min(relative), 3), round(max(relative), 3)]
         figures["baseline"] = bare
+    for figures in routes.values():
         del figures["scalings"]
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
