@@ -437,6 +437,8 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
     pub(crate) fn new(config: CacheConfig) -> Self {
+        // The table of `Age` values is made now, not by the first hit.
+        age::age_value(Duration::ZERO);
         let store = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(weigh)
