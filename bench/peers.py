@@ -20,6 +20,7 @@ serves `GET /item/{key}` with the same handler; this script measures each:
     python3 bench/peers.py --cores 4    # server on cores 0-1 with 2 workers,
                                         # wrk with 2 threads on cores 2-3
     python3 bench/peers.py --reuse-instructions   # read the last summaries
+    python3 bench/peers.py --render     # bench/peers.md again from the JSON
 
 Needs valgrind, gungraun-runner 0.20.0 and wrk (installed with apt-get when
 missing). Respects CARGO_TARGET_DIR.
@@ -213,6 +214,10 @@ WIRING = """\
   body per request), for scale.
 - *share mode*: `SingleFlightLayer::share()`; *+ cache*:
   `.cache(CacheConfig::new().ttl(60 s))` (bounded by its default 64 MiB).
+  Its defaults do more with a request than the peers do: its key reads the
+  host and the caller's identity headers besides the method and URI, and its
+  cache follows RFC 9111 (CACHING.md); the peers key on method and URI (or
+  the path's key) alone.
 - *async_singleflight* 0.6: a `UnaryGroup<String, String>` in the router's
   state; the handler runs its body through `group.work(&key, ..)`. It shares a
   run and keeps nothing.
@@ -243,6 +248,52 @@ def plural(n, word):
 
 def span(first, last):
     return f"core {first}" if first == last else f"cores {first}-{last}"
+
+
+COLUMNS = {
+    "unique": "instructions with unique keys",
+    "hot": "instructions with a hot key",
+    "browser": "instructions with a browser's headers",
+    "rps_unique": "requests/s with unique keys",
+    "rps_hot": "requests/s with a hot key",
+}
+# Each peer against the crate's row that does what it does.
+RIVALS = {
+    "async_singleflight": "share",
+    "tower_resilience_coalesce": "share",
+    "moka_get_with": "share_cache",
+    "axum_response_cache": "share_cache",
+    "hitbox": "share_cache",
+}
+
+
+def wins(results):
+    """Where each peer beats the crate's matching row, as measured (on the
+    rounded figures of the table; requests/s only past the range of its
+    rounds)."""
+    ins = results["instructions"]["ratios"]
+    tp = results["throughput"]
+    lines = ["Where a peer does better than the crate's row that does the same job "
+             "(share mode for the coalescers, share mode + cache for the caches):", ""]
+    for peer, rival in RIVALS.items():
+        better = []
+        for kind in KINDS:
+            if round(ins[kind][peer], 2) < round(ins[kind][rival], 2):
+                better.append(f"{COLUMNS[kind]} ({ins[kind][peer]:.2f} against "
+                              f"{ins[kind][rival]:.2f})")
+        for kind in ["unique", "hot"]:
+            mine, theirs = tp[peer][kind], tp[rival][kind]
+            if mine["ratio_range"][0] > theirs["ratio_range"][1]:
+                better.append(f"{COLUMNS['rps_' + kind]} ({mine['ratio_median']:.2f} "
+                              f"against {theirs['ratio_median']:.2f})")
+        if results["stampede"][peer]["runs"] > results["stampede"][rival]["runs"]:
+            worse = f"; but it runs the handler {results['stampede'][peer]['runs']:,} times " \
+                    "in the stampede"
+        else:
+            worse = ""
+        found = "; ".join(better) if better else "nowhere in these columns"
+        lines.append(f"- {LABELS[peer]} against {LABELS[rival]}: {found}{worse}.")
+    return lines
 
 
 def render(results):
@@ -289,7 +340,9 @@ def render(results):
         "wrk script gives every request a key no request had before (bench/peers.lua); *hot*: "
         "one key. The bare route served "
         + ", ".join(f"{bare_rps[k]:,.0f} requests/s ({k})" for k in ["unique", "hot"])
-        + " (medians of its runs).",
+        + " (medians of its runs); the machine's 1-minute load average was "
+        + f"{results['load_average'][0]:.2f} just before these runs (which then keep both "
+        + "sides busy themselves).",
         f"- *runs in a cold stampede of {STAMPEDE:,}*: {STAMPEDE:,} identical requests to a "
         "new key sent at once in process (`peers_server stampede`, one thread); the handler "
         "waits at a gate opened 50 ms later, once every request is parked; how many times "
@@ -311,8 +364,8 @@ def render(results):
         cells += [f"{tp[variant][kind]['ratio_median']:.2f}" for kind in ["unique", "hot"]]
         cells.append(str(st[variant]["runs"]))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *wins(results), ""]
     lines += [
-        "",
         f"The bare route ran its handler {st['bare']['runs']:,} times in the stampede. "
         "Raw counts, every round's requests/s and the ranges of the ratios are in "
         "`bench/results/peers.json`.",
@@ -332,7 +385,13 @@ def main():
                         help="cores to use: the server on the first half, wrk on the other")
     parser.add_argument("--reuse-instructions", action="store_true",
                         help="read the last gungraun summaries instead of running them")
+    parser.add_argument("--render", action="store_true",
+                        help="only render bench/peers.md again from bench/results/peers.json")
     args = parser.parse_args()
+    if args.render:
+        MARKDOWN.write_text(render(json.loads(RESULTS.read_text())))
+        print(MARKDOWN.read_text())
+        return
     if args.cores < 2 or args.cores % 2:
         sys.exit("--cores takes an even number, at least 2")
     if not shutil.which("wrk"):
@@ -348,7 +407,12 @@ def main():
     results["stampede"] = stampede()
     results["throughput_rounds"] = rounds
     results["throughput_seconds"] = seconds
+    load_before = os.getloadavg()[0]
     results["throughput"] = throughput(rounds, seconds, server_cores, client_cores, half, half)
+    # Others' work on the machine moves requests/s (ABBA rounds share it out
+    # between both sides, not away): the 1-minute load before the runs, and
+    # after them (their own load included).
+    results["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
