@@ -149,16 +149,17 @@ def markdown(results):
         "",
         "## 4. Overhead",
         "",
-        "Requests/s of `/sf/{unique}` (share mode, every request its own key) and of a cache hit, "
-        "against `/bare`, with wrk (64 connections), alternating bare and case (ABBA). Every side "
-        "builds its requests in a wrk script, so that the client's cost per request is the same. "
-        "`param_no_layer` is `/param/{unique}`: the layered routes' shape (a routed path "
-        "parameter) with no layer, for how much of the gap to `/bare` is not the layer's.",
+        "Requests/s of `/sf/{unique}` (share mode, every request its own key), `/sf/hot` (share "
+        "mode, one key, a fast handler), a cache hit on one key and `POST /reject/{unique}`, "
+        f"against `/bare`, with wrk ({threads_and_connections(results)}), alternating bare and "
+        "case (ABBA). Every side builds its requests in a wrk script, so that the client's cost "
+        "per request is the same. `param_no_layer` is `/param/{unique}`: the layered routes' shape "
+        "(a routed path parameter) with no layer, for how much of the gap to `/bare` is not the "
+        "layer's; *vs `/param`* divides by its median.",
         "",
-        table(["case", "throughput ratio (median)", "range"],
-              [[case, r["throughput_ratio_median"], r["throughput_ratio_range"]]
-               for case, r in results["overhead"].items()]),
+        overhead_table(results),
         "",
+        *several_cores(),
         "## 5. TTL expiry under load",
         "",
         "64 connections for 6 s on one key with a 1 s TTL (the crate: stale-while-revalidate 10 s).",
@@ -174,6 +175,96 @@ def markdown(results):
         "",
     ]
     return "\n".join(out)
+
+
+def threads_and_connections(results):
+    machine = results["machine"]
+    return (f"{machine.get('wrk_threads', 1)} thread(s), {machine.get('wrk_connections', 64)} connections; "
+            f"the server on {machine.get('server_workers', 1)} Tokio worker(s)")
+
+
+def overhead_table(results):
+    return table(["case", "throughput ratio to `/bare` (median)", "range", "vs `/param`"],
+                 [[case, r["throughput_ratio_median"], r["throughput_ratio_range"], r.get("vs_param", "")]
+                  for case, r in results["overhead"].items()])
+
+
+def several_cores():
+    """4b: the contention bench (2 cores) and any `bench/run.sh --cores N` run."""
+    out = ["## 4b. Several cores", ""]
+    contention = ROOT / "bench" / "results" / "contention.json"
+    if contention.exists():
+        c = json.loads(contention.read_text())
+        out += [
+            f"In process, by `bench/contention.py` on {c['date']} ({c['cpus']} cores): "
+            "`cargo bench --bench wallclock -- contention` drives each route through one router "
+            "with 1 and with 2 threads (divan; each thread its own current-thread runtime, "
+            "unique keys per thread or one shared key), median time per request over "
+            f"{c['samples']} samples, {c['rounds']} runs. *Scaling* is the throughput with 2 "
+            "threads over that with 1; *vs bare* divides it by the bare route's scaling in the "
+            "same run (one-key routes by `bare_hot_key`'s): 1.0 means the layer adds no "
+            "contention, and a lock every request takes shows up below it.",
+            "",
+            table(["route", "1 thread, us", "2 threads, us", "scaling", "vs bare (median)", "range"],
+                  [[route, r["t1_us"], r["t2_us"], r["scaling"], r["vs_bare"], r["vs_bare_range"]]
+                   for route, r in c["routes"].items()]),
+            "",
+        ]
+    for run in sorted((ROOT / "bench" / "results").glob("cores-*.json")):
+        r = json.loads(run.read_text())
+        out += [
+            f"`bench/run.sh --cores {run.stem.split('-')[1]}` on {r['machine']['date']} "
+            f"({r['machine']['cpus']} cores; {threads_and_connections(r)}):",
+            "",
+            overhead_table(r),
+            "",
+        ]
+    if len(out) == 2:
+        out += ["Not measured yet: run `python3 bench/contention.py`.", ""]
+    return out
+
+
+def scaling_rows(results, row):
+    """Issue 13's claims: one worker against `/param`, scaling across
+    threads, and the cost of a growing cache (each if measured)."""
+    rows = []
+    overhead = results["overhead"]
+    wanted = [("share_unique_keys", 0.95), ("cache_hit", 0.95), ("reject_unique_keys", 0.95), ("share_hot_key", 0.90)]
+    if all(case in overhead and "vs_param" in overhead[case] for case, _ in wanted):
+        reached = " / ".join(f"{overhead[case]['vs_param']}x" for case, _ in wanted)
+        rows.append(row("throughput vs `/param`, 1 worker: share unique / cache hit / reject unique / share hot",
+                        ">= 0.95 / 0.95 / 0.95 / 0.90", reached,
+                        all(overhead[case]["vs_param"] >= floor for case, floor in wanted)))
+    contention = ROOT / "bench" / "results" / "contention.json"
+    if contention.exists():
+        routes = json.loads(contention.read_text())["routes"]
+        for route, r in routes.items():
+            if not route.startswith("bare"):
+                rows.append(row(f"scaling 1 -> 2 threads over the bare route's: `{route}`", ">= 0.95",
+                                f"{r['vs_bare']} (runs: {r['vs_bare_range'][0]} to {r['vs_bare_range'][1]})",
+                                r["vs_bare"] >= 0.95))
+    growth = ROOT / "bench" / "results" / "growth.json"
+    if growth.exists():
+        g = json.loads(growth.read_text())
+        first, last = g["crate"][0], g["crate"][-1]
+        miss, hit = last["miss_ns"] / first["miss_ns"], last["hit_ns"] / first["hit_ns"]
+        rows.append(row(f"cost per request at {last['entries']:,} entries over {first['entries']:,}: miss / hit",
+                        "<= 1.10x", f"{miss:.2f}x / {hit:.2f}x (moka in a handler: "
+                        f"{g['moka'][-1]['miss_ns'] / g['moka'][0]['miss_ns']:.2f}x / "
+                        f"{g['moka'][-1]['hit_ns'] / g['moka'][0]['hit_ns']:.2f}x)", miss <= 1.1 and hit <= 1.1))
+        ours, theirs = last["bytes_per_entry"], g["moka"][-1]["bytes_per_entry"]
+        rows.append(row("RSS per cache entry over moka's in a handler", "<= 2x",
+                        f"{ours / theirs:.1f}x ({ours:,} B against {theirs:,} B)", ours <= 2 * theirs))
+    soak = ROOT / "bench" / "results" / "soak.json"
+    if soak.exists():
+        soaked = json.loads(soak.read_text())
+        figures, left = soaked["figures"], soaked["final_stats"]
+        rows.append(row(f"soak ({soaked['seconds'] // 60} min): memory flat after warm-up; flights, leases left",
+                        "flat; 0, 0",
+                        f"{'flat' if figures['flat'] else 'grew'} ({figures['end_minus_warmup_mib']:+} MiB); "
+                        f"{left['in_flight']}, {left['leases_held']}",
+                        figures["flat"] and left["in_flight"] == 0 and left["leases_held"] == 0))
+    return rows
 
 
 def targets(results):
@@ -195,7 +286,7 @@ def targets(results):
         return [claim, target, reached, "met" if ok else "**missed**"]
 
     runs = [stampede[n]["handler_runs"] for n in stampede]
-    rows = [
+    rows = scaling_rows(results, row) + [
         row("handler runs, cold stampede N = 10 / 100 / 1,000", "1", " / ".join(map(str, runs)), set(runs) == {1}),
         row("followers' extra wait p99, N = 1,000", "<= 2 ms",
             f"{stampede['1000']['extra_wait_p99_ms']} ms (the floor, 1,000 answers at once "
@@ -316,6 +407,11 @@ def main():
     text += table(["claim", "target", "reached", ""], targets(results)) + "\n\n" + why(results)
     # Measured by hand with a Redis this script does not start.
     text += (ROOT / "bench" / "replicas.md").read_text()
+    # Written by their own scripts: bench/peers.py, bench/soak.py, bench/growth.py.
+    for section in ("peers.md", "soak.md", "growth.md"):
+        path = ROOT / "bench" / section
+        if path.exists():
+            text += "\n" + path.read_text()
     (ROOT / "BENCHMARKS.md").write_text(text)
 
 

@@ -6,8 +6,32 @@
 #
 # Installs what it needs (wrk, nginx, varnish from Debian). The server runs on
 # core 0 with one Tokio worker, the clients on core 1.
+#
+# `bench/run.sh --cores N` (N even, at most the machine's cores) is the layout
+# for a machine with more cores: the server, nginx and Varnish on cores 0 to
+# N/2-1 with N/2 Tokio workers (and N/2 nginx workers, Varnish threads), wrk
+# with N/2 threads and 32 connections per thread (at least 64) on the other
+# half. The results go to bench/results/cores-N.json and BENCHMARKS.md's
+# multi-core table instead of the 2-core run's files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+CORES=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cores) CORES="$2"; shift 2 ;;
+        *) echo "usage: bench/run.sh [--cores N]" >&2; exit 2 ;;
+    esac
+done
+if [ $((CORES % 2)) -ne 0 ] || [ "$CORES" -lt 2 ] || [ "$CORES" -gt "$(nproc)" ]; then
+    echo "--cores must be even, at least 2 and at most $(nproc)" >&2
+    exit 2
+fi
+HALF=$((CORES / 2))
+SERVER_CORES="0-$((HALF - 1))"
+CLIENT_CORES="$HALF-$((CORES - 1))"
+CONNECTIONS=$((HALF * 32 > 64 ? HALF * 32 : 64))
+if [ "$CORES" -eq 2 ]; then OUT=bench/results/latest.json; else OUT="bench/results/cores-$CORES.json"; fi
 
 PORT=3100
 WORK=$(mktemp -d)
@@ -19,14 +43,14 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v 
 fi
 
 cargo build --release --example bench_server --example burst
-TOKIO_WORKER_THREADS=1 PORT=$PORT taskset -c 0 target/release/examples/bench_server > "$WORK/server.log" &
+TOKIO_WORKER_THREADS=$HALF PORT=$PORT taskset -c "$SERVER_CORES" target/release/examples/bench_server > "$WORK/server.log" &
 for _ in $(seq 50); do grep -q listening "$WORK/server.log" && break; sleep 0.1; done
 
 # nginx: a cache with proxy_cache_lock, twice: plain, and serving stale
 # while updating. Both in front of the uncoalesced /origin routes.
 cat > "$WORK/nginx.conf" <<NGINX
 user root;
-worker_processes 1;
+worker_processes $HALF;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
 events { worker_connections 4096; }
@@ -61,18 +85,19 @@ http {
     }
 }
 NGINX
-taskset -c 0 nginx -c "$WORK/nginx.conf"
+taskset -c "$SERVER_CORES" nginx -c "$WORK/nginx.conf"
 
 # Varnish, default VCL.
-taskset -c 0 varnishd -a 127.0.0.1:8083 -b 127.0.0.1:$PORT -n "$WORK/varnish" -s malloc,64m -p thread_pools=1 >/dev/null
+taskset -c "$SERVER_CORES" varnishd -a 127.0.0.1:8083 -b 127.0.0.1:$PORT -n "$WORK/varnish" -s malloc,64m -p thread_pools=$HALF >/dev/null
 sleep 1
 
 ulimit -n 20000
-taskset -c 1 python3 bench/load.py \
+taskset -c "$CLIENT_CORES" python3 bench/load.py \
     --crate "http://127.0.0.1:$PORT" \
     --nginx "http://127.0.0.1:8081" \
     --nginx-stale "http://127.0.0.1:8082" \
     --varnish "http://127.0.0.1:8083" \
-    --out bench/results/latest.json > /dev/null
+    --threads "$HALF" --connections "$CONNECTIONS" --workers "$HALF" \
+    --out "$OUT" > /dev/null
 python3 bench/report.py bench/results/latest.json
-echo "bench/results/latest.json, bench/results/latest.svg and BENCHMARKS.md written"
+echo "$OUT and BENCHMARKS.md written"

@@ -209,6 +209,18 @@ fn cache_hit() -> Bench {
     )
 }
 
+/// Every measured request a key of its own: a miss, answered by the handler
+/// and stored.
+fn cache_miss_unique_keys() -> Bench {
+    /// Never the same key twice, warm-up included.
+    fn fresh(_: u32) -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        unique(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+    let app = hello_route().layer(SingleFlightLayer::share().cache(cache_config()));
+    bench_on(runtime(), app, "GET", fresh, &[])
+}
+
 /// Nothing expires while it is measured.
 fn cache_config() -> CacheConfig {
     CacheConfig::new().ttl(Duration::from_secs(3600))
@@ -220,6 +232,7 @@ fn cache_config() -> CacheConfig {
 #[bench::reject_unique_keys(setup = reject_unique_keys)]
 #[bench::reject_conflict(setup = reject_conflict)]
 #[bench::cache_hit(setup = cache_hit)]
+#[bench::cache_miss_unique_keys(setup = cache_miss_unique_keys)]
 #[bench::identity_layer(setup = identity_layer)]
 #[bench::noop_from_fn(setup = noop_from_fn)]
 #[bench::bare_browser(setup = bare_browser)]

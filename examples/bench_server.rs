@@ -18,7 +18,14 @@
 //!   handlers with no layer, for nginx and Varnish to sit in front of
 //!   (`/origin/slow` answers `Cache-Control: max-age=1`); both count their
 //!   runs as `origin`.
-//! - `/stats`: handler runs per route, and the flights in the air.
+//! - `/stream/{key}?wait=W&chunks=N&ms=M`: share mode, a head after W ms
+//!   (default 0), then a body of N chunks of 1 KiB (default 20), one every M
+//!   ms (default 100): slower than the layer's buffer budget (1 s), it
+//!   streams to the leader; faster, it is shared, with the requests that came
+//!   before the head (a leader alone at its head streams it). For the soak's
+//!   clients that leave mid-response.
+//! - `/stats`: handler runs per route, the flights in the air and the leases
+//!   held (every layer's, added up), each layer's counters, and the cache's.
 //! - `/gate/{key}?ms=N`: no layer; every request for the key waits until N ms
 //!   after the first one came, then answers: N requests ready at the same
 //!   instant, each answered by its own handler. The floor of a fan-out.
@@ -28,6 +35,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    convert::Infallible,
     io::Write,
     net::SocketAddr,
     sync::{
@@ -38,6 +46,7 @@ use std::{
 };
 
 use axum::{
+    body::Body,
     extract::{Path, Query, Request, State},
     http::header,
     middleware::{self, Next},
@@ -51,7 +60,7 @@ use tower_singleflight::{key, CacheConfig, RejectLayer, ShareLayer, SingleFlight
 
 /// Handler runs, by route: statics, so that every route, `/bare` included,
 /// pays the same (one atomic add) to be counted.
-static RUNS: [(&str, AtomicU64); 8] = [
+static RUNS: [(&str, AtomicU64); 9] = [
     ("bare", AtomicU64::new(0)),
     ("sf", AtomicU64::new(0)),
     ("reject", AtomicU64::new(0)),
@@ -60,6 +69,7 @@ static RUNS: [(&str, AtomicU64); 8] = [
     ("ttl", AtomicU64::new(0)),
     ("nostore", AtomicU64::new(0)),
     ("origin", AtomicU64::new(0)),
+    ("stream", AtomicU64::new(0)),
 ];
 
 fn count(route: usize) {
@@ -131,11 +141,21 @@ struct Work {
     ms: Option<u64>,
 }
 
+#[derive(Deserialize)]
+struct Chunks {
+    wait: Option<u64>,
+    chunks: Option<u64>,
+    ms: Option<u64>,
+}
+
 impl Work {
     fn duration(&self) -> Duration {
         Duration::from_millis(self.ms.unwrap_or(200).min(60_000))
     }
 }
+
+/// The bound of `/cached`'s cache (the default, stated for `/stats`).
+const CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 struct Layers {
     share: ShareLayer,
@@ -151,7 +171,11 @@ async fn main() {
         // A trigger is one job whatever its query says (`?ms=` sets the
         // handler's time): keyed by path.
         reject: SingleFlightLayer::reject().key(key::path()),
-        cached: SingleFlightLayer::share().cache(CacheConfig::new().ttl(Duration::from_secs(60))),
+        cached: SingleFlightLayer::share().cache(
+            CacheConfig::new()
+                .ttl(Duration::from_secs(60))
+                .max_bytes(CACHE_MAX_BYTES),
+        ),
         ttl: SingleFlightLayer::share().cache(
             CacheConfig::new()
                 .ttl(Duration::from_secs(1))
@@ -180,6 +204,7 @@ fn app(layers: Layers) -> Router {
     let share = Router::new()
         .route("/sf/{key}", get(|| async { fast(1) }))
         .route("/nostore/{key}", get(|work| no_store(6, work)))
+        .route("/stream/{key}", get(stream))
         .layer(layers.share.clone());
     // The same layer (one table), with the answers noted outside it.
     let noted = Router::new()
@@ -259,18 +284,45 @@ async fn no_store(route: usize, Query(work): Query<Work>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], "not for sharing")
 }
 
+async fn stream(Query(chunks): Query<Chunks>) -> Body {
+    count(8);
+    tokio::time::sleep(Duration::from_millis(chunks.wait.unwrap_or(0).min(60_000))).await;
+    let last = chunks.chunks.unwrap_or(20).min(1000);
+    let every = Duration::from_millis(chunks.ms.unwrap_or(100).min(60_000));
+    let body = futures_util::stream::unfold(0, move |n| async move {
+        if n >= last {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+        Some((Ok::<_, Infallible>(vec![b'x'; 1024]), n + 1))
+    });
+    Body::from_stream(body)
+}
+
 async fn stats(State(layers): State<Arc<Layers>>) -> Json<serde_json::Value> {
     let runs: BTreeMap<_, _> = RUNS
         .iter()
         .map(|(route, runs)| (*route, runs.load(Ordering::Relaxed)))
         .collect();
-    let in_flight = layers.share.stats().in_flight
-        + layers.cached.stats().in_flight
-        + layers.ttl.stats().in_flight;
+    let all = [
+        layers.share.stats(),
+        layers.reject.stats(),
+        layers.cached.stats(),
+        layers.ttl.stats(),
+    ];
+    let cache = layers.cached.response_cache().map(|cache| {
+        json!({
+            "stats": cache.stats(),
+            "weighted_size": cache.weighted_size(),
+            "entry_count": cache.entry_count(),
+            "max_bytes": CACHE_MAX_BYTES,
+        })
+    });
     Json(json!({
         "runs": runs,
-        "in_flight": in_flight,
-        "leases_held": layers.reject.stats().leases_held,
+        "in_flight": all.iter().map(|stats| stats.in_flight).sum::<usize>(),
+        "leases_held": all.iter().map(|stats| stats.leases_held).sum::<usize>(),
+        "cache": cache,
         "share": layers.share.stats(),
         "reject": layers.reject.stats(),
         "cached": layers.cached.stats(),

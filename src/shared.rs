@@ -100,10 +100,11 @@ impl BufferedResponse {
         parts.status = self.parts.status;
         parts.version = self.parts.version;
         parts.extensions = self.parts.extensions.clone();
-        // Room for two more: a copy served from it may get a header added
-        // (`Cache-Status` past a fresh hit), and growing a full index on every
-        // hit costs more than the slots (which are weighed).
-        let room = amended.capacity().max(amended.len() + 2);
+        // No room beyond what it holds: every header a served copy changes
+        // (`Age`, the `Cache-Status` member) has its place already, and a
+        // copy's entries are cloned at their length anyway. Each spare slot
+        // of a header map costs about 100 bytes per stored answer.
+        let room = amended.len();
         let headers = copy_values(&amended, &mut buffer);
         let trailers = self
             .trailers

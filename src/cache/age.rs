@@ -3,7 +3,10 @@
 //! made, so that `Date` and `Expires` are compared with the same clock that
 //! decides freshness (and a paused test clock moves both).
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::OnceLock,
+    time::{Duration, SystemTime},
+};
 
 use http::{header, HeaderMap, HeaderValue};
 use tokio::time::Instant;
@@ -65,6 +68,37 @@ pub(crate) fn initial_age(
     apparent.max(age_value.saturating_add(delay))
 }
 
+/// An `Age` value. The first [`STATIC_AGES`] seconds come from a table made
+/// once, whose values borrow one static string: a hit neither allocates nor
+/// writes a reference count another core reads (a shared value's count would
+/// be written by every core serving the same age).
+pub(crate) fn age_value(age: Duration) -> HeaderValue {
+    static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
+    let secs = age.as_secs();
+    let table = TABLE.get_or_init(|| {
+        let digits: &'static str = (0..STATIC_AGES)
+            .map(|secs| secs.to_string())
+            .collect::<String>()
+            .leak();
+        let mut at = 0;
+        (0..STATIC_AGES)
+            .map(|secs| {
+                let len = secs.checked_ilog10().map_or(1, |log| log as usize + 1);
+                at += len;
+                HeaderValue::from_static(&digits[at - len..at])
+            })
+            .collect()
+    });
+    usize::try_from(secs)
+        .ok()
+        .and_then(|index| table.get(index))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(secs))
+}
+
+/// How many `Age` values [`age_value`] keeps made (ten minutes' worth).
+const STATIC_AGES: u64 = 600;
+
 /// A `Date` for a response that has none (RFC 9110 §6.6.1: a cache adds
 /// the time it received it).
 pub(crate) fn date_value(at: SystemTime) -> HeaderValue {
@@ -76,6 +110,15 @@ pub(crate) fn date_value(at: SystemTime) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_from_the_table_and_past_it_read_as_their_seconds() {
+        for secs in [0, 1, 9, 10, 99, 100, 599, 600, 86_400, u64::MAX] {
+            let value = age_value(Duration::from_secs(secs));
+            assert_eq!(value.to_str().unwrap(), secs.to_string());
+        }
+        assert_eq!(age_value(Duration::from_millis(1999)), "1");
+    }
 
     fn headers(pairs: &[(header::HeaderName, String)]) -> HeaderMap {
         pairs

@@ -237,7 +237,7 @@ impl CachedResponse {
     ) -> Response<ResponseBody<B>> {
         let mut response = self.response.to_response();
         let age = self.age(now);
-        let age_value = HeaderValue::from(age.as_secs());
+        let age_value = age::age_value(age);
         // The stored copy has an `Age` in place: overwritten where it is, as
         // an insert would first grow a full map.
         match response.headers_mut().get_mut(header::AGE) {
@@ -258,7 +258,7 @@ impl CachedResponse {
     /// while this one was starting: rare.
     pub(crate) fn for_waiters(&self, now: Instant, reserved: bool) -> Arc<BufferedResponse> {
         let mut headers = self.response.parts().headers.clone();
-        headers.insert(header::AGE, HeaderValue::from(self.age(now).as_secs()));
+        headers.insert(header::AGE, age::age_value(self.age(now)));
         if reserved {
             StatusName::unreserve(&mut headers);
         }

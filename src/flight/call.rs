@@ -3,9 +3,10 @@
 
 use std::{
     hash::{BuildHasher, Hash, RandomState},
+    ops::{Deref, DerefMut},
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        atomic::Ordering::{Relaxed, SeqCst},
+        Arc,
     },
 };
 
@@ -16,7 +17,9 @@ use super::{
     callers::{Completion, Leader, Waiter},
     lock,
     options::{CallOptions, FlightError, Outcome, Overloaded},
+    shards::Sharded,
     stats::{Event, Stats},
+    sync::{AtomicUsize, Mutex, MutexGuard},
 };
 use crate::time;
 
@@ -24,12 +27,77 @@ use crate::time;
 ///
 /// On the request path a key is hashed once; afterwards its call is found by
 /// that hash and its generation, which no other call shares, so handles keep
-/// no copy of the key and never hash it again.
+/// no copy of the key and never hash it again. The table is sharded by that
+/// hash: requests for different keys on different cores mostly take
+/// different locks.
 pub(crate) struct Calls<K, T> {
-    map: Mutex<HashTable<Call<K, T>>>,
+    shards: Sharded<Shard<K, T>>,
     hasher: RandomState,
-    next_generation: AtomicU64,
     stats: Arc<Stats>,
+}
+
+/// One shard: its calls under a lock, and how many there are, readable
+/// without the lock (for the bound on flights across shards).
+struct Shard<K, T> {
+    state: Mutex<ShardState<K, T>>,
+    len: AtomicUsize,
+}
+
+struct ShardState<K, T> {
+    calls: HashTable<Call<K, T>>,
+    /// Its generations are `n << SHARD_BITS | index`: unique table-wide
+    /// without a counter every core writes.
+    next: u64,
+    index: u64,
+}
+
+/// Room for the shard's index in a generation (at most 64 shards).
+const SHARD_BITS: u32 = 6;
+
+/// Below this many flights per shard, `max_flights` is counted exactly.
+const EXACT_SHARE: usize = 64;
+
+/// A shard's calls, locked. Publishes their number when released.
+struct Locked<'a, K, T> {
+    state: MutexGuard<'a, ShardState<K, T>>,
+    len: &'a AtomicUsize,
+}
+
+impl<K, T> Shard<K, T> {
+    fn lock(&self) -> Locked<'_, K, T> {
+        Locked {
+            state: lock(&self.state),
+            len: &self.len,
+        }
+    }
+}
+
+impl<K, T> Locked<'_, K, T> {
+    fn next_generation(&mut self) -> u64 {
+        let generation = self.state.next << SHARD_BITS | self.state.index;
+        self.state.next += 1;
+        generation
+    }
+}
+
+impl<K, T> Deref for Locked<'_, K, T> {
+    type Target = HashTable<Call<K, T>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.state.calls
+    }
+}
+
+impl<K, T> DerefMut for Locked<'_, K, T> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.state.calls
+    }
+}
+
+impl<K, T> Drop for Locked<'_, K, T> {
+    fn drop(&mut self) {
+        self.len.store(self.state.calls.len(), Relaxed);
+    }
 }
 
 struct Call<K, T> {
@@ -216,12 +284,80 @@ where
     T: Send + Sync + 'static,
 {
     pub(crate) fn new(stats: Arc<Stats>) -> Self {
+        let mut index = 0;
         Self {
-            map: Mutex::new(HashTable::new()),
+            shards: Sharded::new(|| {
+                index += 1;
+                Shard {
+                    state: Mutex::new(ShardState {
+                        calls: HashTable::new(),
+                        next: 1,
+                        index: index - 1,
+                    }),
+                    len: AtomicUsize::new(0),
+                }
+            }),
             hasher: RandomState::new(),
-            next_generation: AtomicU64::new(1),
             stats,
         }
+    }
+
+    fn lock(&self, hash: u64) -> Locked<'_, K, T> {
+        self.shards.of(hash).lock()
+    }
+
+    /// Whether the table holds `max` flights, given `local` in the shard
+    /// whose lock the caller holds (`own`): read only, to decide whether to
+    /// sweep.
+    fn at_bound(&self, own: &Shard<K, T>, local: usize, max: usize) -> bool {
+        self.counted(local, max) && local.saturating_add(self.others(own)) >= max
+    }
+
+    /// Whether one more flight may start in `own`, whose lock the caller
+    /// holds and which runs `local` flights.
+    ///
+    /// With a large bound, other shards are only counted when this one holds
+    /// its share of `max`, so that the common case reads no other shard's
+    /// line: keyed hashes spread keys evenly, and crowded shards cannot take
+    /// the table past about twice `max`. Small bounds are kept exactly, even
+    /// when callers enter several shards at once: each announces its flight
+    /// in its shard's count before reading the others' (sequentially
+    /// consistent, as in Dekker's lock), so that of two racing callers at
+    /// least one sees the other. Both may then refuse, never both admit; the
+    /// count is set back to what the shard holds when its lock is released.
+    fn admits(&self, own: &Shard<K, T>, local: usize, max: usize) -> bool {
+        if !self.counted(local, max) {
+            return true;
+        }
+        let with_mine = local.saturating_add(1);
+        own.len.store(with_mine, SeqCst);
+        with_mine.saturating_add(self.others(own)) <= max
+    }
+
+    /// Whether this admission must count the other shards (see
+    /// [`admits`](Self::admits)).
+    fn counted(&self, local: usize, max: usize) -> bool {
+        let shards = self.shards.len();
+        max / shards < EXACT_SHARE || local.saturating_mul(shards) >= max
+    }
+
+    /// The flights of every shard but `own`, as their counts last said.
+    fn others(&self, own: &Shard<K, T>) -> usize {
+        self.shards
+            .iter()
+            .filter(|shard| !std::ptr::eq(*shard, own))
+            .map(|shard| shard.len.load(SeqCst))
+            .sum()
+    }
+
+    /// Removes the calls past their lease from every shard, one shard at a
+    /// time.
+    fn sweep(&self, now: Instant) -> Vec<Call<K, T>> {
+        let mut expired = Vec::new();
+        for shard in self.shards.iter() {
+            expired.extend(shard.lock().extract_if(|call| call.deadline <= now));
+        }
+        expired
     }
 
     /// The key's hash in this table (keyed per table: clients cannot aim
@@ -231,21 +367,27 @@ where
     }
 
     pub(crate) fn len(&self) -> usize {
-        lock(&self.map).len()
+        self.shards.iter().map(|shard| shard.lock().len()).sum()
     }
 
     pub(crate) fn info(&self, key: &K) -> Option<CallInfo> {
         let hash = self.hash(key);
-        lock(&self.map)
+        self.lock(hash)
             .find(hash, |call| call.key == *key)
             .map(Call::info)
     }
 
     pub(crate) fn snapshot(&self) -> Vec<(K, CallInfo)> {
-        lock(&self.map)
-            .iter()
-            .map(|call| (call.key.clone(), call.info()))
-            .collect()
+        let mut calls = Vec::new();
+        for shard in self.shards.iter() {
+            calls.extend(
+                shard
+                    .lock()
+                    .iter()
+                    .map(|call| (call.key.clone(), call.info())),
+            );
+        }
+        calls
     }
 
     pub(crate) fn join(
@@ -291,19 +433,25 @@ where
         inline: bool,
     ) -> Result<Entered<K, T>, Overloaded> {
         let now = Instant::now();
-        let mut map = lock(&self.map);
+        let shard = self.shards.of(hash);
+        let mut map = shard.lock();
         // Calls past their lease (their leader hangs, or is never polled) no
         // longer hold their key, nor, at the bound, a slot.
         let mut expired = Vec::new();
-        if map.len() >= options.max_flights {
-            expired.extend(map.extract_if(|call| call.deadline <= now));
+        if self.at_bound(shard, map.len(), options.max_flights) {
+            drop(map);
+            expired = self.sweep(now);
+            map = shard.lock();
         }
-        let mut flights = map.len();
+        let mut local = map.len();
+        // Taken now, while the shard is borrowed whole; used if this caller
+        // leads (a follower's skips a number, which costs nothing).
+        let fresh_generation = map.next_generation();
         let entry = match map.entry(hash, |call| call.key == key, |call| call.hash) {
             hash_table::Entry::Occupied(entry) if entry.get().deadline <= now => {
                 let (call, vacant) = entry.remove();
                 expired.push(call);
-                flights -= 1;
+                local -= 1;
                 hash_table::Entry::Vacant(vacant)
             }
             entry => entry,
@@ -334,12 +482,12 @@ where
                 Entered::Follower(Waiter::new(receiver, membership), watch, key)
             }
             hash_table::Entry::Vacant(entry) => {
-                if flights >= options.max_flights {
+                if !self.admits(shard, local, options.max_flights) {
                     drop(map);
                     self.time_out(expired);
                     return Err(self.overloaded(Overloaded::TooManyFlights));
                 }
-                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                let generation = fresh_generation;
                 let (leader, receiver) = if inline {
                     (Seat::Inline, None)
                 } else {
@@ -382,7 +530,8 @@ where
     pub(crate) fn try_lead(self: &Arc<Self>, key: K, options: &CallOptions) -> Option<Leader<T>> {
         let hash = self.hash(&key);
         let now = Instant::now();
-        let running = lock(&self.map)
+        let running = self
+            .lock(hash)
             .find(hash, |call| call.key == key && call.deadline > now)
             .is_some();
         if running {
@@ -409,7 +558,7 @@ where
         generation: u64,
         f: impl FnOnce(&mut Call<K, T>) -> R,
     ) -> Option<R> {
-        lock(&self.map)
+        self.lock(hash)
             .find_mut(hash, |call| call.generation == generation)
             .map(f)
     }
@@ -479,7 +628,8 @@ where
     /// Removes the call (if it is still this generation's) and hands every
     /// waiter the outcome.
     fn finish(&self, hash: u64, generation: u64, outcome: Result<T, FlightError>) {
-        let call = lock(&self.map)
+        let call = self
+            .lock(hash)
             .find_entry(hash, |call| call.generation == generation)
             .ok()
             .map(|entry| entry.remove().0);
@@ -493,7 +643,8 @@ where
     /// whose own timer says so, whatever its leader does.
     fn expire(&self, hash: u64, generation: u64) {
         let now = Instant::now();
-        let call = lock(&self.map)
+        let call = self
+            .lock(hash)
             .find_entry(hash, |call| call.generation == generation)
             .ok()
             .filter(|entry| entry.get().deadline <= now)
@@ -505,7 +656,7 @@ where
     /// a follower leaving meanwhile cannot be missed: with
     /// `abort_when_unused` and nobody left, the task is stopped at once.
     fn leader_left(&self, hash: u64, generation: u64, abort: Option<AbortHandle>) {
-        let mut map = lock(&self.map);
+        let mut map = self.lock(hash);
         let Ok(mut entry) = map.find_entry(hash, |call| call.generation == generation) else {
             // Already over (finished or expired): nobody waits for the work.
             if let Some(abort) = abort {
@@ -530,7 +681,7 @@ where
     /// the work.
     fn waiter_left(&self, hash: u64, generation: u64) {
         let call = {
-            let mut map = lock(&self.map);
+            let mut map = self.lock(hash);
             let Ok(entry) = map.find_entry(hash, |call| call.generation == generation) else {
                 return;
             };

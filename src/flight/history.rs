@@ -3,9 +3,9 @@
 //! duplicates never need an estimate, and recording them would cost every
 //! lease a second map update.
 
-use std::{collections::HashMap, hash::Hash, sync::Mutex, time::Duration};
+use std::{collections::HashMap, hash::Hash, time::Duration};
 
-use super::lock;
+use super::{lock, sync::Mutex};
 
 /// Keys remembered at most: past it, an arbitrary old key is forgotten, so the
 /// history never grows with the number of keys.

@@ -3,10 +3,6 @@
 use std::{
     fmt,
     hash::{BuildHasher, Hash, RandomState},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Mutex,
-    },
     time::Duration,
 };
 
@@ -17,28 +13,45 @@ use super::{
     lease::{Holder, LeaseId, LeaseStore, Refused, StoreFuture},
     lock,
     progress::Progress,
+    shards::{self, Sharded},
+    sync::{Mutex, MutexGuard},
 };
 use crate::time;
 
-/// Leases kept in this process, in a mutex-guarded table.
+/// Leases kept in this process, in a table sharded by the key's hash (four
+/// mutex-guarded shards per core: leases on different keys rarely contend).
 ///
 /// Expiry is lazy: an expired holding is treated as free by every call and
 /// replaced by the next `acquire`, so a hung holder costs one entry, no timer.
 /// A forced release is an expiry now. An expired entry stays as a tombstone
 /// (so that the next holder's generation follows on) until the key is taken
-/// again or, ten minutes after its expiry, a periodic sweep removes it; past
-/// 4096 tombstones a sweep removes them all, whatever their age, so that a
-/// flood of unique keys that hang or are force-released cannot grow the
-/// table. (Tokens are unique store-wide: a key whose tombstone went starts
-/// again at generation 1 and no old holder can touch it.)
+/// again or, ten minutes after its expiry, a periodic sweep of its shard
+/// removes it; past 4096 tombstones in all (an equal share per shard) a sweep
+/// removes them all, whatever their age, so that a flood of unique keys that
+/// hang or are force-released cannot grow the table. (Tokens are unique
+/// store-wide: a key whose tombstone went starts again at generation 1 and no
+/// old holder can touch it.)
 ///
 /// Every call hashes its key once (SipHash, keyed per store: clients cannot
 /// aim collisions at it); entries keep their hash for the table to grow.
 pub struct MemoryStore<K> {
-    entries: Mutex<HashTable<Entry<K>>>,
+    shards: Sharded<Mutex<Shard<K>>>,
     hasher: RandomState,
-    next_token: AtomicU64,
+    /// Each shard's share of [`SWEEP_EVERY`] and of [`MAX_TOMBSTONES`].
+    sweep_every: u64,
+    max_tombstones: usize,
 }
+
+struct Shard<K> {
+    entries: HashTable<Entry<K>>,
+    /// Its tokens are `n << TOKEN_SHARD_BITS | index`: unique store-wide
+    /// without a counter every core writes.
+    next: u64,
+    index: u64,
+}
+
+/// Room for a shard's index in a token (at most 64 shards).
+const TOKEN_SHARD_BITS: u32 = 6;
 
 struct Entry<K> {
     key: K,
@@ -49,27 +62,40 @@ struct Entry<K> {
 /// How long an expired entry keeps the key's generation count.
 const TOMBSTONE: Duration = Duration::from_secs(600);
 
-/// Every this many acquisitions, old tombstones are swept.
+/// Every this many acquisitions in all (each shard sweeps after its share),
+/// old tombstones are swept.
 const SWEEP_EVERY: u64 = 1024;
 
-/// The most tombstones the table keeps: a sweep that finds more than this
-/// less one sweep period's worth (each acquisition adds at most one entry)
-/// removes every tombstone, young or not.
+/// The most tombstones the table keeps: a shard's sweep that finds more than
+/// its share of this less one sweep period's worth (each acquisition adds at
+/// most one entry) removes every tombstone, young or not.
 const MAX_TOMBSTONES: usize = 4096;
 
 impl<K> MemoryStore<K> {
     /// An empty store.
     pub fn new() -> Self {
+        let mut index = 0;
         Self {
-            entries: Mutex::new(HashTable::new()),
+            shards: Sharded::new(|| {
+                index += 1;
+                Mutex::new(Shard {
+                    entries: HashTable::new(),
+                    next: 1,
+                    index: index - 1,
+                })
+            }),
             hasher: RandomState::new(),
-            next_token: AtomicU64::new(1),
+            sweep_every: SWEEP_EVERY / shards::count() as u64,
+            max_tombstones: MAX_TOMBSTONES / shards::count(),
         }
     }
 
     /// How many keys have an entry, expired or not.
     pub fn len(&self) -> usize {
-        lock(&self.entries).len()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).entries.len())
+            .sum()
     }
 
     /// Whether no key has an entry.
@@ -79,10 +105,17 @@ impl<K> MemoryStore<K> {
 }
 
 impl<K: Hash + Eq> MemoryStore<K> {
+    /// The key's hash and its shard, locked.
+    fn shard_of(&self, key: &K) -> (u64, MutexGuard<'_, Shard<K>>) {
+        let hash = self.hasher.hash_one(key);
+        (hash, lock(self.shards.of(hash)))
+    }
+
     /// Runs `f` on the key's holder (expired or not), if it has an entry.
     fn with_holder<R>(&self, key: &K, f: impl FnOnce(&mut Holder) -> R) -> Option<R> {
-        let hash = self.hasher.hash_one(key);
-        lock(&self.entries)
+        let (hash, mut shard) = self.shard_of(key);
+        shard
+            .entries
             .find_mut(hash, |entry| entry.key == *key)
             .map(|entry| f(&mut entry.holder))
     }
@@ -107,13 +140,13 @@ impl<K: Hash + Eq> MemoryStore<K> {
     }
 }
 
-/// Removes the tombstones older than [`TOMBSTONE`], or all of them when there
-/// are so many that another sweep period could take them past
-/// [`MAX_TOMBSTONES`].
-fn sweep<K>(entries: &mut HashTable<Entry<K>>, now: Instant) {
+/// Removes a shard's tombstones older than [`TOMBSTONE`], or all of them
+/// when there are so many that another sweep period could take them past the
+/// shard's share of [`MAX_TOMBSTONES`].
+fn sweep<K>(entries: &mut HashTable<Entry<K>>, now: Instant, period: u64, max_tombstones: usize) {
     let expired = |entry: &Entry<K>| entry.holder.expires_at() <= now;
     let tombstones = entries.iter().filter(|entry| expired(entry)).count();
-    let keep_young = tombstones + SWEEP_EVERY as usize <= MAX_TOMBSTONES;
+    let keep_young = tombstones + period as usize <= max_tombstones;
     entries.retain(|entry| {
         !expired(entry) || keep_young && time::after(entry.holder.expires_at(), TOMBSTONE) > now
     });
@@ -144,12 +177,19 @@ where
 {
     fn acquire(&self, key: &K, ttl: Duration) -> StoreFuture<Result<LeaseId, Refused>> {
         let now = Instant::now();
-        let hash = self.hasher.hash_one(key);
-        let mut entries = lock(&self.entries);
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        if token % SWEEP_EVERY == 0 {
-            sweep(&mut entries, now);
+        let (hash, mut shard) = self.shard_of(key);
+        let shard = &mut *shard;
+        let token = shard.next << TOKEN_SHARD_BITS | shard.index;
+        if shard.next % self.sweep_every == 0 {
+            sweep(
+                &mut shard.entries,
+                now,
+                self.sweep_every,
+                self.max_tombstones,
+            );
         }
+        shard.next += 1;
+        let entries = &mut shard.entries;
         let taken = |generation| {
             let lease = LeaseId::new(generation, token);
             (lease, Holder::new(lease, now, time::after(now, ttl)))
@@ -190,9 +230,11 @@ where
 
     fn release(&self, key: &K, lease: LeaseId) -> Option<Holder> {
         let now = Instant::now();
-        let hash = self.hasher.hash_one(key);
-        let mut entries = lock(&self.entries);
-        let entry = entries.find_entry(hash, |entry| entry.key == *key).ok()?;
+        let (hash, mut shard) = self.shard_of(key);
+        let entry = shard
+            .entries
+            .find_entry(hash, |entry| entry.key == *key)
+            .ok()?;
         let holder = &entry.get().holder;
         if is_current(holder, lease, now) {
             Some(entry.remove().0.holder)
@@ -220,11 +262,16 @@ where
 
     fn list(&self) -> StoreFuture<Vec<(K, Holder)>> {
         let now = Instant::now();
-        let held = lock(&self.entries)
-            .iter()
-            .filter(|entry| entry.holder.expires_at() > now)
-            .map(|entry| (entry.key.clone(), entry.holder.clone()))
-            .collect();
+        let mut held = Vec::new();
+        for shard in self.shards.iter() {
+            held.extend(
+                lock(shard)
+                    .entries
+                    .iter()
+                    .filter(|entry| entry.holder.expires_at() > now)
+                    .map(|entry| (entry.key.clone(), entry.holder.clone())),
+            );
+        }
         StoreFuture::ready(held)
     }
 
@@ -367,13 +414,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn old_tombstones_are_swept() {
         let store = MemoryStore::new();
-        // Tokens 1 to SWEEP_EVERY - 1 leave tombstones; token SWEEP_EVERY sweeps.
+        // Keys 1 to SWEEP_EVERY - 1 leave tombstones, young ones: kept.
         for key in 1..SWEEP_EVERY {
             let lease = store.acquire(&key, TTL).await.unwrap();
             store.force_release(&key, None).await;
             assert!(store.release(&key, lease).is_none());
         }
         tokio::time::advance(TOMBSTONE + Duration::from_secs(1)).await;
+        // Each shard sweeps after its share of SWEEP_EVERY acquisitions:
+        // eight rounds' worth reach every shard's turn (keys spread evenly
+        // by the keyed hash; a shard missing it is beyond unlikely).
+        for key in SWEEP_EVERY..SWEEP_EVERY * 9 {
+            let lease = store.acquire(&key, TTL).await.unwrap();
+            assert!(store.release(&key, lease).is_some());
+        }
         store.acquire(&u64::MAX, TTL).await.unwrap();
         assert_eq!(store.len(), 1, "only the live holding is left");
     }

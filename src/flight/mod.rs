@@ -11,9 +11,13 @@ mod history;
 mod inline;
 mod lease;
 mod memory;
+#[cfg(all(test, shuttle))]
+mod model;
 mod options;
 mod progress;
+mod shards;
 mod stats;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -22,7 +26,7 @@ use std::{
     future::Future,
     hash::Hash,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, PoisonError},
     task::{ready, Context, Poll},
     time::Duration,
 };
@@ -44,6 +48,7 @@ pub(crate) use guard::spawn_holding;
 use guard::GuardTable;
 use history::RunHistory;
 pub(crate) use inline::{InlineLeader, Inlined};
+use sync::{Mutex, MutexGuard};
 
 /// A table of keys in flight: leases for work that must not run twice, and
 /// shared calls whose one outcome every concurrent caller receives.

@@ -108,6 +108,15 @@ impl CallOptions {
     }
 
     /// How many flights may run at once in one table.
+    ///
+    /// The table is sharded by key hash (four shards per core). Up to 64
+    /// flights per shard the bound is exact: never passed, even by callers
+    /// entering several shards at once (two such callers competing for the
+    /// last place may both be refused). Above that, a shard holding less than
+    /// its share of `max` admits a flight without counting the others, so
+    /// that admitting one reads no other core's line. Keys spread evenly (the
+    /// hash is keyed per table), so the bound holds to within a few flights
+    /// per shard; crowding can never take the table past twice `max`.
     #[must_use]
     pub fn max_flights(mut self, max: usize) -> Self {
         self.max_flights = max;

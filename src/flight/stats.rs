@@ -1,6 +1,11 @@
 //! Counters of what the table did, readable as a snapshot.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{
+    shards::{self, Padded},
+    sync::AtomicU64,
+};
 
 /// A snapshot of a [`Flights`](super::Flights) table's counters.
 ///
@@ -47,25 +52,35 @@ pub struct FlightStats {
     pub leases_held: usize,
 }
 
-/// The live counters behind [`FlightStats`].
-#[derive(Debug, Default)]
+/// The live counters behind [`FlightStats`], striped: each thread counts
+/// on its own stripe (its own cache line) and a snapshot sums the stripes,
+/// so that cores counting every request do not fight over one line.
+#[derive(Debug)]
 pub(crate) struct Stats {
-    leaders: AtomicU64,
-    followers: AtomicU64,
-    rejected: AtomicU64,
-    timed_out: AtomicU64,
-    panicked: AtomicU64,
-    fell_back: AtomicU64,
-    overloaded: AtomicU64,
-    unkeyed: AtomicU64,
-    unavailable: AtomicU64,
-    leases_held: AtomicUsize,
+    stripes: Box<[Padded<Counters>]>,
 }
 
-/// One thing worth counting.
+/// One stripe. Every counter wraps: a lease taken on one stripe and dropped
+/// on another leaves one at +1 and the other at -1, which sum to 0.
+#[derive(Debug, Default)]
+struct Counters([AtomicU64; COUNTERS]);
+
+/// The events, then the `leases_held` gauge.
+const COUNTERS: usize = 10;
+const LEASES_HELD: usize = 9;
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            stripes: (0..shards::count()).map(|_| Padded::default()).collect(),
+        }
+    }
+}
+
+/// One thing worth counting; its value is its counter's index in a stripe.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Event {
-    Led,
+    Led = 0,
     Followed,
     Rejected,
     TimedOut,
@@ -77,42 +92,49 @@ pub(crate) enum Event {
 }
 
 impl Stats {
+    /// This thread's stripe.
+    #[inline]
+    fn mine(&self) -> &Counters {
+        &self.stripes[shards::stripe() & (self.stripes.len() - 1)]
+    }
+
+    #[inline]
     pub(crate) fn record(&self, event: Event) {
-        let counter = match event {
-            Event::Led => &self.leaders,
-            Event::Followed => &self.followers,
-            Event::Rejected => &self.rejected,
-            Event::TimedOut => &self.timed_out,
-            Event::Panicked => &self.panicked,
-            Event::FellBack => &self.fell_back,
-            Event::Overloaded => &self.overloaded,
-            Event::Unkeyed => &self.unkeyed,
-            Event::Unavailable => &self.unavailable,
-        };
-        counter.fetch_add(1, Relaxed);
+        self.mine().0[event as usize].fetch_add(1, Relaxed);
     }
 
+    #[inline]
     pub(crate) fn lease_taken(&self) {
-        self.leases_held.fetch_add(1, Relaxed);
+        self.mine().0[LEASES_HELD].fetch_add(1, Relaxed);
     }
 
+    #[inline]
     pub(crate) fn lease_dropped(&self) {
-        self.leases_held.fetch_sub(1, Relaxed);
+        self.mine().0[LEASES_HELD].fetch_sub(1, Relaxed);
     }
 
     pub(crate) fn snapshot(&self, in_flight: usize) -> FlightStats {
+        let mut sums = [0u64; COUNTERS];
+        for stripe in self.stripes.iter() {
+            for (sum, counter) in sums.iter_mut().zip(&stripe.0 .0) {
+                *sum = sum.wrapping_add(counter.load(Relaxed));
+            }
+        }
+        let count = |event: Event| sums[event as usize];
         FlightStats {
-            leaders: self.leaders.load(Relaxed),
-            followers: self.followers.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            timed_out: self.timed_out.load(Relaxed),
-            panicked: self.panicked.load(Relaxed),
-            fell_back: self.fell_back.load(Relaxed),
-            overloaded: self.overloaded.load(Relaxed),
-            unkeyed: self.unkeyed.load(Relaxed),
-            unavailable: self.unavailable.load(Relaxed),
+            leaders: count(Event::Led),
+            followers: count(Event::Followed),
+            rejected: count(Event::Rejected),
+            timed_out: count(Event::TimedOut),
+            panicked: count(Event::Panicked),
+            fell_back: count(Event::FellBack),
+            overloaded: count(Event::Overloaded),
+            unkeyed: count(Event::Unkeyed),
+            unavailable: count(Event::Unavailable),
             in_flight,
-            leases_held: self.leases_held.load(Relaxed),
+            // A snapshot racing a take and a drop on two stripes may see
+            // the drop alone: never report that as billions.
+            leases_held: usize::try_from(sums[LEASES_HELD] as i64).unwrap_or(0),
         }
     }
 }

@@ -377,3 +377,53 @@ async fn try_lead_takes_over_a_call_past_its_lease() {
     );
     drop(stuck);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_large_bound_admits_every_flight_below_it_and_refuses_before_twice_it() {
+    let flights: Flights<u32, ()> = Flights::new();
+    let max = shards::count() * 64 * 2;
+    let options = CallOptions::default().max_flights(max);
+    let mut running = Vec::new();
+    for key in 0..max as u32 {
+        running.push(flights.join(key, &options).expect("below the bound"));
+    }
+    let refused_at = (max as u32..2 * max as u32)
+        .find(|key| match flights.join(*key, &options) {
+            Ok(flight) => {
+                running.push(flight);
+                false
+            }
+            Err(refused) => {
+                assert_eq!(refused, Overloaded::TooManyFlights);
+                true
+            }
+        })
+        .expect("refused before twice the bound");
+    assert!(flights.stats().in_flight <= 2 * max);
+    assert!(refused_at as usize >= max);
+}
+
+#[test]
+fn counts_from_every_thread_add_up_and_a_lease_dropped_elsewhere_nets_out() {
+    let stats = Arc::new(stats::Stats::default());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let stats = Arc::clone(&stats);
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    stats.record(stats::Event::Led);
+                }
+                stats.lease_taken();
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("no panic");
+    }
+    assert_eq!(stats.snapshot(0).leaders, 4000);
+    assert_eq!(stats.snapshot(0).leases_held, 4);
+    for _ in 0..4 {
+        stats.lease_dropped(); // all on this thread's stripe
+    }
+    assert_eq!(stats.snapshot(0).leases_held, 0);
+}
