@@ -341,8 +341,9 @@ def render(results):
         "one key. The bare route served "
         + ", ".join(f"{bare_rps[k]:,.0f} requests/s ({k})" for k in ["unique", "hot"])
         + " (medians of its runs); the machine's 1-minute load average was "
-        + f"{results['load_average'][0]:.2f} just before these runs (which then keep both "
-        + "sides busy themselves).",
+        + f"{results['load_average'][0]:.2f} just before these runs (this script's own "
+        + "build and instruction counts included; the runs then keep both sides busy "
+        + "themselves).",
         f"- *runs in a cold stampede of {STAMPEDE:,}*: {STAMPEDE:,} identical requests to a "
         "new key sent at once in process (`peers_server stampede`, one thread); the handler "
         "waits at a gate opened 50 ms later, once every request is parked; how many times "
