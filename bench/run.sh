@@ -13,6 +13,10 @@
 # with N/2 threads and 32 connections per thread (at least 64) on the other
 # half. The results go to bench/results/cores-N.json and BENCHMARKS.md's
 # multi-core table instead of the 2-core run's files.
+#
+# Then bench/peers.py measures the Rust crates users would pick instead in
+# the same layout (about 20 minutes more the first time, most of it building
+# them); SKIP_PEERS=1 leaves them out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,5 +103,11 @@ taskset -c "$CLIENT_CORES" python3 bench/load.py \
     --varnish "http://127.0.0.1:8083" \
     --threads "$HALF" --connections "$CONNECTIONS" --workers "$HALF" \
     --out "$OUT" > /dev/null
+# The Rust crates users would pick instead, on the same layout (their own
+# servers and instruction counts; bench/peers.md). SKIP_PEERS=1 skips them.
+if [ -z "${SKIP_PEERS:-}" ]; then
+    kill $(jobs -p) 2>/dev/null || true
+    python3 bench/peers.py --cores "$CORES"
+fi
 python3 bench/report.py bench/results/latest.json
 echo "$OUT and BENCHMARKS.md written"
