@@ -25,7 +25,7 @@ WORK_MS = 200
 
 # --- requests ------------------------------------------------------------
 
-BURST = "target/release/examples/burst"
+BURST = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "examples", "burst")
 
 
 def burst(base, path, n, method="GET"):

@@ -47,7 +47,8 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v 
 fi
 
 cargo build --release --example bench_server --example burst
-TOKIO_WORKER_THREADS=$HALF PORT=$PORT taskset -c "$SERVER_CORES" target/release/examples/bench_server > "$WORK/server.log" &
+TARGET="${CARGO_TARGET_DIR:-target}"
+TOKIO_WORKER_THREADS=$HALF PORT=$PORT taskset -c "$SERVER_CORES" "$TARGET/release/examples/bench_server" > "$WORK/server.log" &
 for _ in $(seq 50); do grep -q listening "$WORK/server.log" && break; sleep 0.1; done
 
 # nginx: a cache with proxy_cache_lock, twice: plain, and serving stale
