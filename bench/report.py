@@ -320,7 +320,20 @@ def targets(results):
 def scaling_why():
     """Why issue 13's missed claims are missed (profiles and reasoning that
     do not come out of a run: kept here so that they travel with the table)."""
-    return """- **One hot key across threads.** The table is sharded and its
+    return """- **One worker against `/param` over HTTP.** Share mode with unique
+  keys adds about 1.7x the bare route's instructions in process (2 us on this
+  core), which would leave it near 0.85x of `/param` over HTTP; wrk measures
+  far less (section 4; the peers' own server agrees, section 8). A perf
+  profile of the server under wrk shows the kernel's send and wake path at
+  about half the samples for both routes and the layer's own functions each
+  under 1%: the extra time is spread, not one hot spot. Timed in process,
+  share mode adds about 2.2 us a request on a current-thread runtime and
+  about 4.4 us on a one-worker multi-thread runtime (async_singleflight: 1.7
+  and 2.7 us): something the layer does costs twice as much on the
+  runtime servers use. It is not found yet; the in-process benches
+  (instructions, contention) run on current-thread runtimes and do not show
+  it.
+- **One hot key across threads.** The table is sharded and its
   counters striped, and requests for different keys on different cores no
   longer meet: share mode and reject mode with unique keys scale like the
   bare route (4b). One key is one shard and one flight by design. In share
