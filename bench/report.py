@@ -321,18 +321,31 @@ def scaling_why():
     """Why issue 13's missed claims are missed (profiles and reasoning that
     do not come out of a run: kept here so that they travel with the table)."""
     return """- **One worker against `/param` over HTTP.** Share mode with unique
-  keys adds about 1.7x the bare route's instructions in process (2 us on this
-  core), which would leave it near 0.85x of `/param` over HTTP; wrk measures
-  far less (section 4; the peers' own server agrees, section 8). A perf
-  profile of the server under wrk shows the kernel's send and wake path at
-  about half the samples for both routes and the layer's own functions each
-  under 1%: the extra time is spread, not one hot spot. Timed in process,
-  share mode adds about 2.2 us a request on a current-thread runtime and
-  about 4.4 us on a one-worker multi-thread runtime (async_singleflight: 1.7
-  and 2.7 us): something the layer does costs twice as much on the
-  runtime servers use. It is not found yet; the in-process benches
-  (instructions, contention) run on current-thread runtimes and do not show
-  it.
+  keys adds about 1.7x the bare route's instructions in process (2 to 3 us
+  on this core), which would leave it near 0.85x of `/param` over HTTP; wrk
+  measures far less (section 4; the peers' own server agrees, section 8).
+  The profile that shows why: the server itself under callgrind with its
+  cache simulation (32 KB L1 caches), driven by wrk over loopback, counts
+  per request 13.6k instructions, 500 instruction-cache misses and 65 data
+  misses for `/param`, and 21.8k instructions, 1,150 instruction-cache
+  misses and 190 data misses for `/sf/`: the layer's path (key extraction
+  and normalization, the policy checks, the table, the boxed leader) is
+  more code than fits beside hyper's in the instruction cache, so it runs
+  at a lower rate than its instruction count suggests, and on real
+  hardware the kernel's network path evicts the same caches between
+  requests. The instruction count is the same on a current-thread and on a
+  one-worker multi-thread runtime (callgrind, in process, with a `Host`
+  header: 8.2k and 8.3k extra per request). Meeting 0.95x means a smaller
+  code path per request, not a faster one.
+- **Cache misses with unique keys** (a quarter of bare's requests/s, moka
+  in a handler 0.42x). A miss costs 5.0x the bare route's instructions in
+  process (`cache_miss_unique_keys`): storing is about 17k of them (moka's
+  `entry().and_upsert_with` 5.3k, detaching the answer into one buffer and
+  a fresh header map, RFC 9111 admission, the `Date` formatted), and a miss
+  allocates about 140 times where a bare request allocates 35 (the
+  allocator is a quarter of the instructions). moka in a handler stores a
+  `String`; this stores an HTTP answer that serves later requests as
+  themselves.
 - **One hot key across threads.** The table is sharded and its
   counters striped, and requests for different keys on different cores no
   longer meet: share mode and reject mode with unique keys scale like the
