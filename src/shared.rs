@@ -200,3 +200,37 @@ fn rebuild(copied: Copied, buffer: &Bytes, room: usize) -> HeaderMap {
     }
     map
 }
+
+#[cfg(all(test, feature = "cache"))]
+mod tests {
+    use http::header;
+
+    use super::*;
+
+    /// A stored copy keeps the slots its headers need, however many its
+    /// origin's map had: each spare slot is about 100 bytes per cache entry.
+    #[test]
+    fn a_detached_copy_keeps_no_spare_header_slots() {
+        let mut headers = HeaderMap::with_capacity(64);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let mut response = Response::new(());
+        *response.headers_mut() = headers;
+        let (parts, ()) = response.into_parts();
+        let answer = BufferedResponse::new(
+            parts,
+            Bytes::from_static(b"hello"),
+            None,
+            &LeaderHeaders::default(),
+        );
+        let stored = answer.detached(|headers, _| {
+            headers.insert(header::AGE, HeaderValue::from_static("0"));
+        });
+        let kept = &stored.parts().headers;
+        assert_eq!(kept.len(), 2);
+        // What a map made for exactly two holds: far from the origin's 64.
+        assert_eq!(
+            kept.capacity(),
+            HeaderMap::<HeaderValue>::with_capacity(2).capacity()
+        );
+    }
+}
