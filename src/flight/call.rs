@@ -284,18 +284,14 @@ where
     T: Send + Sync + 'static,
 {
     pub(crate) fn new(stats: Arc<Stats>) -> Self {
-        let mut index = 0;
         Self {
-            shards: Sharded::new(|| {
-                index += 1;
-                Shard {
-                    state: Mutex::new(ShardState {
-                        calls: HashTable::new(),
-                        next: 1,
-                        index: index - 1,
-                    }),
-                    len: AtomicUsize::new(0),
-                }
+            shards: Sharded::new(|index| Shard {
+                state: Mutex::new(ShardState {
+                    calls: HashTable::new(),
+                    next: 1,
+                    index,
+                }),
+                len: AtomicUsize::new(0),
             }),
             hasher: RandomState::new(),
             stats,

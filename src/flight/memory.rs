@@ -74,14 +74,12 @@ const MAX_TOMBSTONES: usize = 4096;
 impl<K> MemoryStore<K> {
     /// An empty store.
     pub fn new() -> Self {
-        let mut index = 0;
         Self {
-            shards: Sharded::new(|| {
-                index += 1;
+            shards: Sharded::new(|index| {
                 Mutex::new(Shard {
                     entries: HashTable::new(),
                     next: 1,
-                    index: index - 1,
+                    index,
                 })
             }),
             hasher: RandomState::new(),

@@ -42,10 +42,11 @@ pub(crate) struct Sharded<S> {
 }
 
 impl<S> Sharded<S> {
-    pub(crate) fn new(make: impl FnMut() -> S) -> Self {
-        let mut make = make;
+    /// `make(index)` for each shard's index: a shard may number what it
+    /// hands out with its index, unique table-wide.
+    pub(crate) fn new(make: impl FnMut(u64) -> S) -> Self {
         Self {
-            shards: (0..count()).map(|_| Padded(make())).collect(),
+            shards: (0..count() as u64).map(make).map(Padded).collect(),
         }
     }
 
@@ -104,7 +105,7 @@ mod tests {
 
     #[test]
     fn every_shard_is_reachable_and_hashes_pick_one_shard_each() {
-        let sharded = Sharded::new(|| 0u8);
+        let sharded = Sharded::new(|_| 0u8);
         let mut seen = vec![false; sharded.len()];
         for high in 0..sharded.len() as u64 {
             let hash = (high << 32) | 0xdead_beef;
@@ -122,7 +123,7 @@ mod tests {
     #[test]
     fn shards_sit_on_separate_cache_lines() {
         assert_eq!(std::mem::align_of::<Padded<u8>>(), 128);
-        let sharded = Sharded::new(|| 0u8);
+        let sharded = Sharded::new(|_| 0u8);
         let addresses: Vec<usize> = sharded.iter().map(|s| s as *const u8 as usize).collect();
         assert!(addresses.windows(2).all(|pair| pair[1] - pair[0] >= 128));
     }
