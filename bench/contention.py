@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The multi-core cost on a 2-core machine: `cargo bench --bench wallclock --
+"""The multi-core cost on a 2-core machine: `cargo bench -p tower-singleflight-benches --bench wallclock --
 contention` drives the layered routes and the bare route in process with 1
 and with 2 threads (divan), and this script turns divan's medians into
 scaling figures. Writes bench/results/contention.json.
@@ -28,7 +28,7 @@ UNITS = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}
 
 def run_bench(samples):
     output = subprocess.run(
-        ["cargo", "bench", "--bench", "wallclock", "--", "contention",
+        ["cargo", "bench", "-p", "tower-singleflight-benches", "--bench", "wallclock", "--", "contention",
          "--sample-count", str(samples), "--sample-size", "20"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instruction ratios of the layer to the bare route, from gungraun summaries.
 
-Run after `cargo bench --bench instructions -- --save-summary=json`:
+Run after `cargo bench -p tower-singleflight-benches --bench instructions -- --save-summary=json`:
 
     python3 bench/instructions.py            # print the ratios
     python3 bench/instructions.py --check    # also fail on a regression
@@ -28,7 +28,7 @@ def summaries():
     target = pathlib.Path(
         __import__("os").environ.get("CARGO_TARGET_DIR", ROOT / "target")
     )
-    home = target / "gungraun" / "tower-singleflight" / "instructions"
+    home = target / "gungraun" / "tower-singleflight-benches" / "instructions"
     counts = {}
     for path in sorted(home.glob("*/*/summary.json")):
         summary = json.loads(path.read_text())

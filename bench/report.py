@@ -92,7 +92,7 @@ def markdown(results):
         "![handler runs and overhead](bench/results/latest.svg)",
         "",
         "Instruction counts, which repeat exactly where wall-clock time does not, come from "
-        "`cargo bench --bench instructions` and are checked in CI (see the README).",
+        "`cargo bench -p tower-singleflight-benches --bench instructions` and are checked in CI (see the README).",
         "",
         "## 1. Cold stampede",
         "",
@@ -197,7 +197,7 @@ def several_cores():
         c = json.loads(contention.read_text())
         out += [
             f"In process, by `bench/contention.py` on {c['date']} ({c['cpus']} cores): "
-            "`cargo bench --bench wallclock -- contention` drives each route through one router "
+            "`cargo bench -p tower-singleflight-benches --bench wallclock -- contention` drives each route through one router "
             "with 1 and with 2 threads (divan; each thread its own current-thread runtime, "
             "unique keys per thread or one shared key), median time per request over "
             f"{c['samples']} samples, {c['rounds']} runs. *Scaling* is the throughput with 2 "
@@ -448,8 +448,8 @@ def why(results):
   layer at all (`/gate`) spread over {floor['extra_wait_p99_ms']} ms in the same run (server:
   {floor['server_spread_ms']} ms){'' if varnish is None else f'; Varnish over {varnish} ms'}. What the layer adds is the difference. In
   process, with no sockets, 1,000 requests waiting through share mode all
-  have their responses about 1.8 ms after the handler answers (`cargo bench
-  --bench wallclock`: `fan_out_share_mode`; the table's own fan-out,
+  have their responses about 1.8 ms after the handler answers (`cargo bench -p
+  tower-singleflight-benches --bench wallclock`: `fan_out_share_mode`; the table's own fan-out,
   `fan_out`, is about 0.5 ms of it).
 - **409 p99.** Under sustained load (64 connections) the `409`s' p99 is
   {under_load['conflict_p99_ms']:.2f} ms and `/bare`'s {under_load['bare_p99_ms']:.2f} ms in the same run: one core queueing 64

@@ -1,7 +1,7 @@
 //! Instruction counts (callgrind, through gungraun) of one request's trip
 //! through an axum router: bare, and behind each mode of the layer.
 //!
-//! Run with: cargo bench --bench instructions -- --save-summary=json
+//! Run with: cargo bench -p tower-singleflight-benches --bench instructions -- --save-summary=json
 //! (needs `cargo install gungraun-runner@0.20.0` and valgrind), then
 //! `python3 bench/instructions.py` for the ratios to the bare route.
 //!

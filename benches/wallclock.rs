@@ -1,7 +1,7 @@
 //! Wall-clock benches (divan): the same requests as `instructions.rs`, and
 //! the fan-out of one leader's outcome to N waiters.
 //!
-//! Run with: cargo bench --bench wallclock
+//! Run with: cargo bench -p tower-singleflight-benches --bench wallclock
 //!
 //! Timings vary from run to run on a shared machine; the instruction counts
 //! of `instructions.rs` are the numbers that repeat. Read these as ratios
@@ -19,7 +19,9 @@ use http::Request;
 use http_body_util::BodyExt;
 use tokio::{runtime::Runtime, sync::Notify, task::JoinSet};
 use tower::ServiceExt;
-use tower_singleflight::{CacheConfig, CallOptions, Flights, Joined, SingleFlightLayer};
+use tower_singleflight::{
+    flight::CallOptions, flight::Joined, CacheConfig, Flights, SingleFlightLayer,
+};
 
 fn main() {
     divan::main();
@@ -215,7 +217,7 @@ async fn parked(
     waiters: usize,
 ) -> (
     Arc<Notify>,
-    JoinSet<Result<Arc<u64>, tower_singleflight::FlightError>>,
+    JoinSet<Result<Arc<u64>, tower_singleflight::flight::FlightError>>,
 ) {
     let flights: Flights<u32, u64> = Flights::new();
     let options = CallOptions::default().max_waiters(waiters + 1);

@@ -56,7 +56,9 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::json;
-use tower_singleflight::{key, CacheConfig, RejectLayer, ShareLayer, SingleFlightLayer};
+use tower_singleflight::{
+    key, layer::RejectLayer, layer::ShareLayer, CacheConfig, SingleFlightLayer,
+};
 
 /// Handler runs, by route: statics, so that every route, `/bare` included,
 /// pays the same (one atomic add) to be counted.

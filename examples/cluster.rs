@@ -344,7 +344,7 @@ async fn check_reachable(url: &str) -> Result<(), BoxError> {
     let flights: Flights<String> = Flights::with_store(RedisStore::new(redis));
     let ping = flights.try_acquire("cluster-example:ping".to_owned(), Duration::from_millis(10));
     match ping.await {
-        Err(tower_singleflight::Refused::Unavailable(_)) => Err(format!(
+        Err(tower_singleflight::flight::Refused::Unavailable(_)) => Err(format!(
             "no Redis answers at {url}: start one with `redis-server --daemonize yes --save ''` \
              or set REDIS_URL"
         )

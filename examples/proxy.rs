@@ -28,7 +28,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tower::util::MapRequestLayer;
-use tower_singleflight::{CacheConfig, ShareLayer, SingleFlightLayer};
+use tower_singleflight::{layer::ShareLayer, CacheConfig, SingleFlightLayer};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 

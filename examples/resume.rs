@@ -22,7 +22,9 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use tower_singleflight::{admin, extract::Flight, FlightStatus, Flights, LeaseHandle, Progress};
+use tower_singleflight::{
+    admin, extract::Flight, flight::FlightStatus, flight::LeaseHandle, Flights, Progress,
+};
 
 /// A phase of a workflow: the key of its job, shown as `flow/phase`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]

@@ -53,10 +53,13 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpSocket};
 use tower_singleflight::{
     admin,
+    cache::Peek,
     extract::Flight,
+    flight::LeaseHandle,
     key::{self, PathOnly},
-    CacheConfig, Flights, LeaseHandle, Peek, Progress, RejectLayer, ShareLayer, SingleFlightLayer,
-    ValueCache,
+    layer::RejectLayer,
+    layer::ShareLayer,
+    CacheConfig, Flights, Progress, SingleFlightLayer, ValueCache,
 };
 
 const DEFAULT_PORT: u16 = 3000;

@@ -17,7 +17,7 @@ pub(crate) trait Hold: Send {}
 impl<T: Send> Hold for T {}
 
 pin_project! {
-    /// Response body of [`SingleFlight`](crate::SingleFlight).
+    /// Response body of [`SingleFlight`](crate::layer::SingleFlight).
     ///
     /// Either the inner service's body, passed through (holding the lease of
     /// reject mode until it ends), or bytes the layer owns: a shared copy of

@@ -160,7 +160,7 @@ impl<E: FlightKey, Source> Flight<E, Source> {
     /// lease still ends at its TTL unless renewed.
     ///
     /// A panic in `job` frees the key too, counts in the table's
-    /// [`FlightStats::panicked`](crate::FlightStats::panicked) and is logged
+    /// [`FlightStats::panicked`](crate::flight::FlightStats::panicked) and is logged
     /// (`tracing::error!`) with a digest of the key and the lease's
     /// generation; the `JoinHandle` still reports it.
     ///

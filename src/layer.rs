@@ -1,4 +1,10 @@
-//! `SingleFlightLayer`: the middleware and its settings.
+//! The Tower side: [`SingleFlightLayer`], the service it builds, and what
+//! that service answers with.
+//!
+//! Most code only names [`SingleFlightLayer`] (re-exported at the crate
+//! root). The rest is here for those who name types: a layer kept in state
+//! ([`ShareLayer`], [`RejectLayer`]), the service ([`SingleFlight`]), its
+//! response body and futures, and the `409` ([`AlreadyRunning`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,10 +18,16 @@ use crate::{
     flight::{FlightStats, Flights},
     identity::{CallerIdentity, HostSource, Identify},
     key::{self, KeyExtractor, MethodPathQuery, RequestKey},
-    mode::{Reject, Share},
-    rejection::{AlreadyRunning, Conflict},
-    service::{Config, SingleFlight},
+    rejection::Conflict,
+    service::Config,
 };
+
+pub use crate::body::ResponseBody;
+pub use crate::future::{reject, share};
+pub use crate::mode::{Reject, Share};
+pub use crate::rejection::AlreadyRunning;
+pub use crate::role::{FlightRole, ROLE_HEADER};
+pub use crate::service::SingleFlight;
 
 /// Stops duplicate work: rejects or coalesces identical in-flight requests.
 ///
@@ -37,7 +49,7 @@ use crate::{
 /// `HandleErrorLayer`.
 ///
 /// A response the layer answered for the request (a follower's copy, a cache
-/// hit, a `409`) carries its [`FlightRole`](crate::FlightRole) in its
+/// hit, a `409`) carries its [`FlightRole`] in its
 /// extensions; [`expose_role`](Self::expose_role) marks every response, and
 /// puts the role in a header too.
 #[derive(Debug, Clone)]
@@ -180,7 +192,7 @@ impl SingleFlightLayer<Share<RequestKey>> {
 }
 
 impl<M, X> SingleFlightLayer<M, X> {
-    /// Marks every response with its [`FlightRole`](crate::FlightRole): in
+    /// Marks every response with its [`FlightRole`]: in
     /// the `x-singleflight-role` header (`leader`, `follower`, `rejected`,
     /// `bypass`, `fallback`, `cache-hit`, `stale`), and in its extensions
     /// even when the inner service answered the request itself (`leader`,
@@ -265,7 +277,7 @@ where
     ///
     /// ```
     /// use http::{Response, StatusCode};
-    /// use tower_singleflight::{AlreadyRunning, SingleFlightLayer};
+    /// use tower_singleflight::{layer::AlreadyRunning, SingleFlightLayer};
     ///
     /// let layer = SingleFlightLayer::reject().on_conflict(|busy: &AlreadyRunning| {
     ///     let mut response = Response::new(format!("busy for {:?}", busy.running_for()));

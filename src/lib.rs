@@ -1,53 +1,80 @@
-//! Tower middleware that stops duplicate work in web services.
+//! Tower middleware and axum extractors that stop duplicate work in web
+//! services.
 //!
-//! [`SingleFlightLayer`] finds identical in-flight requests by a key (method,
-//! normalized host, path and query by default, kept apart per caller in share
-//! mode) and, depending on its mode:
-//!
-//! - **reject** ([`SingleFlightLayer::reject`]), for trigger and resume
+//! - **Reject mode** ([`SingleFlightLayer::reject`]), for trigger and resume
 //!   endpoints: the first request for a key runs; duplicates get
-//!   `409 Conflict` with `{"status":"already_running", ...}` at once;
-//! - **share** ([`SingleFlightLayer::share`]), for costly reads: the first
-//!   request runs once and every identical request waiting on it receives a
-//!   copy of that one response.
+//!   `409 Conflict` with `{"status":"already_running", ...}` and
+//!   `Retry-After` at once.
+//! - **Share mode** ([`SingleFlightLayer::share`]), for costly reads: the
+//!   first request runs once and every identical request waiting on it
+//!   receives a copy of that one response.
+//! - **A cache that never lets the herd through** ([`CacheConfig`], feature
+//!   `cache`): share mode's answers kept in moka, a miss computed once, stale
+//!   answers served while one refresh runs, HTTP caching (RFC 9111) spoken
+//!   correctly. [`ValueCache`] does the same for values.
+//! - **Background jobs** ([`extract::Flight`], feature `axum`): a lease taken
+//!   before the handler runs, that the handler moves into a spawned task;
+//!   duplicates get `409` with the job's [`Progress`].
+//! - **Several replicas** ([`redis`], feature `redis`): the same guarantees
+//!   across every process that uses one Redis server.
 //!
 //! ```
 //! use std::time::Duration;
 //! use axum::{routing::{get, post}, Router};
-//! use tower_singleflight::{key, SingleFlightLayer};
+//! use tower_singleflight::{key, CacheConfig, SingleFlightLayer};
 //!
 //! async fn report() -> &'static str { "an expensive report" }
+//! async fn totals() -> &'static str { "totals" }
 //! async fn resume() -> &'static str { "phase resumed" }
 //!
 //! let reads = Router::new()
 //!     .route("/report", get(report))
 //!     .layer(SingleFlightLayer::share().max_wait(Duration::from_secs(30)));
 //!
+//! let cached = Router::new()
+//!     .route("/totals", get(totals))
+//!     .layer(SingleFlightLayer::share().cache(
+//!         CacheConfig::new()
+//!             .ttl(Duration::from_secs(1))
+//!             .stale_while_revalidate(Duration::from_secs(10)),
+//!     ));
+//!
 //! let triggers = Router::new()
 //!     .route("/flows/{id}/resume", post(resume))
 //!     // Keyed by path: `?force=1` must not start a second run.
 //!     .layer(SingleFlightLayer::reject().key(key::path()));
 //!
-//! let app: Router = reads.merge(triggers);
+//! let app: Router = reads.merge(cached).merge(triggers);
 //! # let _ = app;
 //! ```
+//!
+//! # What makes two requests the same
+//!
+//! The default key is the request's **method, host, path and query**: the
+//! host lower-cased without a trailing dot or default port, the path and
+//! query with percent-escapes of unreserved characters decoded (RFC 3986
+//! §6.2.2). In share mode, and for the cache, it is also kept apart **per
+//! caller**: the credential headers `Authorization`, `Proxy-Authorization`,
+//! `X-Api-Key` and the `Cookie` header by default, or whatever
+//! [`identity::CallerIdentity`] declares. Requests naming two hosts, requests
+//! with a body, and conditional, range and upgrade requests are never
+//! shared. [`key`] has other extractors (the path alone, a header, a request
+//! extension); what they add to a key can never take the caller out of it.
 //!
 //! # What it guarantees
 //!
 //! - A key is never held forever: leases are drop guards (completion, error,
 //!   panic and cancellation all release) with a TTL for work that hangs.
 //! - A lease that expired cannot release or renew its successor's: every
-//!   holding has its own fencing token ([`LeaseId`]).
+//!   holding has its own fencing token ([`flight::LeaseId`]).
 //! - In share mode a leader whose client leaves does not fail its followers:
 //!   its work is handed to a task that finishes it; a panic gives every
 //!   waiter `500` (never the panic's message) and frees the key.
-//! - A response for one caller or tenant is never handed to another: what
-//!   makes two requests the same is decided in one place, [`identity`]
-//!   (normalized host, path and query; the caller's declared
-//!   [`CallerIdentity`]); requests naming two hosts, and requests with a
-//!   body, are never shared; conditional, range and upgrade requests are not
-//!   coalesced; `Set-Cookie` (headers or trailers), `no-store`, `private` and
-//!   `Vary` are honoured.
+//! - A response for one caller or tenant is never handed to another:
+//!   `Set-Cookie` (headers or trailers), `no-store`, `private` and `Vary` are
+//!   honoured, and what makes two requests the same is decided in one place,
+//!   [`identity`].
+//! - A stale answer is never served as fresh, and an error is never cached.
 //! - Nothing grows without bound: waiters per key, flights, keys
 //!   ([`max_key_bytes`](SingleFlightLayer::max_key_bytes)) and buffered bytes
 //!   are capped, cached answers are weighed with everything they keep, and no
@@ -57,27 +84,31 @@
 //!   they come.
 //! - No header value or setting can panic: `Duration::MAX` means "never".
 //!
-//! The framework-agnostic core, [`Flights`], can be used on its own: to take
-//! leases in your own code, or to run any future once for concurrent callers.
+//! # Where things are
 //!
-//! # Several replicas
+//! | module | what it holds |
+//! |---|---|
+//! | the root | what most code names: [`SingleFlightLayer`], [`CacheConfig`], [`ValueCache`], [`Flights`], [`Progress`], [`FlightRole`] |
+//! | [`layer`] | the Tower service, its futures and body, the `409` and how it is written |
+//! | [`key`] | key extractors and their combinators |
+//! | [`identity`] | what makes two requests the same: host, path, caller |
+//! | [`cache`] | the response cache's handle and counters, [`ValueCache`]'s builder, errors and peeks |
+//! | [`flight`] | the framework-agnostic core: the table of keys in flight, leases, lease stores |
+//! | [`extract`] | the axum `Flight` extractor (feature `axum`) |
+//! | [`admin`] | a router that lists and force-releases leases (feature `axum`) |
+//! | [`redis`] | leases, share mode and cache tiers across replicas (feature `redis`) |
 //!
-//! Everything above holds in one process with no setup. With the `redis`
-//! feature, it holds across replicas: leases in Redis
-//! ([`RedisStore`](crate::redis::RedisStore), for reject mode, the `Flight`
-//! extractor and the admin router), share mode with one handler run in the
-//! cluster ([`cluster`](SingleFlightLayer::cluster)), and a Redis tier behind
-//! the caches (share mode's, and [`ValueCache`]'s through
-//! [`ValueCacheBuilder::redis`]); see the [`redis`] module.
+//! The core, [`Flights`], works without HTTP: to take leases in your own
+//! code, or to run any future once for concurrent callers.
 //!
 //! # Observability
 //!
 //! A response the layer answered for the request (a shared copy, a cache
 //! hit, a `409`) carries its [`FlightRole`] in its extensions
 //! ([`expose_role`](SingleFlightLayer::expose_role) marks every response, and
-//! adds a header), the
-//! counters are readable as a [`FlightStats`] snapshot, and `tracing` events
-//! mark acquisitions, releases, timeouts, panics and fallbacks.
+//! adds a header), the counters are readable as a [`flight::FlightStats`]
+//! snapshot, and `tracing` events mark acquisitions, releases, timeouts,
+//! panics and fallbacks.
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -95,15 +126,15 @@ mod body;
 mod buffer;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
-mod cache;
+pub mod cache;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
-mod flight;
+pub mod flight;
 mod future;
 pub mod identity;
 pub mod key;
-mod layer;
+pub mod layer;
 mod mode;
 mod pass;
 mod policy;
@@ -119,22 +150,10 @@ mod structured;
 mod test_support;
 mod time;
 
-pub use body::ResponseBody;
+// What a user starts with; everything else lives in its module.
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
-pub use cache::{
-    CacheConfig, CacheStats, Peek, ResponseCache, ValueCache, ValueCacheBuilder, ValueCacheStats,
-    ValueError,
-};
-pub use flight::{
-    Acquire, CallInfo, CallOptions, FlightError, FlightStats, FlightStatus, Flights, Holder,
-    Joined, Leader, LeaseGuard, LeaseHandle, LeaseId, LeaseStore, MemoryStore, Outcome, Overloaded,
-    Peers, Progress, Refused, StoreFuture, Unavailable, Waiter,
-};
-pub use future::{reject, share};
-pub use identity::{CallerIdentity, HostSource};
-pub use layer::{RejectLayer, ShareLayer, SingleFlightLayer};
-pub use mode::{Reject, Share};
-pub use rejection::AlreadyRunning;
-pub use role::{FlightRole, ROLE_HEADER};
-pub use service::SingleFlight;
+pub use cache::{CacheConfig, ValueCache};
+pub use flight::{Flights, Progress};
+pub use layer::SingleFlightLayer;
+pub use role::FlightRole;

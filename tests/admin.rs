@@ -8,7 +8,7 @@ use axum::{http::StatusCode, Router};
 use common::{get, request, send};
 use serde_json::json;
 use tokio::time::sleep;
-use tower_singleflight::{admin, FlightStatus, Flights, Progress};
+use tower_singleflight::{admin, flight::FlightStatus, Flights, Progress};
 
 /// A phase of a flow, shown as `flow/phase`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,8 +105,9 @@ async fn releasing_an_idle_key_is_a_404() {
 async fn shared_calls_are_listed_with_their_waiters() {
     let flights: Flights<PhaseKey, u8> = Flights::new();
     let app = Router::new().nest("/admin", admin::router(flights.clone()));
-    let options = tower_singleflight::CallOptions::default();
-    let tower_singleflight::Joined::Leader(leader) = flights.join(KEY, &options).unwrap() else {
+    let options = tower_singleflight::flight::CallOptions::default();
+    let tower_singleflight::flight::Joined::Leader(leader) = flights.join(KEY, &options).unwrap()
+    else {
         panic!("first caller leads");
     };
     let _leader = leader.run(std::future::pending());

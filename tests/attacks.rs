@@ -13,7 +13,7 @@ use axum::{
 use common::{failing_backend, get, send, tenant_pages, versioned_items, with_headers, Runs};
 use tokio::time::sleep;
 use tower::ServiceExt;
-use tower_singleflight::{key, CacheConfig, FlightRole, HostSource, SingleFlightLayer};
+use tower_singleflight::{identity::HostSource, key, CacheConfig, FlightRole, SingleFlightLayer};
 
 const WORK: Duration = Duration::from_millis(300);
 

@@ -19,7 +19,7 @@ use common::{
     call_kept, count, get, get_with, gets_ready, played, request, send, send_all, spawn, Runs,
 };
 use tokio::time::{sleep, Instant};
-use tower_singleflight::{CacheConfig, FlightRole, ShareLayer, SingleFlightLayer};
+use tower_singleflight::{layer::ShareLayer, CacheConfig, FlightRole, SingleFlightLayer};
 
 const WORK: Duration = Duration::from_millis(200);
 const TTL: Duration = Duration::from_secs(1);

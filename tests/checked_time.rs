@@ -12,7 +12,7 @@ use axum::{
 };
 use common::{get, send, Reply, Runs};
 use tower_singleflight::{
-    CacheConfig, FlightRole, Peek, ShareLayer, SingleFlightLayer, ValueCache,
+    cache::Peek, layer::ShareLayer, CacheConfig, FlightRole, SingleFlightLayer, ValueCache,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);

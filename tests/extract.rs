@@ -22,7 +22,8 @@ use serde_json::json;
 use tokio::{sync::Notify, time::sleep};
 use tower_singleflight::{
     extract::{Flight, FromState},
-    FlightStatus, Flights, Progress,
+    flight::FlightStatus,
+    Flights, Progress,
 };
 
 type Phase = (String, String);

@@ -11,7 +11,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Notify, task::JoinSet};
-use tower_singleflight::{ShareLayer, SingleFlightLayer};
+use tower_singleflight::{layer::ShareLayer, SingleFlightLayer};
 
 /// Serves `app` on an ephemeral loopback port.
 async fn serve(app: Router) -> SocketAddr {

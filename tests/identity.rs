@@ -102,7 +102,7 @@ async fn other_spellings_are_answered_by_the_app_not_from_the_cache() {
 }
 
 /// `POST` triggers that hold for `WORK` and count their runs.
-fn triggers(runs: &Runs, layer: tower_singleflight::RejectLayer<key::PathOnly>) -> Router {
+fn triggers(runs: &Runs, layer: tower_singleflight::layer::RejectLayer<key::PathOnly>) -> Router {
     let runs = runs.clone();
     let run = move || async move {
         runs.bump();
@@ -202,7 +202,7 @@ async fn a_write_spelled_another_way_invalidates_the_cached_read() {
 }
 
 /// `GET /dashboard`: the caller's own page, cached.
-fn dashboards(runs: &Runs, layer: tower_singleflight::ShareLayer) -> Router {
+fn dashboards(runs: &Runs, layer: tower_singleflight::layer::ShareLayer) -> Router {
     let runs = runs.clone();
     Router::new()
         .route(
@@ -240,7 +240,7 @@ async fn bob_never_gets_alices_cached_dashboard() {
 #[tokio::test(start_paused = true)]
 async fn a_declared_identity_header_keeps_callers_apart() {
     let runs = Runs::default();
-    let identity = tower_singleflight::CallerIdentity::new()
+    let identity = tower_singleflight::identity::CallerIdentity::new()
         .header(http::HeaderName::from_static("x-tenant-key"));
     let layer = SingleFlightLayer::share()
         .identity(identity)
@@ -261,7 +261,7 @@ async fn a_declared_identity_header_keeps_callers_apart() {
 }
 
 /// `GET /form`: a private page with a fresh CSRF token per run.
-fn forms(runs: &Runs, layer: tower_singleflight::ShareLayer) -> Router {
+fn forms(runs: &Runs, layer: tower_singleflight::layer::ShareLayer) -> Router {
     let runs = runs.clone();
     Router::new()
         .route(
@@ -293,7 +293,7 @@ async fn visitors_sharing_only_a_consent_cookie_never_share_a_private_page() {
 #[tokio::test(start_paused = true)]
 async fn a_named_session_cookie_shares_a_private_page_within_one_session() {
     let runs = Runs::default();
-    let identity = tower_singleflight::CallerIdentity::new().cookie("session");
+    let identity = tower_singleflight::identity::CallerIdentity::new().cookie("session");
     let app = forms(&runs, SingleFlightLayer::share().identity(identity));
     let replies = send_all(
         &app,
@@ -314,7 +314,7 @@ async fn an_extension_set_by_auth_middleware_is_the_caller() {
     #[derive(Debug, Clone, PartialEq, Eq, Hash)]
     struct UserId(u32);
     let runs = Runs::default();
-    let identity = tower_singleflight::CallerIdentity::none().extension::<UserId>();
+    let identity = tower_singleflight::identity::CallerIdentity::none().extension::<UserId>();
     let app = forms(&runs, SingleFlightLayer::share().identity(identity));
     let as_user = |user| {
         let mut request = get("/form");

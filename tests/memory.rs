@@ -14,7 +14,7 @@ use axum::{
     routing, Router,
 };
 use common::{get, send, Runs};
-use tower_singleflight::{CacheConfig, ShareLayer, SingleFlightLayer};
+use tower_singleflight::{layer::ShareLayer, CacheConfig, SingleFlightLayer};
 
 /// The system allocator, counting the bytes live at any moment.
 struct Counting;

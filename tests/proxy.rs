@@ -29,7 +29,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tokio::sync::Notify;
-use tower_singleflight::ShareLayer;
+use tower_singleflight::layer::ShareLayer;
 
 /// What the origin counted, and the gate its conditional answers wait at.
 #[derive(Clone, Default)]

@@ -17,7 +17,7 @@ use tower_singleflight::{
     SingleFlightLayer,
 };
 
-fn layer(redis: Redis) -> tower_singleflight::ShareLayer {
+fn layer(redis: Redis) -> tower_singleflight::layer::ShareLayer {
     SingleFlightLayer::share()
         .max_wait(Duration::from_secs(10))
         .cluster(Cluster::new(redis).leader_lease(Duration::from_secs(1)))
@@ -457,7 +457,11 @@ async fn a_timed_out_turn_leaves_no_phantom_leader() {
     );
 }
 
-fn echo_who(runs: &Runs, redis: Redis, identity: tower_singleflight::CallerIdentity) -> Router {
+fn echo_who(
+    runs: &Runs,
+    redis: Redis,
+    identity: tower_singleflight::identity::CallerIdentity,
+) -> Router {
     let runs = runs.clone();
     let handler = move |headers: HeaderMap| {
         let runs = runs.clone();
@@ -487,7 +491,7 @@ fn echo_who(runs: &Runs, redis: Redis, identity: tower_singleflight::CallerIdent
 /// `Cookie: abc` on one and `X-Tenant: abc` on the other the same digest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_named_by_header_not_by_list_position() {
-    use tower_singleflight::CallerIdentity;
+    use tower_singleflight::identity::CallerIdentity;
     let Some(server) = RedisServer::start() else {
         return;
     };

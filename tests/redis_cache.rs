@@ -12,7 +12,7 @@ use common::{
     Runs,
 };
 use tokio::sync::Notify;
-use tower_singleflight::{redis::ValueTier, Peek, ValueCache};
+use tower_singleflight::{cache::Peek, redis::ValueTier, ValueCache};
 
 type Totals = ValueCache<String, u64, std::io::Error>;
 

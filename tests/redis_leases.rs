@@ -18,8 +18,9 @@ use tokio::sync::Notify;
 use tower_singleflight::{
     admin,
     extract::Flight,
+    flight::Refused,
     redis::{RedisStore, WhenUnavailable},
-    Flights, Progress, Refused, SingleFlightLayer,
+    Flights, Progress, SingleFlightLayer,
 };
 
 fn table(url: &str, replica: &str) -> Flights<String> {

@@ -15,8 +15,9 @@ use common::{
     Runs,
 };
 use tower_singleflight::{
+    cache::Peek,
     redis::{Cluster, Redis, ValueTier},
-    CacheConfig, Peek, SingleFlightLayer, ValueCache,
+    CacheConfig, SingleFlightLayer, ValueCache,
 };
 
 type Totals = ValueCache<String, u64, std::io::Error>;
@@ -87,7 +88,7 @@ async fn computing(
     cache: Totals,
     key: &str,
     gate: &Arc<tokio::sync::Notify>,
-) -> tokio::task::JoinHandle<Result<u64, tower_singleflight::ValueError<std::io::Error>>> {
+) -> tokio::task::JoinHandle<Result<u64, tower_singleflight::cache::ValueError<std::io::Error>>> {
     let runs = Runs::default();
     let (gate, key, counted) = (Arc::clone(gate), key.to_owned(), runs.clone());
     let task = tokio::spawn(async move {

@@ -16,7 +16,8 @@ use serde::Deserialize;
 use tokio::time::sleep;
 use tower::{Service, ServiceExt};
 use tower_singleflight::{
-    key, AlreadyRunning, FlightRole, Flights, MemoryStore, RejectLayer, SingleFlightLayer,
+    flight::MemoryStore, key, layer::AlreadyRunning, layer::RejectLayer, FlightRole, Flights,
+    SingleFlightLayer,
 };
 
 #[derive(Deserialize)]

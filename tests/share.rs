@@ -24,7 +24,7 @@ use common::{
 use serde_json::json;
 use tokio::time::{sleep, Instant};
 use tower::ServiceExt;
-use tower_singleflight::{FlightRole, ShareLayer, SingleFlightLayer};
+use tower_singleflight::{layer::ShareLayer, FlightRole, SingleFlightLayer};
 
 const WORK: Duration = Duration::from_millis(300);
 

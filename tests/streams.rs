@@ -146,7 +146,7 @@ async fn a_slow_body_streams_to_the_leader_after_the_budget_at_most() {
 }
 
 /// `GET /thing`: a small body whose trailers set a cookie.
-fn trailing_cookie(runs: &Runs, layer: tower_singleflight::ShareLayer) -> Router {
+fn trailing_cookie(runs: &Runs, layer: tower_singleflight::layer::ShareLayer) -> Router {
     let runs = runs.clone();
     Router::new()
         .route(

@@ -6,7 +6,7 @@ use std::{io, time::Duration};
 
 use common::{eventually, Runs};
 use tokio::{task::JoinSet, time::sleep};
-use tower_singleflight::{Peek, ValueCache, ValueError};
+use tower_singleflight::{cache::Peek, cache::ValueError, ValueCache};
 
 const WORK: Duration = Duration::from_millis(100);
 

@@ -26,7 +26,7 @@ use crate::{
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_singleflight::{Peek, ValueCache};
+/// use tower_singleflight::{cache::Peek, ValueCache};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

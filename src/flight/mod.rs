@@ -83,7 +83,7 @@ use sync::{Mutex, MutexGuard};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_singleflight::{CallOptions, Flights};
+/// use tower_singleflight::{flight::CallOptions, Flights};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -323,7 +323,7 @@ where
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// use tower_singleflight::{CallOptions, Flights};
+    /// use tower_singleflight::{flight::CallOptions, Flights};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {

@@ -59,7 +59,7 @@ impl std::error::Error for Overloaded {}
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_singleflight::CallOptions;
+/// use tower_singleflight::flight::CallOptions;
 ///
 /// // Defaults: a 5 minute lease, 10,000 waiters per key, 10,000 flights,
 /// // and the work runs to completion even when every waiter left.

@@ -21,7 +21,7 @@ use crate::{
 };
 
 pin_project! {
-    /// Response future of [`SingleFlight`](crate::SingleFlight) in reject mode.
+    /// Response future of [`SingleFlight`](crate::layer::SingleFlight) in reject mode.
     pub struct ResponseFuture<S: Service<Request<ReqB>>, ReqB, K: 'static> {
         #[pin]
         state: State<S, ReqB, K>,

@@ -33,7 +33,7 @@ use crate::{
 };
 
 pin_project! {
-    /// Response future of [`SingleFlight`](crate::SingleFlight) in share mode.
+    /// Response future of [`SingleFlight`](crate::layer::SingleFlight) in share mode.
     pub struct ResponseFuture<S: Service<Request<ReqB>>, ReqB, ResB: Body> {
         #[pin]
         state: State<S, ReqB, ResB>,

@@ -25,7 +25,7 @@ use crate::{
 /// - **Acquire** is one script: `SET lease token NX PX ttl` with a 128-bit
 ///   random token, then a fencing token from one `INCR` counter (strictly
 ///   increasing across replicas, see
-///   [`LeaseHandle::fencing_token`](crate::LeaseHandle::fencing_token)),
+///   [`LeaseHandle::fencing_token`](crate::flight::LeaseHandle::fencing_token)),
 ///   and the holder's details (since when, which replica, its progress)
 ///   beside the lease, so a `409` on any replica shows what the holder
 ///   reported on its own.

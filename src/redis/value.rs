@@ -12,7 +12,7 @@ use super::{
 };
 
 /// The Redis tier of a [`ValueCache`](crate::ValueCache), set with
-/// [`ValueCacheBuilder::redis`](crate::ValueCacheBuilder::redis).
+/// [`ValueCacheBuilder::redis`](crate::cache::ValueCacheBuilder::redis).
 ///
 /// - A local miss reads Redis before computing anything; a value computed on
 ///   one replica is written to both tiers.

@@ -13,7 +13,7 @@ use axum::{
     routing, Router,
 };
 use tokio::time::Instant;
-use tower_singleflight::{CacheConfig, CacheStats, ShareLayer, SingleFlightLayer};
+use tower_singleflight::{cache::CacheStats, layer::ShareLayer, CacheConfig, SingleFlightLayer};
 
 use super::{get, send, with_headers, Reply, Runs};
 
