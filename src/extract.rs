@@ -12,7 +12,7 @@ use http::{request::Parts, StatusCode};
 
 use crate::{
     flight::{spawn_holding, Flights, LeaseGuard, LeaseHandle, Settled, Unavailable},
-    rejection::{AlreadyRunning, Conflict},
+    rejection::{AlreadyRunning, ConflictResponse},
 };
 
 /// An extractor whose value names the work a request starts.
@@ -79,9 +79,11 @@ pub struct FromState;
 /// The key is held until the lease guard is dropped: keep the `Flight` (or
 /// [`into_guard`](Self::into_guard)) alive in a spawned task and the work can
 /// outlive the request. When the key is already held, the request is answered
-/// `409 Conflict` with the default body of
-/// [`SingleFlightLayer::reject`](crate::SingleFlightLayer::reject), including
-/// the holder's progress, and the handler does not run.
+/// `409 Conflict` as [`SingleFlightLayer::reject`](crate::SingleFlightLayer::reject)
+/// answers, including the holder's progress, and the handler does not run:
+/// with the [`ConflictResponse`] found in the request's extensions
+/// (`.layer(Extension(ConflictResponse::problem_json()))`, whichever the
+/// table's source), or the default JSON body.
 ///
 /// The table, a [`Flights<E::Key>`](Flights), is found in request extensions
 /// (`Flight<E>`) or in the router state (`Flight<E, FromState>`). Leases last
@@ -241,10 +243,15 @@ where
         }),
         Settled::Held(holder, key) => {
             let retry_after = flights.retry_hint(&key, &holder);
-            Err(FlightRejection::AlreadyRunning(AlreadyRunning::new(
-                &holder,
-                retry_after,
-            )))
+            let conflict = parts
+                .extensions
+                .get::<ConflictResponse>()
+                .cloned()
+                .unwrap_or_default();
+            Err(FlightRejection::AlreadyRunning(
+                AlreadyRunning::new(&holder, retry_after),
+                conflict,
+            ))
         }
         Settled::Unavailable(unavailable) => Err(FlightRejection::Unavailable(unavailable)),
     }
@@ -254,8 +261,9 @@ where
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FlightRejection {
-    /// The key is held: `409 Conflict`, as in reject mode.
-    AlreadyRunning(AlreadyRunning),
+    /// The key is held: `409 Conflict`, answered as the
+    /// [`ConflictResponse`] (the request's, or the default) says.
+    AlreadyRunning(AlreadyRunning, ConflictResponse),
     /// The lease store could not be asked in time and fails closed:
     /// `503 Service Unavailable` with `Retry-After`.
     Unavailable(Unavailable),
@@ -268,7 +276,7 @@ pub enum FlightRejection {
 impl IntoResponse for FlightRejection {
     fn into_response(self) -> Response {
         match self {
-            Self::AlreadyRunning(busy) => busy.into_response(),
+            Self::AlreadyRunning(busy, conflict) => conflict.respond(&busy).map(Body::from),
             Self::Unavailable(_) => {
                 crate::rejection::store_unavailable(Duration::from_secs(1)).map(Body::from)
             }
@@ -280,7 +288,7 @@ impl IntoResponse for FlightRejection {
 
 impl IntoResponse for AlreadyRunning {
     fn into_response(self) -> Response {
-        Conflict::Json.respond(&self).map(Body::from)
+        ConflictResponse::json().respond(&self).map(Body::from)
     }
 }
 

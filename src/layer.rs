@@ -4,9 +4,10 @@
 //! Most code only names [`SingleFlightLayer`] (re-exported at the crate
 //! root). The rest is here for those who name types: a layer kept in state
 //! ([`ShareLayer`], [`RejectLayer`]), the service ([`SingleFlight`]), its
-//! response body and futures, and the `409` ([`AlreadyRunning`]).
+//! response body and futures, and the `409` ([`AlreadyRunning`],
+//! [`ConflictResponse`]).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, Method, Response};
@@ -18,14 +19,13 @@ use crate::{
     flight::{FlightStats, Flights},
     identity::{CallerIdentity, HostSource, Identify},
     key::{self, KeyExtractor, MethodPathQuery, RequestKey},
-    rejection::Conflict,
     service::Config,
 };
 
 pub use crate::body::ResponseBody;
 pub use crate::future::{reject, share};
 pub use crate::mode::{Reject, Share};
-pub use crate::rejection::AlreadyRunning;
+pub use crate::rejection::{AlreadyRunning, ConflictResponse};
 pub use crate::role::{FlightRole, ROLE_HEADER};
 pub use crate::service::SingleFlight;
 
@@ -266,14 +266,23 @@ where
         self
     }
 
-    /// Answers duplicates with RFC 9457 `application/problem+json`.
-    pub fn problem_json(mut self) -> Self {
-        self.mode.conflict = Conflict::ProblemJson;
+    /// How duplicates are answered; the [`Flight`](crate::extract::Flight)
+    /// extractor takes the same [`ConflictResponse`]. Default:
+    /// [`ConflictResponse::json`].
+    pub fn conflict_response(mut self, conflict: ConflictResponse) -> Self {
+        self.mode.conflict = conflict;
         self
     }
 
-    /// Answers duplicates with your own response. `Retry-After` is added
-    /// unless your response sets it.
+    /// Answers duplicates with RFC 9457 `application/problem+json`:
+    /// [`ConflictResponse::problem_json`].
+    pub fn problem_json(self) -> Self {
+        self.conflict_response(ConflictResponse::problem_json())
+    }
+
+    /// Answers duplicates with your own response
+    /// ([`ConflictResponse::custom`]). `Retry-After` is added unless your
+    /// response sets it.
     ///
     /// ```
     /// use http::{Response, StatusCode};
@@ -286,13 +295,12 @@ where
     /// });
     /// # let _ = layer;
     /// ```
-    pub fn on_conflict<F, B>(mut self, respond: F) -> Self
+    pub fn on_conflict<F, B>(self, respond: F) -> Self
     where
         F: Fn(&AlreadyRunning) -> Response<B> + Send + Sync + 'static,
         B: Into<Bytes>,
     {
-        self.mode.conflict = Conflict::Custom(Arc::new(move |busy| respond(busy).map(Into::into)));
-        self
+        self.conflict_response(ConflictResponse::custom(respond))
     }
 
     /// Uses `flights` as the table, to share it with your own code (to ask

@@ -9,7 +9,7 @@ use crate::{
     identity::CallerIdentity,
     key::ShareKey,
     pass::PassList,
-    rejection::{AlreadyRunning, Conflict},
+    rejection::{AlreadyRunning, ConflictResponse},
     shared::SharedOutcome,
 };
 
@@ -25,7 +25,7 @@ pub struct Reject<K> {
     pub(crate) methods: Option<Arc<[Method]>>,
     pub(crate) lease_ttl: Duration,
     pub(crate) retry_after: Duration,
-    pub(crate) conflict: Conflict,
+    pub(crate) conflict: ConflictResponse,
 }
 
 impl<K> Reject<K>
@@ -38,7 +38,7 @@ where
             methods: None,
             lease_ttl: Duration::from_secs(5 * 60),
             retry_after: Duration::from_secs(1),
-            conflict: Conflict::default(),
+            conflict: ConflictResponse::default(),
         }
     }
 

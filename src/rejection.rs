@@ -143,40 +143,88 @@ impl std::error::Error for AlreadyRunning {}
 
 type CustomConflict = dyn Fn(&AlreadyRunning) -> Response<Bytes> + Send + Sync;
 
-/// How a layer in reject mode answers a duplicate.
+/// How a duplicate is answered: the one choice the reject layer
+/// ([`conflict_response`](crate::SingleFlightLayer::conflict_response)) and
+/// the [`Flight`](crate::extract::Flight) extractor both use.
+///
+/// Every form gets `Retry-After` unless it sets its own.
+///
+/// ```
+/// use axum::{routing::post, Extension, Router};
+/// use tower_singleflight::{layer::ConflictResponse, SingleFlightLayer};
+///
+/// let conflict = ConflictResponse::problem_json();
+/// // The reject layer...
+/// let layer = SingleFlightLayer::reject().conflict_response(conflict.clone());
+/// // ...and the `Flight` extractor, which finds it in the request's extensions.
+/// let app: Router = Router::new()
+///     .route("/jobs", post(|| async { "started" }))
+///     .layer(Extension(conflict));
+/// # let _ = (layer, app);
+/// ```
 #[derive(Clone, Default)]
-pub(crate) enum Conflict {
+pub struct ConflictResponse(ConflictForm);
+
+#[derive(Clone, Default)]
+enum ConflictForm {
     #[default]
     Json,
     ProblemJson,
     Custom(Arc<CustomConflict>),
 }
 
-impl Conflict {
-    pub(crate) fn respond(&self, rejection: &AlreadyRunning) -> Response<Bytes> {
-        let mut response = match self {
-            Self::Json => json_response(rejection.status(), rejection.render(Format::Json), JSON),
-            Self::ProblemJson => json_response(
-                rejection.status(),
-                rejection.render(Format::ProblemJson),
+impl ConflictResponse {
+    /// `application/json`:
+    /// `{"status":"already_running","message":"...","running_for_ms":N}`,
+    /// plus `"progress"` once the holder reported some. The default.
+    pub fn json() -> Self {
+        Self(ConflictForm::Json)
+    }
+
+    /// RFC 9457 `application/problem+json`, with the same fields as
+    /// extension members.
+    pub fn problem_json() -> Self {
+        Self(ConflictForm::ProblemJson)
+    }
+
+    /// Your own response, from what is known of the running work.
+    pub fn custom<F, B>(respond: F) -> Self
+    where
+        F: Fn(&AlreadyRunning) -> Response<B> + Send + Sync + 'static,
+        B: Into<Bytes>,
+    {
+        Self(ConflictForm::Custom(Arc::new(move |busy| {
+            respond(busy).map(Into::into)
+        })))
+    }
+
+    /// The answer to a duplicate of `running`.
+    pub fn respond(&self, running: &AlreadyRunning) -> Response<Bytes> {
+        let mut response = match &self.0 {
+            ConflictForm::Json => {
+                json_response(running.status(), running.render(Format::Json), JSON)
+            }
+            ConflictForm::ProblemJson => json_response(
+                running.status(),
+                running.render(Format::ProblemJson),
                 PROBLEM_JSON,
             ),
-            Self::Custom(respond) => respond(rejection),
+            ConflictForm::Custom(respond) => respond(running),
         };
         response
             .headers_mut()
             .entry(header::RETRY_AFTER)
-            .or_insert_with(|| retry_after(rejection.retry_after));
+            .or_insert_with(|| retry_after(running.retry_after));
         response
     }
 }
 
-impl fmt::Debug for Conflict {
+impl fmt::Debug for ConflictResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Json => "Json",
-            Self::ProblemJson => "ProblemJson",
-            Self::Custom(_) => "Custom",
+        f.write_str(match self.0 {
+            ConflictForm::Json => "ConflictResponse::Json",
+            ConflictForm::ProblemJson => "ConflictResponse::ProblemJson",
+            ConflictForm::Custom(_) => "ConflictResponse::Custom",
         })
     }
 }
@@ -323,7 +371,7 @@ mod tests {
             running_for: Duration::from_millis(1234),
             ..rejection
         };
-        let response = Conflict::Json.respond(&rejection);
+        let response = ConflictResponse::json().respond(&rejection);
         assert_eq!(response.status(), StatusCode::CONFLICT);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
@@ -379,7 +427,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn problem_json_follows_rfc_9457() {
-        let response = Conflict::ProblemJson.respond(&rejection());
+        let response = ConflictResponse::problem_json().respond(&rejection());
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
             "application/problem+json"
@@ -391,13 +439,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_custom_conflict_keeps_its_own_retry_after() {
-        let custom = Conflict::Custom(Arc::new(|_: &AlreadyRunning| {
+        let custom = ConflictResponse::custom(|_: &AlreadyRunning| {
             Response::builder()
                 .status(StatusCode::TOO_MANY_REQUESTS)
                 .header(header::RETRY_AFTER, "30")
                 .body(Bytes::from_static(b"busy"))
                 .unwrap()
-        }));
+        });
         let response = custom.respond(&rejection());
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "30");

@@ -23,7 +23,8 @@ use tokio::{sync::Notify, time::sleep};
 use tower_singleflight::{
     extract::{Flight, FromState},
     flight::FlightStatus,
-    Flights, Progress,
+    layer::{AlreadyRunning, ConflictResponse},
+    Flights, Progress, SingleFlightLayer,
 };
 
 type Phase = (String, String);
@@ -344,4 +345,68 @@ async fn the_table_can_live_in_the_router_state() {
         state.flights.status(&phase("f", "p")).await,
         FlightStatus::Running { .. }
     ));
+}
+
+/// A job route whose extractor and a reject layer's route take one
+/// `ConflictResponse`: a duplicate gets the same answer from both.
+fn conflicting_apps(conflict: ConflictResponse) -> (Router, Router) {
+    let job = post(|flight: Flight<Path<String>>| async move {
+        flight.spawn(|_lease| sleep(Duration::from_secs(10)));
+        StatusCode::ACCEPTED
+    });
+    let extractor = Router::new()
+        .route("/jobs/{id}", job)
+        .layer(Extension(conflict.clone()))
+        .layer(Extension(Flights::<String>::new()));
+    let layered = Router::new()
+        .route(
+            "/jobs/{id}",
+            post(|| async {
+                sleep(Duration::from_secs(10)).await;
+                StatusCode::ACCEPTED
+            }),
+        )
+        .layer(SingleFlightLayer::reject().conflict_response(conflict));
+    (extractor, layered)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_extractor_answers_with_the_configured_problem_json() {
+    let (extractor, layered) = conflicting_apps(ConflictResponse::problem_json());
+    for app in [&extractor, &layered] {
+        let replies = send_all(app, (0..2).map(|_| resume("/jobs/7"))).await;
+        let duplicate = replies
+            .iter()
+            .find(|reply| reply.status == StatusCode::CONFLICT)
+            .expect("one duplicate");
+        assert_eq!(
+            duplicate.headers[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = duplicate.json();
+        assert_eq!(body["code"], "already_running");
+        assert_eq!(body["status"], 409);
+        assert!(duplicate.headers.contains_key(header::RETRY_AFTER));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_extractor_answers_with_a_custom_conflict_response() {
+    let conflict = ConflictResponse::custom(|busy: &AlreadyRunning| {
+        let mut response = http::Response::new(format!("busy since {:?}", busy.running_for()));
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response
+    });
+    let (extractor, layered) = conflicting_apps(conflict);
+    let from_extractor = send_all(&extractor, (0..2).map(|_| resume("/jobs/7"))).await;
+    let from_layer = send_all(&layered, (0..2).map(|_| resume("/jobs/7"))).await;
+    for replies in [&from_extractor, &from_layer] {
+        assert_eq!(count(replies, StatusCode::TOO_MANY_REQUESTS), 1);
+        let duplicate = replies
+            .iter()
+            .find(|reply| reply.status == StatusCode::TOO_MANY_REQUESTS)
+            .expect("one duplicate");
+        assert_eq!(duplicate.body, "busy since 0ns");
+        assert_eq!(duplicate.headers[header::RETRY_AFTER], "1");
+    }
 }
