@@ -195,3 +195,56 @@ async fn stale_if_error_returns_the_old_value_when_the_refresh_fails() {
         "the error was not stored"
     );
 }
+
+/// A caller's own error type, as the README shows it.
+#[derive(Debug)]
+enum AppError {
+    Backend(std::sync::Arc<io::Error>),
+    Unavailable(ValueError<io::Error>),
+}
+
+impl From<ValueError<io::Error>> for AppError {
+    fn from(error: ValueError<io::Error>) -> Self {
+        match error.into_failure() {
+            Ok(backend) => Self::Backend(backend),
+            Err(other) => Self::Unavailable(other),
+        }
+    }
+}
+
+async fn total(cache: &Totals, fail: bool) -> Result<usize, AppError> {
+    let value = cache
+        .get_or_compute("site", move || async move {
+            if fail {
+                Err(io::Error::other("backend down"))
+            } else {
+                Ok(7)
+            }
+        })
+        .await?;
+    Ok(value)
+}
+
+#[tokio::test(start_paused = true)]
+async fn question_mark_carries_the_computations_own_error_into_the_callers_type() {
+    let cache = totals();
+    match total(&cache, true).await {
+        Err(AppError::Backend(error)) => assert_eq!(error.to_string(), "backend down"),
+        other => panic!("expected the backend's error, got {other:?}"),
+    }
+    assert_eq!(total(&cache, false).await.ok(), Some(7));
+
+    let timed_out = ValueError::<io::Error>::TimedOut;
+    assert!(timed_out.failure().is_none());
+    assert!(matches!(
+        AppError::from(timed_out),
+        AppError::Unavailable(ValueError::TimedOut)
+    ));
+    // As a `Box<dyn Error>`, the computation's error is its source.
+    let boxed: Box<dyn std::error::Error> =
+        ValueError::Failed(std::sync::Arc::new(io::Error::other("down"))).into();
+    assert_eq!(
+        boxed.source().map(ToString::to_string).as_deref(),
+        Some("down")
+    );
+}

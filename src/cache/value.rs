@@ -52,6 +52,12 @@ use crate::{
 /// The computation runs in its own task: a caller that stops waiting does not
 /// cancel it, and the value is stored for the next caller.
 ///
+/// That is why the computation must be `'static`, where moka's `get_with`
+/// takes one that borrows: a future that borrows from its caller cannot
+/// outlive it, so it could not finish for the other waiters once its caller
+/// left, nor refresh a stale value in the background. Move in clones (an
+/// `Arc` of a pool or a client) instead of references.
+///
 /// # Panics
 ///
 /// A computation that panics gives its waiters [`ValueError::Panicked`] and
@@ -109,6 +115,36 @@ pub enum Peek<V> {
 }
 
 /// Why [`ValueCache::get_or_compute`] has no value.
+///
+/// With `E: std::error::Error`, it is an error too: `?` turns it into a
+/// `Box<dyn Error>` or an `anyhow::Error`, with the computation's error as
+/// its [`source`](std::error::Error::source). Into your own error type, say
+/// how once:
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_singleflight::{cache::ValueError, ValueCache};
+///
+/// #[derive(Debug)]
+/// enum AppError {
+///     Database(Arc<std::io::Error>),
+///     Busy,
+/// }
+///
+/// impl From<ValueError<std::io::Error>> for AppError {
+///     fn from(error: ValueError<std::io::Error>) -> Self {
+///         match error.into_failure() {
+///             Ok(database) => Self::Database(database),
+///             Err(_) => Self::Busy, // panicked, timed out, overloaded
+///         }
+///     }
+/// }
+///
+/// async fn total(cache: &ValueCache<&'static str, u64, std::io::Error>) -> Result<u64, AppError> {
+///     Ok(cache.get_or_compute("site", || async { Ok(42) }).await?)
+/// }
+/// # let _ = total;
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ValueError<E> {
@@ -123,6 +159,25 @@ pub enum ValueError<E> {
     Abandoned,
     /// Too many callers or computations at once.
     Overloaded,
+}
+
+impl<E> ValueError<E> {
+    /// The computation's own error, when it [failed](Self::Failed).
+    pub fn failure(&self) -> Option<&E> {
+        match self {
+            Self::Failed(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The computation's own error, shared with every caller that waited
+    /// for it, when it [failed](Self::Failed); `Err(self)` otherwise.
+    pub fn into_failure(self) -> Result<Arc<E>, Self> {
+        match self {
+            Self::Failed(error) => Ok(error),
+            other => Err(other),
+        }
+    }
 }
 
 impl<E> Clone for ValueError<E> {
