@@ -150,6 +150,12 @@ mod structured;
 mod test_support;
 mod time;
 
+// Every Rust snippet of the README compiles (with every feature on, as the
+// README's test command builds it).
+#[cfg(all(doctest, feature = "axum", feature = "cache", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;
+
 // What a user starts with; everything else lives in its module.
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]

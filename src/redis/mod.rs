@@ -247,6 +247,10 @@ impl RedisBuilder {
     /// The connection. It is made lazily, on the first call, and remade in
     /// the background after any error; must be called inside a Tokio
     /// runtime. Fails only on an invalid URL.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, where the connection's task cannot start.
     pub fn build(self) -> Result<Redis, redis::RedisError> {
         let client = redis::Client::open(self.url.as_str())?;
         let config = ConnectionManagerConfig::new()
