@@ -5,6 +5,7 @@ use std::{
     future::Future,
     hash::Hash,
     marker::PhantomData,
+    panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
@@ -12,12 +13,13 @@ use std::{
     time::Duration,
 };
 
+use futures_util::FutureExt;
 use moka::future::Cache;
 use tokio::time::Instant;
 
 use super::freshness::{Freshness, Windows};
 use crate::{
-    flight::{CallOptions, FlightError, Flights},
+    flight::{CallOptions, FlightError, Flights, Inlined, Outcome},
     time,
 };
 
@@ -56,7 +58,9 @@ use crate::{
 /// takes one that borrows: a future that borrows from its caller cannot
 /// outlive it, so it could not finish for the other waiters once its caller
 /// left, nor refresh a stale value in the background. Move in clones (an
-/// `Arc` of a pool or a client) instead of references.
+/// `Arc` of a pool or a client) instead of references, or use
+/// [`get_or_compute_inline`](Self::get_or_compute_inline), which runs a
+/// borrowing computation in its caller's own future.
 ///
 /// # Panics
 ///
@@ -113,6 +117,9 @@ pub enum Peek<V> {
     /// No usable value, and nothing computes one.
     Missing,
 }
+
+/// What a computation's flight gave its callers.
+type Computed<V, E> = Outcome<Result<V, Arc<E>>>;
 
 /// Why [`ValueCache::get_or_compute`] has no value.
 ///
@@ -414,10 +421,126 @@ where
         let outcome = inner
             .flights
             .join_or_lead(key.clone(), &inner.options, || {
-                self.computation(key, compute)
+                self.computation(key, compute())
             })
             .await;
-        let result = match outcome {
+        self.settle(outcome, stale)
+    }
+
+    /// Like [`get_or_compute`](Self::get_or_compute), for a computation that
+    /// borrows from its caller (moka's `get_with` takes those too): it runs
+    /// in this caller's own future, not detached.
+    ///
+    /// What that changes, and only that:
+    ///
+    /// - A caller that leads the computation and stops waiting drops it; one
+    ///   of the callers still waiting then computes with its own `compute`.
+    ///   Nothing is stored until a computation finishes.
+    /// - A stale value within `stale_while_revalidate` is refreshed by the
+    ///   first caller that finds it, which waits for the fresh value; the
+    ///   others get the stale one at once, as with `get_or_compute`.
+    ///
+    /// One computation per key at a time, the timeout, errors never stored,
+    /// `stale_if_error`, a panic answering every waiter: as `get_or_compute`.
+    /// Inline and detached callers of one key share one computation.
+    ///
+    /// ```
+    /// use tower_singleflight::ValueCache;
+    ///
+    /// struct Database { total: u64 }
+    ///
+    /// impl Database {
+    ///     async fn count(&self) -> Result<u64, std::io::Error> { Ok(self.total) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache: ValueCache<&str, u64, std::io::Error> = ValueCache::builder().build();
+    /// let database = Database { total: 42 };
+    /// // `database` is borrowed, not moved nor wrapped in an `Arc`.
+    /// let total = cache.get_or_compute_inline("site", || database.count()).await;
+    /// assert_eq!(total.ok(), Some(42));
+    /// # }
+    /// ```
+    pub async fn get_or_compute_inline<F, Fut>(
+        &self,
+        key: K,
+        compute: F,
+    ) -> Result<V, ValueError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send,
+    {
+        let inner = &self.inner;
+        let mut stale = None;
+        if let Some(stored) = inner.store.get(&key).await {
+            match inner.windows.at(stored.stored_at, Instant::now()) {
+                Freshness::Fresh => {
+                    inner.stats.hits.fetch_add(1, Relaxed);
+                    return Ok(stored.value.clone());
+                }
+                Freshness::Revalidate => {
+                    // Whoever refreshes waits for it; the others don't.
+                    if inner.flights.call(&key).is_some() {
+                        inner.stats.stale.fetch_add(1, Relaxed);
+                        return Ok(stored.value.clone());
+                    }
+                    stale = Some(stored);
+                }
+                Freshness::IfError => stale = Some(stored),
+                Freshness::Expired => {}
+            }
+        }
+        inner.stats.misses.fetch_add(1, Relaxed);
+        let outcome = self.lead_or_wait_inline(key, compute).await;
+        self.settle(outcome, stale)
+    }
+
+    /// Leads the key's computation in this future, or waits for the one
+    /// running; enters again if its leader was dropped.
+    async fn lead_or_wait_inline<F, Fut>(&self, key: K, compute: F) -> Computed<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send,
+    {
+        let flights = &self.inner.flights;
+        loop {
+            let hash = flights.key_hash(&key);
+            match flights.enter_inline(key.clone(), hash, &self.inner.options) {
+                Err(overloaded) => return Err(FlightError::Overloaded(overloaded)),
+                Ok(Inlined::Leader(leader)) => {
+                    let work = AssertUnwindSafe(self.computation(key, compute())).catch_unwind();
+                    let outcome = match tokio::time::timeout_at(leader.deadline(), work).await {
+                        Ok(Ok(result)) => Ok(result),
+                        Ok(Err(_panic)) => Err(FlightError::Panicked),
+                        Err(_elapsed) => Err(FlightError::TimedOut),
+                    };
+                    leader.finish(outcome.clone());
+                    return outcome.map(Arc::new);
+                }
+                Ok(Inlined::Follower(waiter, watch, _)) => {
+                    match tokio::time::timeout_at(watch.deadline(), waiter).await {
+                        // Its leader left: enter again, maybe to lead.
+                        Ok(Err(FlightError::Abandoned)) => continue,
+                        Ok(outcome) => return outcome,
+                        Err(_elapsed) => {
+                            watch.expire();
+                            return Err(FlightError::TimedOut);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A flight's outcome as the caller's result, or the stale value kept
+    /// for a failure.
+    fn settle(
+        &self,
+        outcome: Computed<V, E>,
+        stale: Option<Arc<StoredValue<V>>>,
+    ) -> Result<V, ValueError<E>> {
+        let error = match outcome {
             Ok(result) => match &*result {
                 Ok(value) => return Ok(value.clone()),
                 Err(error) => ValueError::Failed(Arc::clone(error)),
@@ -429,10 +552,10 @@ where
         };
         match stale {
             Some(stored) => {
-                inner.stats.stale.fetch_add(1, Relaxed);
+                self.inner.stats.stale.fetch_add(1, Relaxed);
                 Ok(stored.value.clone())
             }
-            None => Err(result),
+            None => Err(error),
         }
     }
 
@@ -492,20 +615,16 @@ where
         // The refresh must survive its caller leaving at once.
         let options = self.inner.options.clone().abort_when_unused(false);
         if let Some(leader) = self.inner.flights.try_lead(key.clone(), &options) {
-            drop(leader.run(self.computation(key, compute)));
+            drop(leader.run(self.computation(key, compute())));
         }
     }
 
     /// The leader's work: compute, store a value, count an error. Runs in the
-    /// flight's own task.
-    fn computation<F, Fut>(
-        &self,
-        key: K,
-        compute: F,
-    ) -> impl Future<Output = Result<V, Arc<E>>> + Send + 'static
+    /// flight's own task, or in an inline leader's future (then it may
+    /// borrow: it lives as long as `Fut`).
+    fn computation<Fut>(&self, key: K, work: Fut) -> impl Future<Output = Result<V, Arc<E>>> + Send
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send,
     {
         let store = self.inner.store.clone();
         let windows = self.inner.windows;
@@ -518,7 +637,6 @@ where
             .remote
             .as_ref()
             .map(|remote| Arc::clone(&remote.tier));
-        let work = compute();
         async move {
             // Another computation may have stored a value since the caller
             // looked; then this one has nothing to do.
