@@ -1,14 +1,31 @@
 //! Which requests are "the same": keys taken from the request head.
+//!
+//! A [`KeyExtractor`] turns a request into its key, lets it through
+//! uncoalesced, or answers it itself ([`Extracted`]). The built-ins:
+//!
+//! | extractor | key | `None` (passes through) when |
+//! |---|---|---|
+//! | [`method_path_query()`] (the default) | method, host, path and query, normalized | never |
+//! | [`path()`] | the path, normalized | never |
+//! | [`header(name)`](header()) | the header's value | the header is missing |
+//! | [`extension::<T>()`](extension()) | a `T` an earlier middleware put in the extensions | there is none |
+//!
+//! Combinators, on every extractor: [`and`](KeyExtractor::and) keys by two
+//! at once, [`or_reject`](KeyExtractor::or_reject) answers the requests it
+//! cannot key with your response instead of letting them through.
 
+mod combine;
 mod request;
 mod share;
 
 use std::hash::Hash;
 
-use http::{request::Parts, HeaderName};
+use bytes::Bytes;
+use http::{request::Parts, HeaderName, Response};
 
 use crate::identity::RequestIdentity;
 
+pub use combine::{And, OrReject};
 pub use request::{ExtensionKey, HeaderKey, MethodPathQuery, PathOnly, RequestKey};
 pub(crate) use share::{Scheme, ShareKey};
 
@@ -33,6 +50,11 @@ pub(crate) use share::{Scheme, ShareKey};
 /// bytes may tell two spellings of one request apart (`/a%62` and `/ab`);
 /// implement [`extract_with`](Self::extract_with) to build it from the
 /// normalized [`RequestIdentity`] instead, as the built-in extractors do.
+///
+/// To answer a request instead of keying it (`401` for a missing API key,
+/// `400` when a client address cannot be read), wrap the extractor in
+/// [`or_reject`](Self::or_reject), or implement
+/// [`extract_or_reject`](Self::extract_or_reject).
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The key; two requests with equal keys are the same request.
     type Key: Hash + Eq + Clone + Send + Sync + 'static;
@@ -41,11 +63,33 @@ pub trait KeyExtractor: Send + Sync + 'static {
     fn extract(&self, parts: &Parts) -> Option<Self::Key>;
 
     /// The key of this request, given its identity as the layer read it
-    /// (normalized host, path and query). The layer calls this one; by
-    /// default it calls [`extract`](Self::extract).
+    /// (normalized host, path and query). By default it calls
+    /// [`extract`](Self::extract).
     fn extract_with(&self, parts: &Parts, identity: &RequestIdentity<'_>) -> Option<Self::Key> {
         let _ = identity;
         self.extract(parts)
+    }
+
+    /// What the layer does with this request: key it, let it through, or
+    /// answer it with a response of yours. The layer calls this one; by
+    /// default it calls [`extract_with`](Self::extract_with) and lets a
+    /// request without a key through.
+    ///
+    /// The layer asks only about the requests it would key: those with a
+    /// method it guards (reject mode) or coalesces (share mode), that it
+    /// could read an identity for, and (share mode) that have no body and
+    /// ask for no answer of their own. Others reach your service without
+    /// this being called, so a rejecting extractor is no authentication
+    /// layer.
+    fn extract_or_reject(
+        &self,
+        parts: &Parts,
+        identity: &RequestIdentity<'_>,
+    ) -> Extracted<Self::Key> {
+        match self.extract_with(parts, identity) {
+            Some(key) => Extracted::Key(key),
+            None => Extracted::Pass,
+        }
     }
 
     /// The bytes `key` keeps besides the request's host, path and query
@@ -57,6 +101,69 @@ pub trait KeyExtractor: Send + Sync + 'static {
         let _ = key;
         0
     }
+
+    /// Keys by this extractor and `other` at once: the key is the pair of
+    /// both keys, `None` when either is `None`; what both keep counts
+    /// ([`key_bytes`](Self::key_bytes) is the sum). A request either one
+    /// rejects is rejected (this one's response first).
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_singleflight::{key, key::KeyExtractor, SingleFlightLayer};
+    ///
+    /// // One running job per path and tenant.
+    /// let layer = SingleFlightLayer::reject()
+    ///     .key(key::path().and(key::header(HeaderName::from_static("x-tenant"))));
+    /// # let _ = layer;
+    /// ```
+    fn and<Y>(self, other: Y) -> And<Self, Y>
+    where
+        Self: Sized,
+        Y: KeyExtractor,
+    {
+        And::new(self, other)
+    }
+
+    /// Answers a request this extractor has no key for with `respond`'s
+    /// response instead of letting it through: to fail closed. The inner
+    /// service is not called for it; the response carries the role
+    /// [`Rejected`](crate::FlightRole::Rejected).
+    ///
+    /// ```
+    /// use http::{HeaderName, Response, StatusCode};
+    /// use tower_singleflight::{key, key::KeyExtractor, SingleFlightLayer};
+    ///
+    /// let api_key = HeaderName::from_static("x-api-key");
+    /// let layer = SingleFlightLayer::reject().key(key::header(api_key).or_reject(|_| {
+    ///     let mut response = Response::new("missing API key");
+    ///     *response.status_mut() = StatusCode::UNAUTHORIZED;
+    ///     response
+    /// }));
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// Only the requests the layer asks about are answered so (see
+    /// [`extract_or_reject`](Self::extract_or_reject)).
+    fn or_reject<F, B>(self, respond: F) -> OrReject<Self, F>
+    where
+        Self: Sized,
+        F: Fn(&Parts) -> Response<B> + Send + Sync + 'static,
+        B: Into<Bytes>,
+    {
+        OrReject::new(self, respond)
+    }
+}
+
+/// What a [`KeyExtractor`] makes of a request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Extracted<K> {
+    /// Its key: requests with equal keys are the same request.
+    Key(K),
+    /// No key: it passes through to the inner service, uncoalesced.
+    Pass,
+    /// Answered with this response; the inner service is not called.
+    Reject(Response<Bytes>),
 }
 
 impl<F, K> KeyExtractor for F
