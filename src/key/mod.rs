@@ -9,12 +9,20 @@
 //! | [`path()`] | the path, normalized | never |
 //! | [`header(name)`](header()) | the header's value | the header is missing |
 //! | [`extension::<T>()`](extension()) | a `T` an earlier middleware put in the extensions | there is none |
+//! | [`peer_ip()`] | the address of whoever connected | the server recorded none |
+//! | [`forwarded_ip(n)`](forwarded_ip()) | the client's address, as the `n` proxies in front recorded it | the header has no address at that place |
+//!
+//! An address alone makes every request of one client the same request:
+//! combine it with what the request asks for, as in
+//! `key::method_path_query().and(key::peer_ip())`.
 //!
 //! Combinators, on every extractor: [`and`](KeyExtractor::and) keys by two
 //! at once, [`or_reject`](KeyExtractor::or_reject) answers the requests it
 //! cannot key with your response instead of letting them through.
 
 mod combine;
+mod forwarded;
+mod ip;
 mod request;
 mod share;
 
@@ -26,6 +34,8 @@ use http::{request::Parts, HeaderName, Response};
 use crate::identity::RequestIdentity;
 
 pub use combine::{And, OrReject};
+pub use forwarded::{ForwardedHeader, ForwardedIp};
+pub use ip::PeerIp;
 pub use request::{ExtensionKey, HeaderKey, MethodPathQuery, PathOnly, RequestKey};
 pub(crate) use share::{Scheme, ShareKey};
 
@@ -207,4 +217,83 @@ where
     T: Hash + Eq + Clone + Send + Sync + 'static,
 {
     ExtensionKey::new()
+}
+
+/// The address of whoever connected, IPv4 addresses mapped into IPv6
+/// (`::ffff:192.0.2.7`) read as the IPv4 addresses they are, so that one
+/// client is one key.
+///
+/// It reads the first of these request extensions: axum's
+/// `ConnectInfo<SocketAddr>` (feature `axum`; serve the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()`), a
+/// `std::net::SocketAddr`, a `std::net::IpAddr` (for servers of your own,
+/// which insert the connection's address). A request with none passes
+/// through uncoalesced, or is answered by [`or_reject`](KeyExtractor::or_reject).
+///
+/// Behind a reverse proxy every request comes from the proxy: use
+/// [`forwarded_ip`] there.
+///
+/// ```
+/// use tower_singleflight::{key, key::KeyExtractor, SingleFlightLayer};
+///
+/// // One running trigger per client and path.
+/// let layer = SingleFlightLayer::reject().key(key::path().and(key::peer_ip()));
+/// # let _ = layer;
+/// ```
+pub fn peer_ip() -> PeerIp {
+    PeerIp
+}
+
+/// The client's address as the `trusted_proxies` reverse proxies in front of
+/// the application recorded it, in `X-Forwarded-For` (or the header
+/// [`source`](ForwardedIp::source) names: `Forwarded`, or one of your own).
+///
+/// Each proxy appends the address it was connected from, so the client is
+/// the entry `trusted_proxies` places from the right, counting the peer (the
+/// last proxy) as place 0:
+///
+/// 1. The header's field lines are taken in order, joined by commas (as
+///    RFC 9110 §5.3 joins them), and split into entries; empty entries are
+///    none. In `Forwarded`, a comma inside a quoted string separates
+///    nothing.
+/// 2. The client is the `trusted_proxies`-th non-empty entry from the right
+///    end (the last one for one proxy). Nothing to the left of it is read:
+///    that part came from the client, who can write anything there.
+/// 3. That entry must be an address: `192.0.2.7`, `192.0.2.7:443`,
+///    `[2001:db8::1]` or `[2001:db8::1]:443` (and a bare `2001:db8::1` in
+///    `X-Forwarded-For`); in `Forwarded`, the value of the element's one
+///    `for=` parameter, quoted or not. `unknown`, an obfuscated `_name`, a
+///    hostname, garbage, or fewer entries than `trusted_proxies` give no
+///    address: the request passes through uncoalesced, or is answered by
+///    [`or_reject`](KeyExtractor::or_reject) (to fail closed).
+/// 4. An IPv4 address mapped into IPv6 is the IPv4 address.
+///
+/// With `trusted_proxies` 0 the header is not read at all: the key is the
+/// peer's address, as with [`peer_ip`].
+///
+/// **Count the proxies exactly**, and let clients reach the application
+/// only through them: one too many and the client chooses its key, one too
+/// few and every client of a proxy is one key. It costs no allocation, and
+/// reads the header from its end no further than the entry it needs,
+/// however long the header. Every other forwarding header is ignored: no
+/// silent mixing of `Forwarded` with `X-Forwarded-For`.
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use tower_singleflight::{key, key::{ForwardedHeader, KeyExtractor}, SingleFlightLayer};
+///
+/// // Behind one proxy that writes `Forwarded`: per client and request, and
+/// // `400` for a request whose client cannot be told.
+/// let client = key::forwarded_ip(1).source(ForwardedHeader::Forwarded);
+/// let layer = SingleFlightLayer::share().key(
+///     key::method_path_query().and(client).or_reject(|_| {
+///         let mut response = Response::new("no client address");
+///         *response.status_mut() = StatusCode::BAD_REQUEST;
+///         response
+///     }),
+/// );
+/// # let _ = layer;
+/// ```
+pub fn forwarded_ip(trusted_proxies: usize) -> ForwardedIp {
+    ForwardedIp::new(trusted_proxies)
 }
