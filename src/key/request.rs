@@ -12,7 +12,7 @@ use http::{request::Parts, HeaderName, HeaderValue, Method};
 use super::KeyExtractor;
 use crate::identity::RequestIdentity;
 
-/// The key extractor of [`method_path_query()`].
+/// The key extractor of [`method_path_query()`](super::method_path_query()).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MethodPathQuery;
 
@@ -127,7 +127,7 @@ impl KeyExtractor for MethodPathQuery {
     }
 }
 
-/// The key extractor of [`path()`].
+/// The key extractor of [`path()`](super::path()).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PathOnly;
 
@@ -143,7 +143,7 @@ impl KeyExtractor for PathOnly {
     }
 }
 
-/// The key extractor of [`header()`].
+/// The key extractor of [`header()`](super::header()).
 #[derive(Debug, Clone)]
 pub struct HeaderKey {
     name: HeaderName,
@@ -170,7 +170,7 @@ impl KeyExtractor for HeaderKey {
     }
 }
 
-/// The key extractor of [`extension()`].
+/// The key extractor of [`extension()`](super::extension()).
 pub struct ExtensionKey<T>(PhantomData<fn() -> T>);
 
 impl<T> ExtensionKey<T> {
