@@ -92,7 +92,18 @@ where
         let (parts, body) = request.into_parts();
         let key = match self.config.identify.read(&parts, Reading::Locking) {
             Ok(identity) => match self.config.key.extract_or_reject(&parts, &identity) {
-                Extracted::Key(key) => Some(key),
+                Extracted::Key(key) => {
+                    let bytes = identity
+                        .len()
+                        .saturating_add(self.config.key.key_bytes(&key));
+                    if bytes > self.config.identify.max_key_bytes {
+                        release(&mut self.inner);
+                        mode.flights.recorder().record(Event::Unkeyed);
+                        let response = rejection::unkeyable(Unkeyable::TooLong);
+                        return reject::ResponseFuture::rejected(response, expose_role);
+                    }
+                    Some(key)
+                }
                 Extracted::Pass => None,
                 Extracted::Reject(response) => {
                     release(&mut self.inner);

@@ -278,3 +278,23 @@ async fn and_counts_the_bytes_of_both_keys() {
     send_all(&app, [small(), small()]).await;
     assert_eq!(runs.get(), 3, "small keys coalesce");
 }
+
+/// Reject mode counts what a key keeps besides the target towards
+/// `max_key_bytes`, as share mode does: a header value over it gets `414`
+/// instead of a place in the table.
+#[tokio::test(start_paused = true)]
+async fn reject_mode_counts_the_keys_own_bytes_towards_max_key_bytes() {
+    let runs = Runs::default();
+    let layer = SingleFlightLayer::reject()
+        .max_key_bytes(1000)
+        .key(key::path().and(key::header(api_key())));
+    let app = work_app(layer.clone(), &runs);
+    let long = "k".repeat(2000);
+    let reply = send(&app, with_headers("POST", "/work", &[("x-api-key", &long)])).await;
+    assert_eq!(reply.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(runs.get(), 0);
+    assert_eq!(layer.stats().unkeyed, 1);
+
+    let reply = send(&app, with_headers("POST", "/work", &[("x-api-key", "k1")])).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
