@@ -231,7 +231,9 @@ where
 {
     /// Takes keys from requests with `key` instead of method, path and query.
     ///
-    /// A request for which `key` returns `None` passes through untouched.
+    /// A request for which `key` returns `None` passes through untouched;
+    /// one it rejects ([`or_reject`](KeyExtractor::or_reject)) is answered
+    /// with its response, without calling the inner service.
     ///
     /// Call it first: the key type changes, so this starts a new, empty table,
     /// and a table given earlier with [`flights`](Self::flights) (or shared
@@ -328,7 +330,9 @@ where
 {
     /// Takes keys from requests with `key` instead of method, path and query.
     ///
-    /// A request for which `key` returns `None` passes through untouched.
+    /// A request for which `key` returns `None` passes through untouched;
+    /// one it rejects ([`or_reject`](KeyExtractor::or_reject)) is answered
+    /// with its response, without calling the inner service.
     /// Callers stay apart by identity and `HEAD` stays apart from `GET`
     /// whatever the key.
     ///

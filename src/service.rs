@@ -15,7 +15,7 @@ use crate::{
     flight::{Event, Settled},
     future::{reject, release, share, take_ready},
     identity::{Caller, Identify, Reading, Unkeyable},
-    key::{KeyExtractor, ShareKey},
+    key::{Extracted, KeyExtractor, ShareKey},
     mode::{Reject, Share},
     rejection,
 };
@@ -91,7 +91,25 @@ where
         }
         let (parts, body) = request.into_parts();
         let key = match self.config.identify.read(&parts, Reading::Locking) {
-            Ok(identity) => self.config.key.extract_with(&parts, &identity),
+            Ok(identity) => match self.config.key.extract_or_reject(&parts, &identity) {
+                Extracted::Key(key) => {
+                    let bytes = identity
+                        .len()
+                        .saturating_add(self.config.key.key_bytes(&key));
+                    if bytes > self.config.identify.max_key_bytes {
+                        release(&mut self.inner);
+                        mode.flights.recorder().record(Event::Unkeyed);
+                        let response = rejection::unkeyable(Unkeyable::TooLong);
+                        return reject::ResponseFuture::rejected(response, expose_role);
+                    }
+                    Some(key)
+                }
+                Extracted::Pass => None,
+                Extracted::Reject(response) => {
+                    release(&mut self.inner);
+                    return reject::ResponseFuture::rejected(response, expose_role);
+                }
+            },
             Err(why) => {
                 // Unkeyed, it would run beside the holder: refused instead.
                 release(&mut self.inner);
@@ -162,13 +180,19 @@ where
         let (parts, body) = request.into_parts();
         let caller = mode.identity.as_ref();
         let mut asks = crate::identity::Asks::default();
+        let mut rejected = None;
         let keyed = config
             .identify
             .read_shared(&parts, caller, mode.has_cache())
             .and_then(|(identity, caller, asked)| {
                 asks = asked;
-                let Some(key) = config.key.extract_with(&parts, &identity) else {
-                    return Ok(None);
+                let key = match config.key.extract_or_reject(&parts, &identity) {
+                    Extracted::Key(key) => key,
+                    Extracted::Pass => return Ok(None),
+                    Extracted::Reject(response) => {
+                        rejected = Some(response);
+                        return Ok(None);
+                    }
                 };
                 let key = ShareKey {
                     key_bytes: config.key.key_bytes(&key),
@@ -183,6 +207,10 @@ where
                 }
                 Ok(Some(key))
             });
+        if let Some(response) = rejected {
+            release(&mut self.inner);
+            return share::ResponseFuture::rejected(response, config.expose_role);
+        }
         let request = Request::from_parts(parts, body);
         let key = match keyed {
             Ok(Some(keyed)) => keyed,

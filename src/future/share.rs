@@ -312,6 +312,12 @@ where
         }
     }
 
+    /// A response of the key extractor's, at once: the service is not
+    /// called.
+    pub(crate) fn rejected(response: Response<bytes::Bytes>, expose_role: bool) -> Self {
+        Self::with_state(respond(response, FlightRole::Rejected), expose_role)
+    }
+
     /// The layer's answer (from the cache), at once.
     fn respond(
         response: Response<ResponseBody<ResB>>,

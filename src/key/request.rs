@@ -1,4 +1,5 @@
-//! Which requests are "the same": keys taken from the request head.
+//! The built-in keys read from the request head: method, host, path and
+//! query; the path alone; a header; an extension.
 
 use std::{
     fmt,
@@ -8,99 +9,10 @@ use std::{
 
 use http::{request::Parts, HeaderName, HeaderValue, Method};
 
-use crate::identity::{Caller, RequestIdentity};
+use super::KeyExtractor;
+use crate::identity::RequestIdentity;
 
-/// Turns a request head into the key that identifies identical requests.
-///
-/// Returning `None` lets the request through uncoalesced. Any closure
-/// `Fn(&http::request::Parts) -> Option<K>` is a key extractor:
-///
-/// ```
-/// use tower_singleflight::SingleFlightLayer;
-///
-/// // One flight per tenant and path, whatever the query string.
-/// let layer = SingleFlightLayer::share().key(|parts: &http::request::Parts| {
-///     let tenant = parts.headers.get("x-tenant")?.to_str().ok()?.to_owned();
-///     Some((tenant, parts.uri.path().to_owned()))
-/// });
-/// # let _ = layer;
-/// ```
-///
-/// Whatever the key, share mode keeps requests for different hosts and
-/// callers apart, and `HEAD` apart from `GET`. A key built from raw request
-/// bytes may tell two spellings of one request apart (`/a%62` and `/ab`);
-/// implement [`extract_with`](Self::extract_with) to build it from the
-/// normalized [`RequestIdentity`] instead, as the built-in extractors do.
-pub trait KeyExtractor: Send + Sync + 'static {
-    /// The key; two requests with equal keys are the same request.
-    type Key: Hash + Eq + Clone + Send + Sync + 'static;
-
-    /// The key of this request, or `None` to let it through uncoalesced.
-    fn extract(&self, parts: &Parts) -> Option<Self::Key>;
-
-    /// The key of this request, given its identity as the layer read it
-    /// (normalized host, path and query). The layer calls this one; by
-    /// default it calls [`extract`](Self::extract).
-    fn extract_with(&self, parts: &Parts, identity: &RequestIdentity<'_>) -> Option<Self::Key> {
-        let _ = identity;
-        self.extract(parts)
-    }
-
-    /// The bytes `key` keeps besides the request's host, path and query
-    /// (which the layer counts already): for a key made of other parts of
-    /// the request, such as a header's value. They count towards
-    /// [`max_key_bytes`](crate::SingleFlightLayer::max_key_bytes) and towards
-    /// the weight of a cached answer. Default: none.
-    fn key_bytes(&self, key: &Self::Key) -> usize {
-        let _ = key;
-        0
-    }
-}
-
-impl<F, K> KeyExtractor for F
-where
-    F: Fn(&Parts) -> Option<K> + Send + Sync + 'static,
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    type Key = K;
-
-    fn extract(&self, parts: &Parts) -> Option<K> {
-        self(parts)
-    }
-}
-
-/// Method, host, path and query: the default key.
-///
-/// The host is part of the key so that virtual hosts never answer for each
-/// other; host, path and query are normalized (see
-/// [`RequestIdentity`]), so that `SVC.example:80/%61` and `svc.example/a`
-/// are one key.
-pub fn method_path_query() -> MethodPathQuery {
-    MethodPathQuery
-}
-
-/// The path alone, percent-normalized: `POST /a?x=1` and `PUT /%61?x=2` are
-/// the same request.
-pub fn path() -> PathOnly {
-    PathOnly
-}
-
-/// The value of one header; requests without it pass through uncoalesced.
-pub fn header(name: HeaderName) -> HeaderKey {
-    HeaderKey { name }
-}
-
-/// A value of type `T` from the request's extensions (put there by a
-/// middleware before this layer: a tenant, a user, a job id); requests
-/// without one pass through uncoalesced.
-pub fn extension<T>() -> ExtensionKey<T>
-where
-    T: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    ExtensionKey(PhantomData)
-}
-
-/// The key extractor of [`method_path_query()`].
+/// The key extractor of [`method_path_query()`](super::method_path_query()).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MethodPathQuery;
 
@@ -215,7 +127,7 @@ impl KeyExtractor for MethodPathQuery {
     }
 }
 
-/// The key extractor of [`path()`].
+/// The key extractor of [`path()`](super::path()).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PathOnly;
 
@@ -231,10 +143,16 @@ impl KeyExtractor for PathOnly {
     }
 }
 
-/// The key extractor of [`header()`].
+/// The key extractor of [`header()`](super::header()).
 #[derive(Debug, Clone)]
 pub struct HeaderKey {
     name: HeaderName,
+}
+
+impl HeaderKey {
+    pub(super) fn new(name: HeaderName) -> Self {
+        Self { name }
+    }
 }
 
 impl KeyExtractor for HeaderKey {
@@ -252,8 +170,14 @@ impl KeyExtractor for HeaderKey {
     }
 }
 
-/// The key extractor of [`extension()`].
+/// The key extractor of [`extension()`](super::extension()).
 pub struct ExtensionKey<T>(PhantomData<fn() -> T>);
+
+impl<T> ExtensionKey<T> {
+    pub(super) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
 
 impl<T> Clone for ExtensionKey<T> {
     fn clone(&self) -> Self {
@@ -282,100 +206,10 @@ where
     }
 }
 
-/// The scheme a request names, as share keys keep it apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scheme {
-    /// Not in the request (origin form over HTTP/1): the connection's.
-    Unnamed,
-    Http,
-    Https,
-    Other,
-}
-
-impl Scheme {
-    #[inline]
-    pub(crate) fn of(uri: &http::Uri) -> Self {
-        match uri.scheme_str() {
-            None => Self::Unnamed,
-            Some(scheme) if scheme.eq_ignore_ascii_case("http") => Self::Http,
-            Some(scheme) if scheme.eq_ignore_ascii_case("https") => Self::Https,
-            Some(_) => Self::Other,
-        }
-    }
-}
-
-/// The key share mode coalesces on: the user's key, kept apart by method,
-/// by scheme, by host and by caller, whatever the user's key says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ShareKey<K> {
-    pub(crate) key: K,
-    /// The method, whatever the user's key says: a `HEAD`, an `OPTIONS`
-    /// and a `GET` never share an answer.
-    pub(crate) method: Method,
-    /// The scheme when the request names one (absolute form, HTTP/2): an
-    /// `http` and an `https` URI are two origins (RFC 9110 §4.3.1).
-    pub(crate) scheme: Scheme,
-    pub(crate) host: Option<HeaderValue>,
-    /// `None` when the layer shares across identities.
-    pub(crate) caller: Option<Caller>,
-    /// What the user's key keeps besides host, path and query
-    /// ([`KeyExtractor::key_bytes`]): weighed, never hashed.
-    pub(crate) key_bytes: usize,
-}
-
-impl<K: Clone> ShareKey<K> {
-    /// A copy that shares no buffer with the request, to keep in the cache.
-    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
-    pub(crate) fn detached(&self) -> Self {
-        let copy = |host: &HeaderValue| {
-            HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone())
-        };
-        Self {
-            key: self.key.clone(),
-            method: self.method.clone(),
-            scheme: self.scheme,
-            host: self.host.as_ref().map(copy),
-            caller: self.caller.clone(),
-            key_bytes: self.key_bytes,
-        }
-    }
-}
-
-impl<K> ShareKey<K> {
-    /// The bytes it keeps beyond the request's host, path and query: the
-    /// caller's identity and what the user's key adds.
-    pub(crate) fn extra_len(&self) -> usize {
-        self.caller.as_ref().map_or(0, Caller::len) + self.key_bytes
-    }
-
-    /// The bytes it keeps besides the user's key.
-    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
-    pub(crate) fn len(&self) -> usize {
-        self.host.as_ref().map_or(0, HeaderValue::len)
-            + self.caller.as_ref().map_or(0, Caller::len)
-            + self.key_bytes
-    }
-}
-
-impl<K: Hash> Hash for ShareKey<K> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-        state.write(self.method.as_str().as_bytes());
-        // Most requests name no scheme: nothing more to hash for them (keys
-        // equal by `Eq` still hash alike).
-        if self.scheme != Scheme::Unnamed {
-            state.write_u8(self.scheme as u8);
-        }
-        state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
-        if let Some(caller) = &self.caller {
-            caller.hash(state);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::header;
     use http::Request;
 
     fn parts(request: Request<()>) -> Parts {
