@@ -59,7 +59,10 @@
 //! [`identity::CallerIdentity`] declares. Requests naming two hosts, requests
 //! with a body, and conditional, range and upgrade requests are never
 //! shared. [`key`] has other extractors (the path alone, a header, a request
-//! extension); what they add to a key can never take the caller out of it.
+//! extension, the peer's or the forwarded client's IP), combines them
+//! (`key::path().and(key::peer_ip())`) and can answer a request it cannot
+//! key (`.or_reject(..)`); what they add to a key can never take the caller
+//! out of it.
 //!
 //! # What it guarantees
 //!

@@ -202,7 +202,7 @@ where
                     host: identity.host().cloned(),
                     caller,
                 };
-                if identity.len() + key.extra_len() > config.identify.max_key_bytes {
+                if identity.len().saturating_add(key.extra_len()) > config.identify.max_key_bytes {
                     return Err(Unkeyable::TooLong);
                 }
                 Ok(Some(key))

@@ -298,3 +298,41 @@ async fn reject_mode_counts_the_keys_own_bytes_towards_max_key_bytes() {
     let reply = send(&app, with_headers("POST", "/work", &[("x-api-key", "k1")])).await;
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+/// An extractor that says its keys keep every byte there is.
+#[derive(Clone)]
+struct Boundless;
+
+impl KeyExtractor for Boundless {
+    type Key = ();
+
+    fn extract(&self, _: &Parts) -> Option<()> {
+        Some(())
+    }
+
+    fn key_bytes(&self, _: &()) -> usize {
+        usize::MAX
+    }
+}
+
+/// A user's `key_bytes` near `usize::MAX` is over any bound, never an
+/// overflow: the request passes through (share) or gets `414` (reject).
+#[tokio::test(start_paused = true)]
+async fn a_key_of_usize_max_bytes_is_too_long_not_an_overflow() {
+    let runs = Runs::default();
+    let share = work_app(SingleFlightLayer::share().key(Boundless), &runs);
+    let replies = send_all(
+        &share,
+        [
+            with_headers("GET", "/work", &[("x-api-key", "a")]),
+            with_headers("GET", "/work", &[("x-api-key", "a")]),
+        ],
+    )
+    .await;
+    assert_eq!(count(&replies, StatusCode::OK), 2);
+    assert_eq!(runs.get(), 2, "too long to key: each ran");
+
+    let reject = work_app(SingleFlightLayer::reject().key(Boundless), &runs);
+    let reply = send(&reject, request("POST", "/work")).await;
+    assert_eq!(reply.status, StatusCode::URI_TOO_LONG);
+}

@@ -70,15 +70,20 @@ impl<K> ShareKey<K> {
     /// The bytes it keeps beyond the request's host, path and query: the
     /// caller's identity and what the user's key adds.
     pub(crate) fn extra_len(&self) -> usize {
-        self.caller.as_ref().map_or(0, Caller::len) + self.key_bytes
+        // `key_bytes` is the user's count: saturate rather than overflow.
+        self.caller
+            .as_ref()
+            .map_or(0, Caller::len)
+            .saturating_add(self.key_bytes)
     }
 
     /// The bytes it keeps besides the user's key.
     #[cfg_attr(not(feature = "cache"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
-        self.host.as_ref().map_or(0, HeaderValue::len)
-            + self.caller.as_ref().map_or(0, Caller::len)
-            + self.key_bytes
+        self.host
+            .as_ref()
+            .map_or(0, HeaderValue::len)
+            .saturating_add(self.extra_len())
     }
 }
 
