@@ -229,6 +229,39 @@ impl<K, X> SingleFlightLayer<Reject<K>, X>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
+    /// Names the layer in its metrics (the `layer` label, feature
+    /// `metrics`; see [`crate::metrics`]) and its traces. Default:
+    /// `"default"`. The name is its table's
+    /// ([`Flights::with_name`]): a table given with
+    /// [`flights`](Self::flights) before this takes it too.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.mode.flights = self.mode.flights.with_name(name);
+        self
+    }
+}
+
+impl<K, X> SingleFlightLayer<Share<K>, X>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Names the layer in its metrics (the `layer` label, feature
+    /// `metrics`; see [`crate::metrics`]) and its traces, its response cache
+    /// included. Default: `"default"`.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        let name = name.into();
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.mode.cache {
+            cache.set_name(Arc::clone(&name));
+        }
+        self.mode.flights = self.mode.flights.with_name(name);
+        self
+    }
+}
+
+impl<K, X> SingleFlightLayer<Reject<K>, X>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
     /// Takes keys from requests with `key` instead of method, path and query.
     ///
     /// A request for which `key` returns `None` passes through untouched.
@@ -483,6 +516,7 @@ where
     #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     pub fn cache(mut self, config: CacheConfig) -> Self {
         let cache = crate::cache::ResponseCache::new(config);
+        cache.set_name(self.mode.flights.name());
         #[cfg(feature = "redis")]
         if let Some(cluster) = &self.mode.cluster {
             cache.attach(&cluster.redis);

@@ -12,12 +12,14 @@ use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
-    flight::{Event, Settled},
-    future::{reject, release, share, take_ready},
+    flight::{Event, Flights, Settled},
+    future::{reject, release, share, span, take_ready},
     identity::{Caller, Identify, Reading, Unkeyable},
     key::{KeyExtractor, ShareKey},
+    metrics::Unkeyed,
     mode::{Reject, Share},
     rejection,
+    role::Marks,
 };
 
 /// Middleware that rejects or coalesces identical in-flight requests.
@@ -84,10 +86,10 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let expose_role = self.config.expose_role;
         let mode = &self.config.mode;
+        let marks = Marks::new(self.config.expose_role, mode.flights.meter());
         if !mode.guards(request.method()) {
-            return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
+            return reject::ResponseFuture::bypass(self.inner.call(request), marks);
         }
         let (parts, body) = request.into_parts();
         let key = match self.config.identify.read(&parts, Reading::Locking) {
@@ -96,36 +98,38 @@ where
                 // Unkeyed, it would run beside the holder: refused instead.
                 release(&mut self.inner);
                 mode.flights.recorder().record(Event::Unkeyed);
+                marks.meter().unkeyed(Unkeyed::Unkeyable);
                 let response = rejection::unkeyable(why);
-                return reject::ResponseFuture::rejected(response, expose_role);
+                return reject::ResponseFuture::rejected(response, marks);
             }
         };
         let request = Request::from_parts(parts, body);
         let Some(key) = key else {
-            return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
+            keyless(&mode.flights, &marks, &request);
+            return reject::ResponseFuture::bypass(self.inner.call(request), marks);
         };
         let mut acquire = mode.flights.try_acquire(key, mode.lease_ttl);
         match acquire.settle_now() {
             Some(Settled::Acquired(guard)) => {
-                reject::ResponseFuture::running(self.inner.call(request), guard, expose_role)
+                reject::ResponseFuture::running(self.inner.call(request), guard, marks)
             }
             Some(Settled::Held(holder, key)) => {
                 // Answered here: the readiness `poll_ready` took is given up.
                 release(&mut self.inner);
                 let busy = mode.already_running(&key, &holder);
-                reject::ResponseFuture::rejected(mode.conflict.respond(&busy), expose_role)
+                reject::ResponseFuture::rejected(mode.conflict.respond(&busy), marks)
             }
             Some(Settled::Unavailable(_)) => {
                 release(&mut self.inner);
                 let response = crate::rejection::store_unavailable(mode.retry_after);
-                reject::ResponseFuture::rejected(response, expose_role)
+                reject::ResponseFuture::rejected(response, marks)
             }
             None => reject::ResponseFuture::acquiring(
                 acquire,
                 take_ready(&mut self.inner),
                 request,
                 mode,
-                expose_role,
+                marks,
             ),
         }
     }
@@ -153,11 +157,12 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
         let mode = &config.mode;
+        let marks = Marks::new(config.expose_role, mode.flights.meter());
         let coalesced = mode.methods.contains(request.method()) && bodiless(request.body());
         if !coalesced {
             let after = invalidation(mode, &config.identify, &request);
             let future = self.inner.call(request);
-            return share::ResponseFuture::bypass_then(future, config.expose_role, after);
+            return share::ResponseFuture::bypass_then(future, marks, after);
         }
         let (parts, body) = request.into_parts();
         let caller = mode.identity.as_ref();
@@ -186,13 +191,24 @@ where
         let request = Request::from_parts(parts, body);
         let key = match keyed {
             Ok(Some(keyed)) => keyed,
-            Ok(None) | Err(Unkeyable::OwnAnswer) => {
-                return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role)
+            Ok(None) => {
+                keyless(&mode.flights, &marks, &request);
+                return share::ResponseFuture::bypass(self.inner.call(request), marks);
+            }
+            Err(Unkeyable::OwnAnswer) => {
+                return share::ResponseFuture::bypass(self.inner.call(request), marks)
             }
             Err(why) => {
-                tracing::debug!(?why, "request not coalesced");
+                tracing::debug!(
+                    ?why,
+                    layer = %mode.flights.name(),
+                    "http.route" = span::route(&request),
+                    "url.path" = request.uri().path(),
+                    "request not coalesced"
+                );
                 mode.flights.recorder().record(Event::Unkeyed);
-                return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role);
+                marks.meter().unkeyed(Unkeyed::Unkeyable);
+                return share::ResponseFuture::bypass(self.inner.call(request), marks);
             }
         };
         // `private` responses may be shared only among one identified caller.
@@ -203,8 +219,25 @@ where
             retry: false,
             asks,
         };
-        share::ResponseFuture::start(&mut self.inner, request, entry, mode, config.expose_role)
+        share::ResponseFuture::start(&mut self.inner, request, entry, mode, marks)
     }
+}
+
+/// A request whose key extractor returned `None`: counted, and told at
+/// `debug`, as it runs uncoalesced and without a lease.
+fn keyless<K, T, B>(flights: &Flights<K, T>, marks: &Marks, request: &Request<B>)
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    flights.counters().record(Event::Keyless);
+    marks.meter().unkeyed(Unkeyed::NoKey);
+    tracing::debug!(
+        layer = %flights.name(),
+        "http.route" = span::route(request),
+        "url.path" = request.uri().path(),
+        "request not keyed: passes through uncoalesced"
+    );
 }
 
 /// Whether a request surely has no body: only such requests are coalesced,

@@ -577,6 +577,7 @@ where
     /// the outcome.
     fn end(&self, call: Call<K, T>, outcome: Result<T, FlightError>) {
         let generation = call.generation;
+        self.stats.flight_ended(call.started);
         match &outcome {
             Err(FlightError::Panicked) => {
                 self.stats.record(Event::Panicked);

@@ -25,10 +25,11 @@ use crate::{
     flight::{Event, FlightError, Inlined, LeaseWatch, Outcome, Stats, Waiter},
     identity::Asks,
     key::ShareKey,
+    metrics::Since,
     mode::Share,
     policy::{LeaderHeaders, Unshareable},
     rejection,
-    role::{mark, FlightRole, Source},
+    role::{FlightRole, Marks, Source},
     shared::SharedOutcome,
 };
 
@@ -37,7 +38,7 @@ pin_project! {
     pub struct ResponseFuture<S: Service<Request<ReqB>>, ReqB, ResB: Body> {
         #[pin]
         state: State<S, ReqB, ResB>,
-        expose_role: bool,
+        marks: Marks,
         stats: Option<Arc<Stats>>,
         // For a request the cache sent on: what its answer tells the client.
         note: Option<Box<CacheNote>>,
@@ -63,6 +64,8 @@ pin_project! {
             watch: LeaseWatch<SharedOutcome>,
             own: Option<Box<Own<S, ReqB, ResB>>>,
             stale: Option<StaleCopy>,
+            // When it began to wait (for its metrics; nothing without them).
+            since: Since,
         },
         // A follower runs its own request (`rejoin`: enters the table again,
         // with the other followers of a failed leader).
@@ -126,14 +129,14 @@ where
     ResB::Data: Send,
     ResB::Error: Send,
 {
-    pub(crate) fn bypass(future: S::Future, expose_role: bool) -> Self {
-        Self::bypass_then(future, expose_role, None)
+    pub(crate) fn bypass(future: S::Future, marks: Marks) -> Self {
+        Self::bypass_then(future, marks, None)
     }
 
     /// Passes the request through, then runs `after` with its status.
     pub(crate) fn bypass_then(
         future: S::Future,
-        expose_role: bool,
+        marks: Marks,
         after: Option<AfterResponse>,
     ) -> Self {
         let state = State::Inner {
@@ -141,7 +144,7 @@ where
             role: FlightRole::Bypass,
             after,
         };
-        Self::with_state(state, expose_role)
+        Self::with_state(state, marks)
     }
 
     /// Answers from the cache, or joins the flight for `key`, or leads it.
@@ -154,7 +157,7 @@ where
         mut request: Request<ReqB>,
         entry: Entry<K>,
         mode: &Share<K>,
-        expose_role: bool,
+        marks: Marks,
     ) -> Self
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
@@ -168,11 +171,11 @@ where
         let consulted = match consult_cache(mode, &key, &mut request, asks, !retry) {
             Consulted::Answer(response, role) => {
                 release(service);
-                return Self::respond(response, role, expose_role);
+                return Self::respond(response, role, marks);
             }
             Consulted::Revalidate(response, store) => {
                 Self::refresh(take_ready(service), request, key, mode, private_ok, store);
-                return Self::respond(response, FlightRole::Stale, expose_role);
+                return Self::respond(response, FlightRole::Stale, marks);
             }
             Consulted::Ask(consulted) => consulted,
         };
@@ -182,7 +185,7 @@ where
         // Its last answer could not be shared: do not queue for nothing. (A
         // stale copy to fall back on keeps the request in the flight.)
         if consulted.stale.is_none() && mode.passes.passes(hash) {
-            let mut bypass = Self::bypass(service.call(request), expose_role);
+            let mut bypass = Self::bypass(service.call(request), marks);
             bypass.note = note;
             return bypass;
         }
@@ -199,6 +202,7 @@ where
                 // together: one more call between them, not one each.
                 let rejoin = (!retry).then(|| {
                     let mode = mode.clone();
+                    let marks = marks.clone();
                     Box::new(move |service: &mut S, request| {
                         let entry = Entry {
                             key,
@@ -206,7 +210,7 @@ where
                             retry: true,
                             asks,
                         };
-                        Self::start(service, request, entry, &mode, expose_role).state
+                        Self::start(service, request, entry, &mode, marks).state
                     }) as Rejoin<S, ReqB, ResB>
                 });
                 State::Following {
@@ -221,6 +225,7 @@ where
                         rejoin,
                     })),
                     stale: consulted.stale,
+                    since: Since::now(),
                 }
             }
             Ok(Inlined::Leader(flight)) => {
@@ -229,7 +234,7 @@ where
                 if let Some((response, shared)) = fresh(&consulted.store, request.headers()) {
                     release(service);
                     flight.finish(Ok(SharedOutcome::Response(shared)));
-                    return Self::respond(response, FlightRole::CacheHit, expose_role);
+                    return Self::respond(response, FlightRole::CacheHit, marks);
                 }
                 // Kept to compare with followers if the response names them
                 // in `Vary`.
@@ -263,7 +268,7 @@ where
                             timer,
                             stale: consulted.stale,
                         },
-                        expose_role,
+                        marks,
                         stats: Some(mode.flights.recorder()),
                         note,
                     };
@@ -276,7 +281,7 @@ where
                     let mut stale = consulted.stale;
                     let panicked = Err(FlightError::Panicked);
                     let state = settle(panicked, FlightRole::Leader, &mut None, None, &mut stale);
-                    return Self::with_state(state, expose_role);
+                    return Self::with_state(state, marks);
                 };
                 let work = Lead::new(mode, private_ok, consulted.store, flight.peers());
                 let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
@@ -300,36 +305,32 @@ where
                 );
                 return Self {
                     stats: Some(mode.flights.recorder()),
-                    ..Self::with_state(state, expose_role)
+                    ..Self::with_state(state, marks)
                 };
             }
         };
         Self {
             state,
-            expose_role,
+            marks,
             stats: Some(mode.flights.recorder()),
             note,
         }
     }
 
     /// The layer's answer (from the cache), at once.
-    fn respond(
-        response: Response<ResponseBody<ResB>>,
-        role: FlightRole,
-        expose_role: bool,
-    ) -> Self {
+    fn respond(response: Response<ResponseBody<ResB>>, role: FlightRole, marks: Marks) -> Self {
         let state = State::Respond {
             response: Some(response),
             role,
             source: Source::Layer,
         };
-        Self::with_state(state, expose_role)
+        Self::with_state(state, marks)
     }
 
-    fn with_state(state: State<S, ReqB, ResB>, expose_role: bool) -> Self {
+    fn with_state(state: State<S, ReqB, ResB>, marks: Marks) -> Self {
         Self {
             state,
-            expose_role,
+            marks,
             stats: None,
             note: None,
         }
@@ -413,8 +414,7 @@ where
                             (SharedOutcome::Unshareable(Unshareable::Alone), Some(Ok(mut own))) => {
                                 flight.finish(Ok(outcome));
                                 this.state.set(State::Done);
-                                let expose = *this.expose_role;
-                                mark(&mut own, FlightRole::Leader, Source::Inner, expose);
+                                this.marks.mark(&mut own, FlightRole::Leader, Source::Inner);
                                 finish(this.note, &mut own, FlightRole::Leader);
                                 return Poll::Ready(Ok(own));
                             }
@@ -446,12 +446,15 @@ where
                     watch,
                     own,
                     stale,
+                    since,
                 } => match Pin::new(&mut *waiter).poll(cx) {
                     Poll::Ready(outcome) => {
+                        this.marks.meter().waited(*since);
                         settle(shared(&outcome), FlightRole::Follower, own, None, stale)
                     }
                     Poll::Pending => {
                         ready!(timer.poll(cx));
+                        this.marks.meter().waited(*since);
                         if timer.lease_ends {
                             // Whatever the leader does (it may not even be
                             // polled), the flight ends here: every waiter,
@@ -507,10 +510,10 @@ where
                         after(response.status(), response.headers());
                     }
                     this.state.set(State::Done);
-                    let expose_role = *this.expose_role;
+                    let marks = &*this.marks;
                     return Poll::Ready(result.map(|response| {
                         let mut response = response.map(ResponseBody::inner);
-                        mark(&mut response, role, Source::Inner, expose_role);
+                        marks.mark(&mut response, role, Source::Inner);
                         finish(this.note, &mut response, role);
                         response
                     }));
@@ -525,7 +528,7 @@ where
                         unreachable!("a response is given once");
                     };
                     this.state.set(State::Done);
-                    mark(&mut response, role, source, *this.expose_role);
+                    this.marks.mark(&mut response, role, source);
                     finish(this.note, &mut response, role);
                     return Poll::Ready(Ok(response));
                 }
@@ -682,7 +685,7 @@ where
     State::Respond {
         response: Some(owned(response)),
         role,
-        source: Source::Layer,
+        source: Source::Generated,
     }
 }
 
