@@ -59,6 +59,7 @@ pub struct SingleFlightLayer<M, X = MethodPathQuery> {
     key: X,
     identify: Identify,
     expose_role: bool,
+    trace_keys: bool,
 }
 
 /// A layer in share mode, with key extractor `X`: name it to keep a clone (to
@@ -112,6 +113,7 @@ impl SingleFlightLayer<Reject<RequestKey>> {
             key: key::method_path_query(),
             identify: Identify::default(),
             expose_role: false,
+            trace_keys: false,
         }
     }
 }
@@ -187,6 +189,7 @@ impl SingleFlightLayer<Share<RequestKey>> {
             key: key::method_path_query(),
             identify: Identify::default(),
             expose_role: false,
+            trace_keys: false,
         }
     }
 }
@@ -200,6 +203,23 @@ impl<M, X> SingleFlightLayer<M, X> {
     /// request the extension's allocations.
     pub fn expose_role(mut self) -> Self {
         self.expose_role = true;
+        self
+    }
+
+    /// Traces name a request's key by a short digest (`singleflight.key_digest`),
+    /// as keys can hold what must not reach a log; with `true`, spans and
+    /// events also carry what the default key is made of: the query
+    /// (`url.query`) and the host (`server.address`). Default: `false`.
+    ///
+    /// Each flight has a `debug` span, `singleflight`, which the leader's
+    /// work runs in: with the role, the layer's [`name`](Self::name), the
+    /// key's digest, and the request after OpenTelemetry's HTTP
+    /// conventions (`http.request.method`, `http.route` from axum's
+    /// `MatchedPath`, `url.path`). Followers, cache hits and rejected
+    /// requests each write a `debug` event with their role and the same
+    /// fields.
+    pub fn trace_keys(mut self, show: bool) -> Self {
+        self.trace_keys = show;
         self
     }
 
@@ -275,6 +295,7 @@ where
             key,
             identify: self.identify,
             expose_role: self.expose_role,
+            trace_keys: self.trace_keys,
         }
     }
 
@@ -365,6 +386,7 @@ where
             key,
             identify: self.identify,
             expose_role: self.expose_role,
+            trace_keys: self.trace_keys,
         }
     }
 
@@ -586,6 +608,7 @@ where
                 key: self.key.clone(),
                 identify: self.identify.clone(),
                 expose_role: self.expose_role,
+                trace_keys: self.trace_keys,
             },
         )
     }

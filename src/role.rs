@@ -92,12 +92,18 @@ pub(crate) enum Source {
 #[derive(Debug, Clone)]
 pub(crate) struct Marks {
     expose: bool,
+    /// Traces show what keys are made of, not only their digest.
+    pub(crate) trace_keys: bool,
     meter: Meter,
 }
 
 impl Marks {
-    pub(crate) fn new(expose: bool, meter: Meter) -> Self {
-        Self { expose, meter }
+    pub(crate) fn new(expose: bool, trace_keys: bool, meter: Meter) -> Self {
+        Self {
+            expose,
+            trace_keys,
+            meter,
+        }
     }
 
     /// The layer's instruments.

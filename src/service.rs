@@ -19,7 +19,7 @@ use crate::{
     metrics::Unkeyed,
     mode::{Reject, Share},
     rejection,
-    role::Marks,
+    role::{FlightRole, Marks},
 };
 
 /// Middleware that rejects or coalesces identical in-flight requests.
@@ -36,6 +36,7 @@ pub(crate) struct Config<M, X> {
     pub(crate) key: X,
     pub(crate) identify: Identify,
     pub(crate) expose_role: bool,
+    pub(crate) trace_keys: bool,
 }
 
 impl<S, M, X> SingleFlight<S, M, X> {
@@ -87,7 +88,11 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let mode = &self.config.mode;
-        let marks = Marks::new(self.config.expose_role, mode.flights.meter());
+        let marks = Marks::new(
+            self.config.expose_role,
+            self.config.trace_keys,
+            mode.flights.meter(),
+        );
         if !mode.guards(request.method()) {
             return reject::ResponseFuture::bypass(self.inner.call(request), marks);
         }
@@ -116,6 +121,14 @@ where
             Some(Settled::Held(holder, key)) => {
                 // Answered here: the readiness `poll_ready` took is given up.
                 release(&mut self.inner);
+                let (digest, name) = (span::digest(&key), &mode.flights.counters().name);
+                span::answered(
+                    &request,
+                    digest,
+                    name,
+                    FlightRole::Rejected,
+                    marks.trace_keys,
+                );
                 let busy = mode.already_running(&key, &holder);
                 reject::ResponseFuture::rejected(mode.conflict.respond(&busy), marks)
             }
@@ -157,7 +170,7 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
         let mode = &config.mode;
-        let marks = Marks::new(config.expose_role, mode.flights.meter());
+        let marks = Marks::new(config.expose_role, config.trace_keys, mode.flights.meter());
         let coalesced = mode.methods.contains(request.method()) && bodiless(request.body());
         if !coalesced {
             let after = invalidation(mode, &config.identify, &request);

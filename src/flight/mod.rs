@@ -520,6 +520,16 @@ pub(crate) fn digest<K: Hash + ?Sized>(key: &K) -> u64 {
     hasher.finish()
 }
 
+/// A key as traces name it: its [`digest`] in hex, computed only when an
+/// event or span that shows it is written.
+pub(crate) struct KeyDigest<'a, K: ?Sized>(pub(crate) &'a K);
+
+impl<K: Hash + ?Sized> fmt::Display for KeyDigest<'_, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", digest(self.0))
+    }
+}
+
 /// Locks a table, ignoring poison: no code that can panic runs under these
 /// locks, and a request path must never panic because another one did.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

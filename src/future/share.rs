@@ -13,12 +13,13 @@ use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::{
     cached::{consult_cache, finish, owned, CacheNote, Consulted, StaleCopy},
     lead::{fresh, lead, validate, Lead, Led, Private, Store},
     leading::{finish_in_task, Leading, Timer, Work},
-    release, take_ready,
+    release, span, take_ready,
 };
 use crate::{
     body::ResponseBody,
@@ -168,12 +169,16 @@ where
             retry,
             asks,
         } = entry;
+        let digest = span::digest(&key);
+        let name = &mode.flights.counters().name;
         let consulted = match consult_cache(mode, &key, &mut request, asks, !retry) {
             Consulted::Answer(response, role) => {
                 release(service);
+                span::answered(&request, digest, name, role, marks.trace_keys);
                 return Self::respond(response, role, marks);
             }
             Consulted::Revalidate(response, store) => {
+                span::answered(&request, digest, name, FlightRole::Stale, marks.trace_keys);
                 Self::refresh(take_ready(service), request, key, mode, private_ok, store);
                 return Self::respond(response, FlightRole::Stale, marks);
             }
@@ -198,6 +203,13 @@ where
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
             Ok(Inlined::Follower(waiter, watch, key)) => {
                 release(service);
+                span::answered(
+                    &request,
+                    digest,
+                    name,
+                    FlightRole::Follower,
+                    marks.trace_keys,
+                );
                 // If the leader's call fails, the followers enter once more,
                 // together: one more call between them, not one each.
                 let rejoin = (!retry).then(|| {
@@ -236,6 +248,9 @@ where
                     flight.finish(Ok(SharedOutcome::Response(shared)));
                     return Self::respond(response, FlightRole::CacheHit, marks);
                 }
+                // The leader's work runs in the flight's span, even once
+                // handed to a task.
+                let span = span::flight(&request, digest, name, marks.trace_keys);
                 // Kept to compare with followers if the response names them
                 // in `Vary`.
                 let leader_headers = LeaderHeaders::of(request.headers());
@@ -262,7 +277,7 @@ where
                     return Self {
                         state: State::Leading {
                             lead: Leading {
-                                running: Some((Box::pin(led), flight)),
+                                running: Some((Box::pin(led.instrument(span)), flight)),
                                 finish_in_task: finish_in_task::<S, ReqB, ResB>,
                             },
                             timer,
@@ -285,7 +300,7 @@ where
                 };
                 let work = Lead::new(mode, private_ok, consulted.store, flight.peers());
                 let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
-                let work: Work<S, ReqB, ResB> = Box::pin(led);
+                let work: Work<S, ReqB, ResB> = Box::pin(led.instrument(span));
                 let timer = Timer::new(flight.deadline(), mode.max_wait);
                 State::Leading {
                     lead: Leading {
@@ -298,6 +313,13 @@ where
             }
             Err(_overloaded) => {
                 release(service);
+                span::answered(
+                    &request,
+                    digest,
+                    name,
+                    FlightRole::Rejected,
+                    marks.trace_keys,
+                );
                 // Made here, never forwarded: no `Cache-Status` to give.
                 let state = respond(
                     rejection::overloaded(mode.retry_after),
