@@ -9,11 +9,11 @@
 //! the only trace of it.
 //!
 //! Every instrument carries the label `layer`: the name given to the layer
-//! ([`SingleFlightLayer::name`](crate::SingleFlightLayer::name)), to a table
-//! used on its own ([`Flights::with_name`](crate::Flights::with_name)), or to
-//! a value cache ([`ValueCacheBuilder::name`](crate::cache::ValueCacheBuilder::name));
+//! ([`SingleFlightLayer::name`](crate::SingleFlightLayer::name); its response
+//! cache shares it) or to a table used on its own, as by the `Flight`
+//! extractor ([`Flights::with_name`](crate::Flights::with_name));
 //! [`DEFAULT_NAME`] when none was given. Durations are in seconds, sizes in
-//! bytes.
+//! bytes. (`ValueCache` is not instrumented yet: read its `stats()`.)
 //!
 //! | name | type | labels | what |
 //! |---|---|---|---|
@@ -24,7 +24,7 @@
 //! | `singleflight_flight_duration_seconds` | histogram | `layer` | How long each flight ran, from its leader's arrival to its outcome, and how long each lease was held. |
 //! | `singleflight_leases_held` | gauge | `layer` | Lease guards alive now (reject mode's requests, `Flight` extractors, spawned jobs). |
 //! | `singleflight_panics_total` | counter | `layer` | Shared work that panicked, and jobs holding a lease that panicked (`Flight::spawn`, `Flights::spawn`). |
-//! | `singleflight_cache_requests_total` | counter | `layer`; `result`: `hit`, `stale`, `miss`, `pass` | Requests that consulted a cache, by what they found (as in [`CacheStats`](crate::cache::CacheStats); a value cache counts `hit`, `stale` and `miss`). |
+//! | `singleflight_cache_requests_total` | counter | `layer`; `result`: `hit`, `stale`, `miss`, `pass` | Requests that consulted the response cache, by what they found (as [`CacheStats`](crate::cache::CacheStats) counts them). |
 //! | `singleflight_cache_stores_total` | counter | `layer` | Answers stored in the response cache. |
 //! | `singleflight_cache_evictions_total` | counter | `layer` | Cached entries evicted for room or at the end of their lifetime (not those replaced or invalidated). |
 //! | `singleflight_cache_bytes` | gauge | `layer` | Bytes the response cache's entries weigh now, as its `max_bytes` counts them. |
@@ -102,7 +102,7 @@ pub const FLIGHT_DURATION: &str = "singleflight_flight_duration_seconds";
 pub const LEASES_HELD: &str = "singleflight_leases_held";
 /// Shared work and jobs that panicked (counter).
 pub const PANICS: &str = "singleflight_panics_total";
-/// Requests that consulted a cache, by result (counter).
+/// Requests that consulted the response cache, by result (counter).
 pub const CACHE_REQUESTS: &str = "singleflight_cache_requests_total";
 /// Answers stored in the response cache (counter).
 pub const CACHE_STORES: &str = "singleflight_cache_stores_total";
