@@ -13,6 +13,7 @@ use http::{request::Parts, StatusCode};
 use crate::{
     flight::{spawn_holding, Flights, LeaseGuard, LeaseHandle, Settled, Unavailable},
     rejection::{AlreadyRunning, ConflictResponse},
+    role::{FlightRole, Source as Answered},
 };
 
 /// An extractor whose value names the work a request starts.
@@ -235,13 +236,23 @@ where
         Some(settled) => settled,
         None => std::future::poll_fn(|cx| acquire.poll_settled(cx)).await,
     };
+    // Counted as the layer counts its requests (feature `metrics`).
+    let meter = flights.meter();
     match settled {
-        Settled::Acquired(guard) => Ok(Flight {
-            value,
-            guard,
-            source: PhantomData,
-        }),
+        Settled::Acquired(guard) => {
+            meter.responded(FlightRole::Leader, Answered::Inner, StatusCode::OK);
+            Ok(Flight {
+                value,
+                guard,
+                source: PhantomData,
+            })
+        }
         Settled::Held(holder, key) => {
+            meter.responded(
+                FlightRole::Rejected,
+                Answered::Generated,
+                StatusCode::CONFLICT,
+            );
             let retry_after = flights.retry_hint(&key, &holder);
             let conflict = parts
                 .extensions
@@ -253,7 +264,11 @@ where
                 conflict,
             ))
         }
-        Settled::Unavailable(unavailable) => Err(FlightRejection::Unavailable(unavailable)),
+        Settled::Unavailable(unavailable) => {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            meter.responded(FlightRole::Rejected, Answered::Generated, status);
+            Err(FlightRejection::Unavailable(unavailable))
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! response body and futures, and the `409` ([`AlreadyRunning`],
 //! [`ConflictResponse`]).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderName, Method, Response};
@@ -59,6 +59,7 @@ pub struct SingleFlightLayer<M, X = MethodPathQuery> {
     key: X,
     identify: Identify,
     expose_role: bool,
+    trace_keys: bool,
 }
 
 /// A layer in share mode, with key extractor `X`: name it to keep a clone (to
@@ -112,6 +113,7 @@ impl SingleFlightLayer<Reject<RequestKey>> {
             key: key::method_path_query(),
             identify: Identify::default(),
             expose_role: false,
+            trace_keys: false,
         }
     }
 }
@@ -187,6 +189,7 @@ impl SingleFlightLayer<Share<RequestKey>> {
             key: key::method_path_query(),
             identify: Identify::default(),
             expose_role: false,
+            trace_keys: false,
         }
     }
 }
@@ -200,6 +203,23 @@ impl<M, X> SingleFlightLayer<M, X> {
     /// request the extension's allocations.
     pub fn expose_role(mut self) -> Self {
         self.expose_role = true;
+        self
+    }
+
+    /// Traces name a request's key by a short digest (`singleflight.key_digest`),
+    /// as keys can hold what must not reach a log; with `true`, spans and
+    /// events also carry what the default key is made of: the query
+    /// (`url.query`) and the host (`server.address`). Default: `false`.
+    ///
+    /// Each flight has a `debug` span, `singleflight`, which the leader's
+    /// work runs in: with the role, the layer's [`name`](Self::name), the
+    /// key's digest, and the request after OpenTelemetry's HTTP
+    /// conventions (`http.request.method`, `http.route` from axum's
+    /// `MatchedPath`, `url.path`). Followers, cache hits and rejected
+    /// requests each write a `debug` event with their role and the same
+    /// fields.
+    pub fn trace_keys(mut self, show: bool) -> Self {
+        self.trace_keys = show;
         self
     }
 
@@ -229,6 +249,39 @@ impl<K, X> SingleFlightLayer<Reject<K>, X>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
 {
+    /// Names the layer in its metrics (the `layer` label, feature
+    /// `metrics`; see [`crate::metrics`]) and its traces. Default:
+    /// `"default"`. The name is its table's
+    /// ([`Flights::with_name`]): a table given with
+    /// [`flights`](Self::flights) before this takes it too.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.mode.flights = self.mode.flights.with_name(name);
+        self
+    }
+}
+
+impl<K, X> SingleFlightLayer<Share<K>, X>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Names the layer in its metrics (the `layer` label, feature
+    /// `metrics`; see [`crate::metrics`]) and its traces, its response cache
+    /// included. Default: `"default"`.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        let name = name.into();
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.mode.cache {
+            cache.set_name(Arc::clone(&name));
+        }
+        self.mode.flights = self.mode.flights.with_name(name);
+        self
+    }
+}
+
+impl<K, X> SingleFlightLayer<Reject<K>, X>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
     /// Takes keys from requests with `key` instead of method, path and query.
     ///
     /// A request for which `key` returns `None` passes through untouched;
@@ -244,6 +297,7 @@ where
             key,
             identify: self.identify,
             expose_role: self.expose_role,
+            trace_keys: self.trace_keys,
         }
     }
 
@@ -344,6 +398,7 @@ where
             key,
             identify: self.identify,
             expose_role: self.expose_role,
+            trace_keys: self.trace_keys,
         }
     }
 
@@ -495,6 +550,7 @@ where
     #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     pub fn cache(mut self, config: CacheConfig) -> Self {
         let cache = crate::cache::ResponseCache::new(config);
+        cache.set_name(self.mode.flights.name());
         #[cfg(feature = "redis")]
         if let Some(cluster) = &self.mode.cluster {
             cache.attach(&cluster.redis);
@@ -564,6 +620,7 @@ where
                 key: self.key.clone(),
                 identify: self.identify.clone(),
                 expose_role: self.expose_role,
+                trace_keys: self.trace_keys,
             },
         )
     }

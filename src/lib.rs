@@ -138,6 +138,7 @@ mod future;
 pub mod identity;
 pub mod key;
 pub mod layer;
+pub mod metrics;
 mod mode;
 mod pass;
 mod policy;

@@ -48,7 +48,7 @@ where
         L: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
         Reject {
-            flights: Flights::new(),
+            flights: Flights::new().with_name(self.flights.name()),
             methods: self.methods,
             lease_ttl: self.lease_ttl,
             retry_after: self.retry_after,
@@ -152,8 +152,9 @@ where
     where
         L: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
+        let name = self.flights.name();
         Share {
-            flights: Flights::new(),
+            flights: Flights::new().with_name(Arc::clone(&name)),
             options: self.options,
             max_body: self.max_body,
             buffer_budget: self.buffer_budget,
@@ -164,9 +165,11 @@ where
             passes: std::sync::Arc::new(PassList::new(self.passes.window())),
             // A cache is keyed by the old key type: set it after the key.
             #[cfg(feature = "cache")]
-            cache: self
-                .cache
-                .map(|cache| crate::cache::ResponseCache::new(cache.config().clone())),
+            cache: self.cache.map(|cache| {
+                let cache = crate::cache::ResponseCache::new(cache.config().clone());
+                cache.set_name(name);
+                cache
+            }),
             // Set it after the key, like the cache.
             #[cfg(feature = "redis")]
             cluster: None,

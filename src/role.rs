@@ -4,6 +4,8 @@ use std::fmt;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::metrics::Meter;
+
 /// The header that carries the [`FlightRole`] when
 /// [`expose_role`](crate::SingleFlightLayer::expose_role) is on.
 pub const ROLE_HEADER: HeaderName = HeaderName::from_static("x-singleflight-role");
@@ -80,21 +82,53 @@ impl fmt::Display for FlightRole {
 pub(crate) enum Source {
     /// The inner service's own answer to this request.
     Inner,
-    /// The layer: a copy of another request's answer, a cached one, or its
-    /// own `409`/`503`/`504`/`500`.
+    /// The layer: a copy of another request's answer, or a cached one.
     Layer,
+    /// The layer's own answer: a `409`, `503`, `504`, `500`...
+    Generated,
+}
+
+/// How a layer's futures mark their responses, and count them.
+#[derive(Debug, Clone)]
+pub(crate) struct Marks {
+    expose: bool,
+    /// Traces show what keys are made of, not only their digest.
+    pub(crate) trace_keys: bool,
+    meter: Meter,
+}
+
+impl Marks {
+    pub(crate) fn new(expose: bool, trace_keys: bool, meter: Meter) -> Self {
+        Self {
+            expose,
+            trace_keys,
+            meter,
+        }
+    }
+
+    /// The layer's instruments.
+    pub(crate) fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// Counts a response in its role, and marks it (see [`mark`]).
+    #[inline]
+    pub(crate) fn mark<B>(
+        &self,
+        response: &mut http::Response<B>,
+        role: FlightRole,
+        source: Source,
+    ) {
+        self.meter.responded(role, source, response.status());
+        mark(response, role, source, self.expose);
+    }
 }
 
 /// Marks a response with its role: every response if asked (extensions and
 /// header); else every one but the inner service's own answer to a leader or
 /// a bypass. (The first extension of a response costs allocations: an
 /// ordinary answer does not pay them.)
-pub(crate) fn mark<B>(
-    response: &mut http::Response<B>,
-    role: FlightRole,
-    source: Source,
-    expose: bool,
-) {
+fn mark<B>(response: &mut http::Response<B>, role: FlightRole, source: Source, expose: bool) {
     if expose {
         response
             .headers_mut()

@@ -12,12 +12,14 @@ use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
-    flight::{Event, Settled},
-    future::{reject, release, share, take_ready},
+    flight::{Event, Flights, Settled},
+    future::{reject, release, share, span, take_ready},
     identity::{Caller, Identify, Reading, Unkeyable},
     key::{Extracted, KeyExtractor, ShareKey},
+    metrics::Unkeyed,
     mode::{Reject, Share},
     rejection,
+    role::{FlightRole, Marks},
 };
 
 /// Middleware that rejects or coalesces identical in-flight requests.
@@ -34,6 +36,7 @@ pub(crate) struct Config<M, X> {
     pub(crate) key: X,
     pub(crate) identify: Identify,
     pub(crate) expose_role: bool,
+    pub(crate) trace_keys: bool,
 }
 
 impl<S, M, X> SingleFlight<S, M, X> {
@@ -84,10 +87,14 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let expose_role = self.config.expose_role;
         let mode = &self.config.mode;
+        let marks = Marks::new(
+            self.config.expose_role,
+            self.config.trace_keys,
+            mode.flights.meter(),
+        );
         if !mode.guards(request.method()) {
-            return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
+            return reject::ResponseFuture::bypass(self.inner.call(request), marks);
         }
         let (parts, body) = request.into_parts();
         let key = match self.config.identify.read(&parts, Reading::Locking) {
@@ -99,51 +106,62 @@ where
                     if bytes > self.config.identify.max_key_bytes {
                         release(&mut self.inner);
                         mode.flights.recorder().record(Event::Unkeyed);
+                        marks.meter().unkeyed(Unkeyed::Unkeyable);
                         let response = rejection::unkeyable(Unkeyable::TooLong);
-                        return reject::ResponseFuture::rejected(response, expose_role);
+                        return reject::ResponseFuture::rejected(response, marks);
                     }
                     Some(key)
                 }
                 Extracted::Pass => None,
                 Extracted::Reject(response) => {
                     release(&mut self.inner);
-                    return reject::ResponseFuture::rejected(response, expose_role);
+                    return reject::ResponseFuture::rejected(response, marks);
                 }
             },
             Err(why) => {
                 // Unkeyed, it would run beside the holder: refused instead.
                 release(&mut self.inner);
                 mode.flights.recorder().record(Event::Unkeyed);
+                marks.meter().unkeyed(Unkeyed::Unkeyable);
                 let response = rejection::unkeyable(why);
-                return reject::ResponseFuture::rejected(response, expose_role);
+                return reject::ResponseFuture::rejected(response, marks);
             }
         };
         let request = Request::from_parts(parts, body);
         let Some(key) = key else {
-            return reject::ResponseFuture::bypass(self.inner.call(request), expose_role);
+            keyless(&mode.flights, &marks, &request);
+            return reject::ResponseFuture::bypass(self.inner.call(request), marks);
         };
         let mut acquire = mode.flights.try_acquire(key, mode.lease_ttl);
         match acquire.settle_now() {
             Some(Settled::Acquired(guard)) => {
-                reject::ResponseFuture::running(self.inner.call(request), guard, expose_role)
+                reject::ResponseFuture::running(self.inner.call(request), guard, marks)
             }
             Some(Settled::Held(holder, key)) => {
                 // Answered here: the readiness `poll_ready` took is given up.
                 release(&mut self.inner);
+                let (digest, name) = (span::digest(&key), &mode.flights.counters().name);
+                span::answered(
+                    &request,
+                    digest,
+                    name,
+                    FlightRole::Rejected,
+                    marks.trace_keys,
+                );
                 let busy = mode.already_running(&key, &holder);
-                reject::ResponseFuture::rejected(mode.conflict.respond(&busy), expose_role)
+                reject::ResponseFuture::rejected(mode.conflict.respond(&busy), marks)
             }
             Some(Settled::Unavailable(_)) => {
                 release(&mut self.inner);
                 let response = crate::rejection::store_unavailable(mode.retry_after);
-                reject::ResponseFuture::rejected(response, expose_role)
+                reject::ResponseFuture::rejected(response, marks)
             }
             None => reject::ResponseFuture::acquiring(
                 acquire,
                 take_ready(&mut self.inner),
                 request,
                 mode,
-                expose_role,
+                marks,
             ),
         }
     }
@@ -171,11 +189,12 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
         let mode = &config.mode;
+        let marks = Marks::new(config.expose_role, config.trace_keys, mode.flights.meter());
         let coalesced = mode.methods.contains(request.method()) && bodiless(request.body());
         if !coalesced {
             let after = invalidation(mode, &config.identify, &request);
             let future = self.inner.call(request);
-            return share::ResponseFuture::bypass_then(future, config.expose_role, after);
+            return share::ResponseFuture::bypass_then(future, marks, after);
         }
         let (parts, body) = request.into_parts();
         let caller = mode.identity.as_ref();
@@ -209,18 +228,29 @@ where
             });
         if let Some(response) = rejected {
             release(&mut self.inner);
-            return share::ResponseFuture::rejected(response, config.expose_role);
+            return share::ResponseFuture::rejected(response, marks);
         }
         let request = Request::from_parts(parts, body);
         let key = match keyed {
             Ok(Some(keyed)) => keyed,
-            Ok(None) | Err(Unkeyable::OwnAnswer) => {
-                return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role)
+            Ok(None) => {
+                keyless(&mode.flights, &marks, &request);
+                return share::ResponseFuture::bypass(self.inner.call(request), marks);
+            }
+            Err(Unkeyable::OwnAnswer) => {
+                return share::ResponseFuture::bypass(self.inner.call(request), marks)
             }
             Err(why) => {
-                tracing::debug!(?why, "request not coalesced");
+                tracing::debug!(
+                    ?why,
+                    layer = %mode.flights.name(),
+                    "http.route" = span::route(&request),
+                    "url.path" = request.uri().path(),
+                    "request not coalesced"
+                );
                 mode.flights.recorder().record(Event::Unkeyed);
-                return share::ResponseFuture::bypass(self.inner.call(request), config.expose_role);
+                marks.meter().unkeyed(Unkeyed::Unkeyable);
+                return share::ResponseFuture::bypass(self.inner.call(request), marks);
             }
         };
         // `private` responses may be shared only among one identified caller.
@@ -231,8 +261,25 @@ where
             retry: false,
             asks,
         };
-        share::ResponseFuture::start(&mut self.inner, request, entry, mode, config.expose_role)
+        share::ResponseFuture::start(&mut self.inner, request, entry, mode, marks)
     }
+}
+
+/// A request whose key extractor returned `None`: counted, and told at
+/// `debug`, as it runs uncoalesced and without a lease.
+fn keyless<K, T, B>(flights: &Flights<K, T>, marks: &Marks, request: &Request<B>)
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    flights.counters().record(Event::Keyless);
+    marks.meter().unkeyed(Unkeyed::NoKey);
+    tracing::debug!(
+        layer = %flights.name(),
+        "http.route" = span::route(request),
+        "url.path" = request.uri().path(),
+        "request not keyed: passes through uncoalesced"
+    );
 }
 
 /// Whether a request surely has no body: only such requests are coalesced,

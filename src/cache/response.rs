@@ -27,6 +27,7 @@ use crate::{
     body::ResponseBody,
     identity::{Identify, Reading, RequestIdentity},
     key::ShareKey,
+    metrics::{CacheMeter, CacheResult},
     shared::BufferedResponse,
 };
 
@@ -312,6 +313,9 @@ struct Inner<K> {
     store: Cache<ShareKey<K>, Stored>,
     config: CacheConfig,
     stats: Counters,
+    /// Its instruments (feature `metrics`), shared with moka's eviction
+    /// listener.
+    meter: Arc<CacheMeter>,
     /// Bumped by every invalidation: an answer fetched across one that
     /// concerns it is not stored, so a read in flight during a write cannot
     /// bring back the old data.
@@ -413,8 +417,13 @@ const VARIANT_OVERHEAD: usize = 256;
 /// headers, trailers and `Vary` copies; its target; its key, with the
 /// caller's identity), so that `max_bytes` bounds the heap the cache holds.
 fn weigh<K>(key: &ShareKey<K>, stored: &Stored) -> u32 {
+    weigh_parts(key.len(), stored)
+}
+
+/// [`weigh`], with the key's length.
+fn weigh_parts(key_len: usize, stored: &Stored) -> u32 {
     let variants: usize = stored.iter().map(|variant| variant.weight()).sum();
-    let bytes = key.len() + variants + ENTRY_OVERHEAD;
+    let bytes = key_len + variants + ENTRY_OVERHEAD;
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -439,19 +448,29 @@ where
     pub(crate) fn new(config: CacheConfig) -> Self {
         // The table of `Age` values is made now, not by the first hit.
         age::age_value(Duration::ZERO);
+        let meter = Arc::new(CacheMeter::default());
         let store = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(weigh)
             .expire_after(Lifetime {
                 keep_to_revalidate: config.keep_to_revalidate,
             })
-            .support_invalidation_closures()
-            .build();
+            .support_invalidation_closures();
+        // Every entry that leaves takes its bytes off the gauge; those
+        // evicted count too. (Without the feature, moka calls nobody.)
+        #[cfg(feature = "metrics")]
+        let store = {
+            let meter = Arc::clone(&meter);
+            store.eviction_listener(move |key, stored, cause| {
+                meter.removed(weigh(&key, &stored), cause.was_evicted());
+            })
+        };
         Self {
             inner: Arc::new(Inner {
-                store,
+                store: store.build(),
                 config,
                 stats: Counters::default(),
+                meter,
                 epochs: Epochs::default(),
                 clock: Clock::new(),
                 #[cfg(feature = "redis")]
@@ -497,6 +516,17 @@ where
             Counted::Pass => &stats.passes,
         };
         counter.fetch_add(1, Relaxed);
+        self.inner.meter.result(match outcome {
+            Counted::Hit => CacheResult::Hit,
+            Counted::Stale => CacheResult::Stale,
+            Counted::Miss => CacheResult::Miss,
+            Counted::Pass => CacheResult::Pass,
+        });
+    }
+
+    /// Names the cache in its metrics.
+    pub(crate) fn set_name(&self, name: Arc<str>) {
+        self.inner.meter.set_name(name);
     }
 
     /// A mark to give [`store`](Self::store) with an answer for `target`:
@@ -555,6 +585,8 @@ where
         });
         let ttl = status::ttl(answer.windows.fresh, initial_age);
         self.inner.stats.stored.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.inner.meter.stored();
         self.add_variant(key, answer, storing.replacing);
         Some(ttl)
     }
@@ -569,6 +601,8 @@ where
         replacing: Option<Arc<CachedResponse>>,
     ) {
         let max = self.inner.config.max_variants;
+        #[cfg(feature = "metrics")]
+        let key_len = key.len();
         self.inner.store.entry(key).and_upsert_with(|entry| {
             let older = entry.map(|entry| entry.into_value());
             let replaced = |variant: &Arc<CachedResponse>| {
@@ -593,7 +627,10 @@ where
             while kept.len() >= max {
                 kept.remove(least_used(&kept));
             }
-            std::iter::once(answer).chain(kept).collect()
+            let stored: Stored = std::iter::once(answer).chain(kept).collect();
+            #[cfg(feature = "metrics")]
+            self.inner.meter.put(weigh_parts(key_len, &stored));
+            stored
         });
     }
 
@@ -622,6 +659,8 @@ where
                 if kept.is_empty() {
                     Op::Remove
                 } else {
+                    #[cfg(feature = "metrics")]
+                    self.inner.meter.put(weigh(key, &kept));
                     Op::Put(kept)
                 }
             });

@@ -20,6 +20,7 @@ use super::{
     shards::Sharded,
     stats::{Event, Stats},
     sync::{AtomicUsize, Mutex, MutexGuard},
+    KeyDigest,
 };
 use crate::time;
 
@@ -577,10 +578,12 @@ where
     /// the outcome.
     fn end(&self, call: Call<K, T>, outcome: Result<T, FlightError>) {
         let generation = call.generation;
+        self.stats.flight_ended(call.started);
         match &outcome {
             Err(FlightError::Panicked) => {
                 self.stats.record(Event::Panicked);
                 tracing::warn!(
+                    key_digest = %KeyDigest(&call.key),
                     generation,
                     "single-flight work panicked; its waiters get an error"
                 );
@@ -588,6 +591,7 @@ where
             Err(FlightError::TimedOut) => {
                 self.stats.record(Event::TimedOut);
                 tracing::warn!(
+                    key_digest = %KeyDigest(&call.key),
                     generation,
                     "single-flight work outlived its lease; its waiters get an error"
                 );

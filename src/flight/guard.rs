@@ -1,13 +1,6 @@
 //! Holding a key: the guard that frees it, and the handle that reports on it.
 
-use std::{
-    fmt,
-    hash::{DefaultHasher, Hash, Hasher},
-    ops::Deref,
-    panic::AssertUnwindSafe,
-    sync::Arc,
-    time::Duration,
-};
+use std::{fmt, hash::Hash, ops::Deref, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
@@ -100,7 +93,7 @@ impl<K: 'static> Drop for LeaseGuard<K> {
         if released.is_some_and(|holder| holder.was_contended()) {
             table.history.record(key, self.acquired.elapsed());
         }
-        table.stats.lease_dropped();
+        table.stats.lease_dropped(self.acquired);
         tracing::debug!(generation = lease.generation(), "lease released");
     }
 }
@@ -206,7 +199,7 @@ impl<K: 'static> fmt::Debug for LeaseHandle<K> {
 ///
 /// A panic counts in the table's `panicked` and is logged, then resumed: the
 /// task's `JoinHandle` still reports it. `K` need not be `Debug`, so the
-/// event names the key by its digest ([`digest`]) and the lease generation.
+/// event names the key by its digest ([`digest`](super::digest)) and the lease generation.
 pub(crate) fn spawn_holding<K, F, Fut>(
     guard: LeaseGuard<K>,
     job: F,
@@ -226,7 +219,7 @@ where
                 let LeaseHandle { table, key, lease } = &guard.handle;
                 table.stats.record(Event::Panicked);
                 tracing::error!(
-                    key_digest = format_args!("{:016x}", digest(key)),
+                    key_digest = format_args!("{:016x}", super::digest(key)),
                     generation = lease.generation(),
                     "a job holding a key panicked; the key is freed"
                 );
@@ -235,15 +228,6 @@ where
             }
         }
     })
-}
-
-/// A key's hash under a fixed, unkeyed hasher (`DefaultHasher::new()`): the
-/// same for the same key in every process of a build, so that a log line can
-/// be matched to a key.
-fn digest<K: Hash>(key: &K) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
 }
 
 #[cfg(test)]

@@ -396,6 +396,35 @@ where
     pub(crate) fn recorder(&self) -> Arc<Stats> {
         Arc::clone(&self.table.stats)
     }
+
+    /// The counters, borrowed.
+    pub(crate) fn counters(&self) -> &Stats {
+        &self.table.stats
+    }
+
+    /// The table's instruments, for the HTTP layer (nothing without the
+    /// `metrics` feature).
+    #[inline]
+    pub(crate) fn meter(&self) -> crate::metrics::Meter {
+        crate::metrics::Meter::of(&self.table.stats)
+    }
+
+    /// The table's name, in metrics and traces.
+    pub fn name(&self) -> std::sync::Arc<str> {
+        self.table.stats.name.get()
+    }
+
+    /// Names the table, for the `layer` label of its metrics (feature
+    /// `metrics`) and its traces: the table and every clone of it. Default:
+    /// `"default"`. Name it while building it: its metrics are registered
+    /// under the name it has when it first counts something.
+    /// [`SingleFlightLayer::name`](crate::SingleFlightLayer::name) names
+    /// the layer's table.
+    #[must_use]
+    pub fn with_name(self, name: impl Into<std::sync::Arc<str>>) -> Self {
+        self.table.stats.name.set(name.into());
+        self
+    }
 }
 
 impl<K, T> fmt::Debug for Flights<K, T> {
@@ -478,6 +507,26 @@ impl<K: 'static> fmt::Debug for Acquire<K> {
         f.debug_struct("Acquire")
             .field("answer", &self.answer)
             .finish_non_exhaustive()
+    }
+}
+
+/// A key's hash under a fixed, unkeyed hasher (`DefaultHasher::new()`): the
+/// same for the same key in every process of a build, so that a log line can
+/// be matched to a key without showing the key.
+pub(crate) fn digest<K: Hash + ?Sized>(key: &K) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A key as traces name it: its [`digest`] in hex, computed only when an
+/// event or span that shows it is written.
+pub(crate) struct KeyDigest<'a, K: ?Sized>(pub(crate) &'a K);
+
+impl<K: Hash + ?Sized> fmt::Display for KeyDigest<'_, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", digest(self.0))
     }
 }
 

@@ -2,10 +2,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use tokio::time::Instant;
+
 use super::{
     shards::{self, Padded},
     sync::AtomicU64,
 };
+use crate::metrics::{Handles, Name};
 
 /// A snapshot of a [`Flights`](super::Flights) table's counters.
 ///
@@ -45,6 +48,9 @@ pub struct FlightStats {
     /// Acquisitions refused because the lease store could not be asked in
     /// time (a remote store that is down or slow, failing closed).
     pub unavailable: u64,
+    /// Requests for which the key extractor returned `None`: they passed
+    /// through, uncoalesced and without a lease.
+    pub keyless: u64,
     /// Shared flights running now.
     pub in_flight: usize,
     /// Lease guards alive now, current or stale (a hung guard whose lease
@@ -58,6 +64,10 @@ pub struct FlightStats {
 #[derive(Debug)]
 pub(crate) struct Stats {
     stripes: Box<[Padded<Counters>]>,
+    /// The table's name, in metrics and traces.
+    pub(crate) name: Name,
+    /// Its instruments (feature `metrics`; nothing without it).
+    pub(crate) handles: Handles,
 }
 
 /// One stripe. Every counter wraps: a lease taken on one stripe and dropped
@@ -66,13 +76,15 @@ pub(crate) struct Stats {
 struct Counters([AtomicU64; COUNTERS]);
 
 /// The events, then the `leases_held` gauge.
-const COUNTERS: usize = 10;
-const LEASES_HELD: usize = 9;
+const COUNTERS: usize = 11;
+const LEASES_HELD: usize = 10;
 
 impl Default for Stats {
     fn default() -> Self {
         Self {
             stripes: (0..shards::count()).map(|_| Padded::default()).collect(),
+            name: Name::default(),
+            handles: Handles::default(),
         }
     }
 }
@@ -89,6 +101,7 @@ pub(crate) enum Event {
     Overloaded,
     Unkeyed,
     Unavailable,
+    Keyless,
 }
 
 impl Stats {
@@ -101,16 +114,27 @@ impl Stats {
     #[inline]
     pub(crate) fn record(&self, event: Event) {
         self.mine().0[event as usize].fetch_add(1, Relaxed);
+        self.handles.event(&self.name, event);
     }
 
     #[inline]
     pub(crate) fn lease_taken(&self) {
         self.mine().0[LEASES_HELD].fetch_add(1, Relaxed);
+        self.handles.leases(&self.name, 1.0);
     }
 
+    /// A lease taken at `acquired` released.
     #[inline]
-    pub(crate) fn lease_dropped(&self) {
+    pub(crate) fn lease_dropped(&self, acquired: Instant) {
         self.mine().0[LEASES_HELD].fetch_sub(1, Relaxed);
+        self.handles.leases(&self.name, -1.0);
+        self.handles.ran(&self.name, acquired);
+    }
+
+    /// A shared flight started at `started` ended.
+    #[inline]
+    pub(crate) fn flight_ended(&self, started: Instant) {
+        self.handles.ran(&self.name, started);
     }
 
     pub(crate) fn snapshot(&self, in_flight: usize) -> FlightStats {
@@ -131,6 +155,7 @@ impl Stats {
             overloaded: count(Event::Overloaded),
             unkeyed: count(Event::Unkeyed),
             unavailable: count(Event::Unavailable),
+            keyless: count(Event::Keyless),
             in_flight,
             // A snapshot racing a take and a drop on two stripes may see
             // the drop alone: never report that as billions.

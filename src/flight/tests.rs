@@ -423,7 +423,7 @@ fn counts_from_every_thread_add_up_and_a_lease_dropped_elsewhere_nets_out() {
     assert_eq!(stats.snapshot(0).leaders, 4000);
     assert_eq!(stats.snapshot(0).leases_held, 4);
     for _ in 0..4 {
-        stats.lease_dropped(); // all on this thread's stripe
+        stats.lease_dropped(tokio::time::Instant::now()); // all on this thread's stripe
     }
     assert_eq!(stats.snapshot(0).leases_held, 0);
 }

@@ -7,6 +7,7 @@ mod lead;
 mod leading;
 pub mod reject;
 pub mod share;
+pub(crate) mod span;
 
 /// Takes the service `poll_ready` made ready, leaving a clone in its place:
 /// for a request that calls it later, from its response future.

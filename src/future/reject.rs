@@ -17,7 +17,7 @@ use crate::{
     body::ResponseBody,
     flight::{Acquire, LeaseGuard, Settled},
     mode::Reject,
-    role::{mark, FlightRole, Source},
+    role::{FlightRole, Marks, Source},
 };
 
 pin_project! {
@@ -25,7 +25,7 @@ pin_project! {
     pub struct ResponseFuture<S: Service<Request<ReqB>>, ReqB, K: 'static> {
         #[pin]
         state: State<S, ReqB, K>,
-        expose_role: bool,
+        marks: Marks,
     }
 }
 
@@ -60,24 +60,24 @@ struct Waiting<S, ReqB, K> {
 }
 
 impl<S: Service<Request<ReqB>>, ReqB, K: 'static> ResponseFuture<S, ReqB, K> {
-    pub(crate) fn bypass(future: S::Future, expose_role: bool) -> Self {
+    pub(crate) fn bypass(future: S::Future, marks: Marks) -> Self {
         Self::new(
             State::Running {
                 future,
                 guard: None,
             },
-            expose_role,
+            marks,
         )
     }
 
-    pub(crate) fn running(future: S::Future, guard: LeaseGuard<K>, expose_role: bool) -> Self {
+    pub(crate) fn running(future: S::Future, guard: LeaseGuard<K>, marks: Marks) -> Self {
         let guard = Some(Box::new(guard));
-        Self::new(State::Running { future, guard }, expose_role)
+        Self::new(State::Running { future, guard }, marks)
     }
 
-    pub(crate) fn rejected(response: Response<Bytes>, expose_role: bool) -> Self {
+    pub(crate) fn rejected(response: Response<Bytes>, marks: Marks) -> Self {
         let response = Some(response);
-        Self::new(State::Rejected { response }, expose_role)
+        Self::new(State::Rejected { response }, marks)
     }
 
     pub(crate) fn acquiring(
@@ -85,18 +85,18 @@ impl<S: Service<Request<ReqB>>, ReqB, K: 'static> ResponseFuture<S, ReqB, K> {
         service: S,
         request: Request<ReqB>,
         mode: &Reject<K>,
-        expose_role: bool,
+        marks: Marks,
     ) -> Self {
         let waiting = Some(Box::new(Waiting {
             service,
             request,
             mode: mode.clone(),
         }));
-        Self::new(State::Acquiring { acquire, waiting }, expose_role)
+        Self::new(State::Acquiring { acquire, waiting }, marks)
     }
 
-    fn new(state: State<S, ReqB, K>, expose_role: bool) -> Self {
-        Self { state, expose_role }
+    fn new(state: State<S, ReqB, K>, marks: Marks) -> Self {
+        Self { state, marks }
     }
 }
 
@@ -149,14 +149,14 @@ where
                     } else {
                         FlightRole::Bypass
                     };
-                    let expose_role = *this.expose_role;
+                    let marks = &*this.marks;
                     return Poll::Ready(result.map(|response| {
                         let mut response = response.map(|body| match guard {
                             // The lease lasts until the body has been sent.
                             Some(guard) => ResponseBody::holding(body, guard),
                             None => ResponseBody::inner(body),
                         });
-                        mark(&mut response, role, Source::Inner, expose_role);
+                        marks.mark(&mut response, role, Source::Inner);
                         response
                     }));
                 }
@@ -166,12 +166,8 @@ where
                     };
                     this.state.set(State::Done);
                     let mut response = response.map(|body| ResponseBody::owned(body, None));
-                    mark(
-                        &mut response,
-                        FlightRole::Rejected,
-                        Source::Layer,
-                        *this.expose_role,
-                    );
+                    this.marks
+                        .mark(&mut response, FlightRole::Rejected, Source::Generated);
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),

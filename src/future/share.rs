@@ -13,22 +13,24 @@ use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::{
     cached::{consult_cache, finish, owned, CacheNote, Consulted, StaleCopy},
     lead::{fresh, lead, validate, Lead, Led, Private, Store},
     leading::{finish_in_task, Leading, Timer, Work},
-    release, take_ready,
+    release, span, take_ready,
 };
 use crate::{
     body::ResponseBody,
     flight::{Event, FlightError, Inlined, LeaseWatch, Outcome, Stats, Waiter},
     identity::Asks,
     key::ShareKey,
+    metrics::Since,
     mode::Share,
     policy::{LeaderHeaders, Unshareable},
     rejection,
-    role::{mark, FlightRole, Source},
+    role::{FlightRole, Marks, Source},
     shared::SharedOutcome,
 };
 
@@ -37,7 +39,7 @@ pin_project! {
     pub struct ResponseFuture<S: Service<Request<ReqB>>, ReqB, ResB: Body> {
         #[pin]
         state: State<S, ReqB, ResB>,
-        expose_role: bool,
+        marks: Marks,
         stats: Option<Arc<Stats>>,
         // For a request the cache sent on: what its answer tells the client.
         note: Option<Box<CacheNote>>,
@@ -63,6 +65,8 @@ pin_project! {
             watch: LeaseWatch<SharedOutcome>,
             own: Option<Box<Own<S, ReqB, ResB>>>,
             stale: Option<StaleCopy>,
+            // When it began to wait (for its metrics; nothing without them).
+            since: Since,
         },
         // A follower runs its own request (`rejoin`: enters the table again,
         // with the other followers of a failed leader).
@@ -126,14 +130,14 @@ where
     ResB::Data: Send,
     ResB::Error: Send,
 {
-    pub(crate) fn bypass(future: S::Future, expose_role: bool) -> Self {
-        Self::bypass_then(future, expose_role, None)
+    pub(crate) fn bypass(future: S::Future, marks: Marks) -> Self {
+        Self::bypass_then(future, marks, None)
     }
 
     /// Passes the request through, then runs `after` with its status.
     pub(crate) fn bypass_then(
         future: S::Future,
-        expose_role: bool,
+        marks: Marks,
         after: Option<AfterResponse>,
     ) -> Self {
         let state = State::Inner {
@@ -141,7 +145,7 @@ where
             role: FlightRole::Bypass,
             after,
         };
-        Self::with_state(state, expose_role)
+        Self::with_state(state, marks)
     }
 
     /// Answers from the cache, or joins the flight for `key`, or leads it.
@@ -154,7 +158,7 @@ where
         mut request: Request<ReqB>,
         entry: Entry<K>,
         mode: &Share<K>,
-        expose_role: bool,
+        marks: Marks,
     ) -> Self
     where
         K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
@@ -165,14 +169,18 @@ where
             retry,
             asks,
         } = entry;
+        let digest = span::digest(&key);
+        let name = &mode.flights.counters().name;
         let consulted = match consult_cache(mode, &key, &mut request, asks, !retry) {
             Consulted::Answer(response, role) => {
                 release(service);
-                return Self::respond(response, role, expose_role);
+                span::answered(&request, digest, name, role, marks.trace_keys);
+                return Self::respond(response, role, marks);
             }
             Consulted::Revalidate(response, store) => {
+                span::answered(&request, digest, name, FlightRole::Stale, marks.trace_keys);
                 Self::refresh(take_ready(service), request, key, mode, private_ok, store);
-                return Self::respond(response, FlightRole::Stale, expose_role);
+                return Self::respond(response, FlightRole::Stale, marks);
             }
             Consulted::Ask(consulted) => consulted,
         };
@@ -182,7 +190,7 @@ where
         // Its last answer could not be shared: do not queue for nothing. (A
         // stale copy to fall back on keeps the request in the flight.)
         if consulted.stale.is_none() && mode.passes.passes(hash) {
-            let mut bypass = Self::bypass(service.call(request), expose_role);
+            let mut bypass = Self::bypass(service.call(request), marks);
             bypass.note = note;
             return bypass;
         }
@@ -195,10 +203,18 @@ where
         let state = match mode.flights.enter_inline(key, hash, &mode.options) {
             Ok(Inlined::Follower(waiter, watch, key)) => {
                 release(service);
+                span::answered(
+                    &request,
+                    digest,
+                    name,
+                    FlightRole::Follower,
+                    marks.trace_keys,
+                );
                 // If the leader's call fails, the followers enter once more,
                 // together: one more call between them, not one each.
                 let rejoin = (!retry).then(|| {
                     let mode = mode.clone();
+                    let marks = marks.clone();
                     Box::new(move |service: &mut S, request| {
                         let entry = Entry {
                             key,
@@ -206,7 +222,7 @@ where
                             retry: true,
                             asks,
                         };
-                        Self::start(service, request, entry, &mode, expose_role).state
+                        Self::start(service, request, entry, &mode, marks).state
                     }) as Rejoin<S, ReqB, ResB>
                 });
                 State::Following {
@@ -221,6 +237,7 @@ where
                         rejoin,
                     })),
                     stale: consulted.stale,
+                    since: Since::now(),
                 }
             }
             Ok(Inlined::Leader(flight)) => {
@@ -229,8 +246,11 @@ where
                 if let Some((response, shared)) = fresh(&consulted.store, request.headers()) {
                     release(service);
                     flight.finish(Ok(SharedOutcome::Response(shared)));
-                    return Self::respond(response, FlightRole::CacheHit, expose_role);
+                    return Self::respond(response, FlightRole::CacheHit, marks);
                 }
+                // The leader's work runs in the flight's span, even once
+                // handed to a task.
+                let span = span::flight(&request, digest, name, marks.trace_keys);
                 // Kept to compare with followers if the response names them
                 // in `Vary`.
                 let leader_headers = LeaderHeaders::of(request.headers());
@@ -257,13 +277,13 @@ where
                     return Self {
                         state: State::Leading {
                             lead: Leading {
-                                running: Some((Box::pin(led), flight)),
+                                running: Some((Box::pin(led.instrument(span)), flight)),
                                 finish_in_task: finish_in_task::<S, ReqB, ResB>,
                             },
                             timer,
                             stale: consulted.stale,
                         },
-                        expose_role,
+                        marks,
                         stats: Some(mode.flights.recorder()),
                         note,
                     };
@@ -276,11 +296,11 @@ where
                     let mut stale = consulted.stale;
                     let panicked = Err(FlightError::Panicked);
                     let state = settle(panicked, FlightRole::Leader, &mut None, None, &mut stale);
-                    return Self::with_state(state, expose_role);
+                    return Self::with_state(state, marks);
                 };
                 let work = Lead::new(mode, private_ok, consulted.store, flight.peers());
                 let led = lead::<S, ReqB, ResB, K, _>(answer, leader_headers, work);
-                let work: Work<S, ReqB, ResB> = Box::pin(led);
+                let work: Work<S, ReqB, ResB> = Box::pin(led.instrument(span));
                 let timer = Timer::new(flight.deadline(), mode.max_wait);
                 State::Leading {
                     lead: Leading {
@@ -293,6 +313,13 @@ where
             }
             Err(_overloaded) => {
                 release(service);
+                span::answered(
+                    &request,
+                    digest,
+                    name,
+                    FlightRole::Rejected,
+                    marks.trace_keys,
+                );
                 // Made here, never forwarded: no `Cache-Status` to give.
                 let state = respond(
                     rejection::overloaded(mode.retry_after),
@@ -300,13 +327,13 @@ where
                 );
                 return Self {
                     stats: Some(mode.flights.recorder()),
-                    ..Self::with_state(state, expose_role)
+                    ..Self::with_state(state, marks)
                 };
             }
         };
         Self {
             state,
-            expose_role,
+            marks,
             stats: Some(mode.flights.recorder()),
             note,
         }
@@ -314,28 +341,24 @@ where
 
     /// A response of the key extractor's, at once: the service is not
     /// called.
-    pub(crate) fn rejected(response: Response<bytes::Bytes>, expose_role: bool) -> Self {
-        Self::with_state(respond(response, FlightRole::Rejected), expose_role)
+    pub(crate) fn rejected(response: Response<bytes::Bytes>, marks: Marks) -> Self {
+        Self::with_state(respond(response, FlightRole::Rejected), marks)
     }
 
     /// The layer's answer (from the cache), at once.
-    fn respond(
-        response: Response<ResponseBody<ResB>>,
-        role: FlightRole,
-        expose_role: bool,
-    ) -> Self {
+    fn respond(response: Response<ResponseBody<ResB>>, role: FlightRole, marks: Marks) -> Self {
         let state = State::Respond {
             response: Some(response),
             role,
             source: Source::Layer,
         };
-        Self::with_state(state, expose_role)
+        Self::with_state(state, marks)
     }
 
-    fn with_state(state: State<S, ReqB, ResB>, expose_role: bool) -> Self {
+    fn with_state(state: State<S, ReqB, ResB>, marks: Marks) -> Self {
         Self {
             state,
-            expose_role,
+            marks,
             stats: None,
             note: None,
         }
@@ -419,8 +442,7 @@ where
                             (SharedOutcome::Unshareable(Unshareable::Alone), Some(Ok(mut own))) => {
                                 flight.finish(Ok(outcome));
                                 this.state.set(State::Done);
-                                let expose = *this.expose_role;
-                                mark(&mut own, FlightRole::Leader, Source::Inner, expose);
+                                this.marks.mark(&mut own, FlightRole::Leader, Source::Inner);
                                 finish(this.note, &mut own, FlightRole::Leader);
                                 return Poll::Ready(Ok(own));
                             }
@@ -452,12 +474,15 @@ where
                     watch,
                     own,
                     stale,
+                    since,
                 } => match Pin::new(&mut *waiter).poll(cx) {
                     Poll::Ready(outcome) => {
+                        this.marks.meter().waited(*since);
                         settle(shared(&outcome), FlightRole::Follower, own, None, stale)
                     }
                     Poll::Pending => {
                         ready!(timer.poll(cx));
+                        this.marks.meter().waited(*since);
                         if timer.lease_ends {
                             // Whatever the leader does (it may not even be
                             // polled), the flight ends here: every waiter,
@@ -513,10 +538,10 @@ where
                         after(response.status(), response.headers());
                     }
                     this.state.set(State::Done);
-                    let expose_role = *this.expose_role;
+                    let marks = &*this.marks;
                     return Poll::Ready(result.map(|response| {
                         let mut response = response.map(ResponseBody::inner);
-                        mark(&mut response, role, Source::Inner, expose_role);
+                        marks.mark(&mut response, role, Source::Inner);
                         finish(this.note, &mut response, role);
                         response
                     }));
@@ -531,7 +556,7 @@ where
                         unreachable!("a response is given once");
                     };
                     this.state.set(State::Done);
-                    mark(&mut response, role, source, *this.expose_role);
+                    this.marks.mark(&mut response, role, source);
                     finish(this.note, &mut response, role);
                     return Poll::Ready(Ok(response));
                 }
@@ -688,7 +713,7 @@ where
     State::Respond {
         response: Some(owned(response)),
         role,
-        source: Source::Layer,
+        source: Source::Generated,
     }
 }
 
