@@ -18,6 +18,7 @@ use super::{
     lock,
     options::{CallOptions, FlightError, Outcome, Overloaded},
     shards::Sharded,
+    shutdown::Shutdown,
     stats::{Event, Stats},
     sync::{AtomicUsize, Mutex, MutexGuard},
 };
@@ -34,6 +35,7 @@ pub(crate) struct Calls<K, T> {
     shards: Sharded<Shard<K, T>>,
     hasher: RandomState,
     stats: Arc<Stats>,
+    shutdown: Arc<Shutdown>,
 }
 
 /// One shard: its calls under a lock, and how many there are, readable
@@ -283,7 +285,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Send + Sync + 'static,
 {
-    pub(crate) fn new(stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(stats: Arc<Stats>, shutdown: Arc<Shutdown>) -> Self {
         Self {
             shards: Sharded::new(|index| Shard {
                 state: Mutex::new(ShardState {
@@ -295,6 +297,7 @@ where
             }),
             hasher: RandomState::new(),
             stats,
+            shutdown,
         }
     }
 
@@ -478,6 +481,12 @@ where
                 Entered::Follower(Waiter::new(receiver, membership), watch, key)
             }
             hash_table::Entry::Vacant(entry) => {
+                if self.shutdown.is_started() {
+                    drop(map);
+                    self.time_out(expired);
+                    tracing::debug!("the table is shutting down; no new flight");
+                    return Err(Overloaded::ShuttingDown);
+                }
                 if !self.admits(shard, local, options.max_flights) {
                     drop(map);
                     self.time_out(expired);
