@@ -256,8 +256,9 @@ where
 pub enum FlightRejection {
     /// The key is held: `409 Conflict`, as in reject mode.
     AlreadyRunning(AlreadyRunning),
-    /// The lease store could not be asked in time and fails closed:
-    /// `503 Service Unavailable` with `Retry-After`.
+    /// The lease store could not be asked in time and fails closed, or the
+    /// table is shutting down ([`Flights::shutdown`]): `503 Service
+    /// Unavailable` with `Retry-After`.
     Unavailable(Unavailable),
     /// No table was found: `500`, a mistake in the router's setup.
     MissingTable(MissingTable),
