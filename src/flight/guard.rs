@@ -75,6 +75,11 @@ impl<K: 'static> LeaseGuard<K> {
         }
     }
 
+    /// The table it reports to.
+    pub(super) fn table(&self) -> &GuardTable<K> {
+        &self.handle.table
+    }
+
     /// A handle on this holding, for code that reports progress but must not
     /// decide when the key is freed.
     pub fn handle(&self) -> LeaseHandle<K>

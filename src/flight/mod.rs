@@ -225,8 +225,7 @@ where
         };
         Acquire {
             answer,
-            key: Some(key),
-            table: self.table.clone(),
+            pending: Some((key, self.table.clone())),
         }
     }
 
@@ -517,8 +516,9 @@ impl<K, T> fmt::Debug for Flights<K, T> {
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<K: 'static> {
     answer: StoreFuture<Result<LeaseId, Refused>>,
-    key: Option<K>,
-    table: GuardTable<K>,
+    /// The key, and the table a guard will report to: moved into the
+    /// guard, not cloned, when the key is taken.
+    pending: Option<(K, GuardTable<K>)>,
 }
 
 /// What an acquisition came to, with the key kept when it was refused (to
@@ -543,17 +543,15 @@ impl<K: 'static> Acquire<K> {
     }
 
     fn settle(&mut self, answer: Result<LeaseId, Refused>) -> Settled<K> {
-        let key = self.key.take().expect("Acquire settles once");
+        let (key, table) = self.pending.take().expect("Acquire settles once");
         match answer {
             Ok(lease) => {
-                let guard = LeaseGuard::new(self.table.clone(), key, lease);
+                let guard = LeaseGuard::new(table, key, lease);
                 // Read after the guard is counted (see `shutdown.rs`).
-                if self.table.shutdown.is_started() {
-                    drop(guard);
-                    tracing::debug!("lease taken as the table shuts down; given back");
-                    return Settled::Unavailable(Unavailable::shutting_down());
+                if guard.is_cancelled() {
+                    return give_back(guard);
                 }
-                self.table.stats.record(Event::Led);
+                guard.table().stats.record(Event::Led);
                 Settled::Acquired(guard)
             }
             Err(Refused::Unavailable(unavailable)) if unavailable.is_shutting_down() => {
@@ -561,12 +559,12 @@ impl<K: 'static> Acquire<K> {
                 Settled::Unavailable(unavailable)
             }
             Err(Refused::Held(holder)) => {
-                self.table.stats.record(Event::Rejected);
+                table.stats.record(Event::Rejected);
                 tracing::debug!(generation = holder.generation(), "key already held");
                 Settled::Held(holder, key)
             }
             Err(Refused::Unavailable(unavailable)) => {
-                self.table.stats.record(Event::Unavailable);
+                table.stats.record(Event::Unavailable);
                 tracing::warn!(
                     reason = unavailable.reason(),
                     "lease store unavailable; refused"
@@ -575,6 +573,16 @@ impl<K: 'static> Acquire<K> {
             }
         }
     }
+}
+
+/// A lease the store granted as the table started shutting down: given
+/// back, and refused. Out of line: a lease's common path stays short.
+#[cold]
+#[inline(never)]
+fn give_back<K: 'static>(guard: LeaseGuard<K>) -> Settled<K> {
+    drop(guard);
+    tracing::debug!("lease taken as the table shuts down; given back");
+    Settled::Unavailable(Unavailable::shutting_down())
 }
 
 impl<K: 'static> Future for Acquire<K> {
