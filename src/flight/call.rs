@@ -18,7 +18,6 @@ use super::{
     lock,
     options::{CallOptions, FlightError, Outcome, Overloaded},
     shards::Sharded,
-    shutdown::Shutdown,
     stats::{Event, Stats},
     sync::{AtomicUsize, Mutex, MutexGuard},
 };
@@ -35,7 +34,6 @@ pub(crate) struct Calls<K, T> {
     shards: Sharded<Shard<K, T>>,
     hasher: RandomState,
     stats: Arc<Stats>,
-    shutdown: Arc<Shutdown>,
 }
 
 /// One shard: its calls under a lock, and how many there are, readable
@@ -285,7 +283,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Send + Sync + 'static,
 {
-    pub(crate) fn new(stats: Arc<Stats>, shutdown: Arc<Shutdown>) -> Self {
+    pub(crate) fn new(stats: Arc<Stats>) -> Self {
         Self {
             shards: Sharded::new(|index| Shard {
                 state: Mutex::new(ShardState {
@@ -297,7 +295,6 @@ where
             }),
             hasher: RandomState::new(),
             stats,
-            shutdown,
         }
     }
 
@@ -481,7 +478,7 @@ where
                 Entered::Follower(Waiter::new(receiver, membership), watch, key)
             }
             hash_table::Entry::Vacant(entry) => {
-                if self.shutdown.is_started() {
+                if self.stats.shutdown.is_started() {
                     drop(map);
                     self.time_out(expired);
                     tracing::debug!("the table is shutting down; no new flight");

@@ -16,7 +16,6 @@ use super::{
     history::RecordRun,
     lease::{LeaseId, LeaseStore, StoreFuture},
     progress::Progress,
-    shutdown::Shutdown,
     stats::{Event, Stats},
 };
 
@@ -49,7 +48,6 @@ pub(crate) struct GuardTable<K> {
     pub(crate) store: Arc<dyn LeaseStore<K>>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) history: Arc<dyn RecordRun<K>>,
-    pub(crate) shutdown: Arc<Shutdown>,
 }
 
 impl<K> Clone for GuardTable<K> {
@@ -58,7 +56,6 @@ impl<K> Clone for GuardTable<K> {
             store: Arc::clone(&self.store),
             stats: Arc::clone(&self.stats),
             history: Arc::clone(&self.history),
-            shutdown: Arc::clone(&self.shutdown),
         }
     }
 }
@@ -109,7 +106,7 @@ impl<K: 'static> Drop for LeaseGuard<K> {
             table.history.record(key, self.acquired.elapsed());
         }
         table.stats.lease_dropped();
-        table.shutdown.released();
+        table.stats.shutdown.released();
         tracing::debug!(generation = lease.generation(), "lease released");
     }
 }
@@ -183,7 +180,7 @@ impl<K: 'static> LeaseHandle<K> {
     ///
     /// [`Flights::shutdown`]: super::Flights::shutdown
     pub fn is_cancelled(&self) -> bool {
-        self.table.shutdown.is_started()
+        self.table.stats.shutdown.is_started()
     }
 
     /// Resolves once the table starts shutting down (at once if it has):
@@ -217,7 +214,7 @@ impl<K: 'static> LeaseHandle<K> {
     /// # }
     /// ```
     pub async fn cancelled(&self) {
-        self.table.shutdown.cancelled().await;
+        self.table.stats.shutdown.cancelled().await;
     }
 
     /// Resolves to whether this holding is still the key's current one.

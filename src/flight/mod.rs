@@ -54,7 +54,6 @@ pub(crate) use guard::spawn_holding;
 use guard::GuardTable;
 use history::RunHistory;
 pub(crate) use inline::{InlineLeader, Inlined};
-use shutdown::Shutdown;
 use sync::{Mutex, MutexGuard};
 
 /// A table of keys in flight: leases for work that must not run twice, and
@@ -164,16 +163,14 @@ where
     pub fn with_store(store: impl LeaseStore<K>) -> Self {
         let stats = Arc::new(Stats::default());
         let history = Arc::new(RunHistory::default());
-        let shutdown = Arc::new(Shutdown::default());
         Self {
             table: GuardTable {
                 store: Arc::new(store),
                 stats: Arc::clone(&stats),
                 history: Arc::clone(&history) as _,
-                shutdown: Arc::clone(&shutdown),
             },
             history,
-            calls: Arc::new(Calls::new(stats, shutdown)),
+            calls: Arc::new(Calls::new(stats)),
             defaults: Defaults {
                 lease_ttl: Duration::from_secs(5 * 60),
                 retry_after: Duration::from_secs(1),
@@ -218,7 +215,7 @@ where
     /// store not asked; an acquisition the store grants as the shutdown
     /// starts is given back and refused too.
     pub fn try_acquire(&self, key: K, ttl: Duration) -> Acquire<K> {
-        let answer = if self.table.shutdown.is_started() {
+        let answer = if self.table.stats.shutdown.is_started() {
             StoreFuture::ready(Err(Refused::Unavailable(Unavailable::shutting_down())))
         } else {
             self.table.store.acquire(&key, ttl)
@@ -467,9 +464,9 @@ where
     /// ```
     pub async fn shutdown(&self, grace: Duration) -> Drained {
         let deadline = time::after(Instant::now(), grace);
-        let shutdown = &self.table.shutdown;
-        shutdown.start();
-        let drained = shutdown.drain(&self.table.stats, deadline).await;
+        let stats = &self.table.stats;
+        stats.shutdown.start();
+        let drained = stats.shutdown.drain(stats, deadline).await;
         let flush = self.table.store.flush();
         if tokio::time::timeout_at(deadline, flush).await.is_err() {
             tracing::warn!("lease store did not send every release before the deadline");
@@ -485,7 +482,7 @@ where
     /// Whether [`shutdown`](Self::shutdown) was called on this table (or a
     /// clone): new work is refused. For a readiness endpoint, say.
     pub fn is_shutting_down(&self) -> bool {
-        self.table.shutdown.is_started()
+        self.table.stats.shutdown.is_started()
     }
 
     /// How many shared calls are running now.

@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use super::{stats::Stats, sync::AtomicBool};
 
 /// One table's shutdown, shared by every clone of the table, its guards and
-/// its calls. One token for the table: a lease reaches it through the table
-/// it already points to, so taking a lease clones no token.
+/// its calls (it lives in their [`Stats`]). One token for the table: a lease
+/// reaches it through the table it already points to, so taking a lease
+/// clones no token.
 #[derive(Debug, Default)]
 pub(crate) struct Shutdown {
     started: AtomicBool,

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use super::{
     shards::{self, Padded},
+    shutdown::Shutdown,
     sync::AtomicU64,
 };
 
@@ -55,9 +56,14 @@ pub struct FlightStats {
 /// The live counters behind [`FlightStats`], striped: each thread counts
 /// on its own stripe (its own cache line) and a snapshot sums the stripes,
 /// so that cores counting every request do not fight over one line.
+///
+/// The table's [`Shutdown`] lives here too, beside the `leases_held` gauge
+/// its wait reads: every guard, call table and clone of the table already
+/// points here, so a lease reaches it without one more reference count.
 #[derive(Debug)]
 pub(crate) struct Stats {
     stripes: Box<[Padded<Counters>]>,
+    pub(crate) shutdown: Shutdown,
 }
 
 /// One stripe. Every counter wraps: a lease taken on one stripe and dropped
@@ -73,6 +79,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             stripes: (0..shards::count()).map(|_| Padded::default()).collect(),
+            shutdown: Shutdown::default(),
         }
     }
 }
