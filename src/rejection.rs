@@ -204,7 +204,7 @@ pub(crate) fn store_unavailable(retry: Duration) -> Response<Bytes> {
     let mut response = json_response(
         StatusCode::SERVICE_UNAVAILABLE,
         Bytes::from_static(
-            br#"{"status":"unavailable","message":"the work cannot be started now, so it did not start; retry later"}"#,
+            br#"{"status":"unavailable","message":"the work could not be started now; retry later"}"#,
         ),
         JSON,
     );

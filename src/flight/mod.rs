@@ -431,6 +431,11 @@ where
     ///   store sends in the background ([`LeaseStore::flush`]), so that the
     ///   keys are free for the next process.
     ///
+    /// An acquisition the store was still answering when the shutdown
+    /// started is refused and gives the key back when its answer arrives,
+    /// possibly after this returned (a remote store's answer that is never
+    /// read leaves the key to its TTL, see [`LeaseStore`]).
+    ///
     /// `Duration::MAX` waits as long as the jobs take. Calling it again, or
     /// from several tasks at once, is fine: each call waits on its own
     /// deadline and counts from its own start. There is no way back: a
