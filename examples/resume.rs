@@ -6,10 +6,17 @@
 //! endpoint tells the truth about the job (never "running" once it ended),
 //! and an admin router lists and frees the keys.
 //!
-//! The router is driven in-process so the story prints in a few seconds;
+//! Then a graceful shutdown: the app is served with `axum::serve` and
+//! `with_graceful_shutdown`; on Ctrl-C (or, so that the example ends by
+//! itself, once the story is told) the server stops accepting, and
+//! `jobs.shutdown(..)` tells the jobs to stop and waits a moment for them: a
+//! phase job stops at its next step, a job that does not listen is reported
+//! still running.
+//!
+//! The story drives the router in-process so it prints in a few seconds;
 //! `cargo run --example server` serves the same routes over HTTP.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use axum::{
     body::Body,
@@ -42,36 +49,103 @@ impl std::fmt::Display for PhaseKey {
 const STEPS: u64 = 10;
 const STEP: Duration = Duration::from_millis(150);
 
+/// How long the jobs get to stop once the server has.
+const GRACE: Duration = Duration::from_secs(1);
+
 #[tokio::main]
-async fn main() {
+async fn main() -> std::io::Result<()> {
     // One table for the phase jobs; a crashed or hung job frees its key
     // after ten minutes at the latest.
     let jobs: Flights<PhaseKey> = Flights::new().with_lease_ttl(Duration::from_secs(600));
     let app = app(jobs.clone());
 
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!(
+        "serving on http://{} (Ctrl-C stops it; so does the end of the story)\n",
+        listener.local_addr()?
+    );
+    let stop = {
+        let (app, jobs) = (app.clone(), jobs.clone());
+        async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => println!("\nCtrl-C"),
+                () = story(&app, &jobs) => {}
+            }
+        }
+    };
+    // Stops accepting once `stop` resolves, and waits for the requests in
+    // flight; the background jobs are the table's to stop.
+    axum::serve(listener, app.clone())
+        .with_graceful_shutdown(stop)
+        .await?;
+
+    println!("\nthe server stopped; the jobs are told to stop, and get {GRACE:?}:");
+    let running = held(&jobs).await;
+    let drained = jobs.shutdown(GRACE).await;
+    let left = held(&jobs).await;
+    for key in running.difference(&left) {
+        println!("  stopped in time: {key}");
+    }
+    for key in &left {
+        println!("  still running:   {key} (ends with the process)");
+    }
+    println!(
+        "  {} finished, {} still running",
+        drained.finished, drained.still_running
+    );
+    assert_eq!((drained.finished, drained.still_running), (1, 1));
+
+    let (status, body) = call(&app, "POST", "/flows/f1/phases/p2/resume").await;
+    println!("\na click that still reaches the app: {status}  {body}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    Ok(())
+}
+
+/// The keys held now, as `flow/phase`.
+async fn held(jobs: &Flights<PhaseKey>) -> BTreeSet<String> {
+    let holders = jobs.holders().await;
+    holders.iter().map(|(key, _)| key.to_string()).collect()
+}
+
+/// Clicks, duplicates, the status endpoint and the admin view; ends with
+/// two jobs running, for the shutdown to find.
+async fn story(app: &Router, jobs: &Flights<PhaseKey>) {
     println!("five clicks on \"resume\" at once:");
-    let clicks = (0..5).map(|_| call(&app, "POST", "/flows/f1/phases/p1/resume"));
+    let clicks = (0..5).map(|_| call(app, "POST", "/flows/f1/phases/p1/resume"));
     for (status, body) in futures_util::future::join_all(clicks).await {
         println!("  {status}  {body}");
     }
 
     println!("\nthe admin view while it runs:");
-    let (_, listing) = call(&app, "GET", "/admin/flights").await;
+    let (_, listing) = call(app, "GET", "/admin/flights").await;
     println!("  {}", listing["flights"]);
 
     println!("\nthe status endpoint, until the job is done:");
     loop {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let (_, status) = call(&app, "GET", "/flows/f1/phases/p1").await;
+        let (_, status) = call(app, "GET", "/flows/f1/phases/p1").await;
         println!("  {status}");
         if status["state"] == "idle" {
             break;
         }
     }
 
-    let (status, _) = call(&app, "POST", "/flows/f1/phases/p1/resume").await;
+    let (status, _) = call(app, "POST", "/flows/f1/phases/p1/resume").await;
     println!("\nclicking again once it ended: {status}");
     assert_eq!(status, StatusCode::ACCEPTED);
+
+    // A job started by the app itself, written before shutdowns were
+    // thought of: it never looks at its lease.
+    let export = PhaseKey {
+        flow: "nightly".to_owned(),
+        phase: "export".to_owned(),
+    };
+    jobs.spawn(export, Duration::from_secs(600), |_lease| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    })
+    .await
+    .expect("nothing else exports");
+    tokio::time::sleep(STEP * 2).await;
 }
 
 fn app(jobs: Flights<PhaseKey>) -> Router {
@@ -90,7 +164,9 @@ async fn resume(flight: Flight<Path<PhaseKey>>) -> (StatusCode, Json<Value>) {
     (StatusCode::ACCEPTED, Json(json!({ "status": "started" })))
 }
 
-/// The phase's work, in steps; the task that runs it holds the key.
+/// The phase's work, in steps; the task that runs it holds the key. It
+/// stops between two steps when the server shuts down, where a later
+/// "resume" picks it up.
 async fn run_phase(lease: LeaseHandle<PhaseKey>) {
     for done in 0..STEPS {
         let message = format!("step {} of {STEPS}", done + 1);
@@ -100,7 +176,13 @@ async fn run_phase(lease: LeaseHandle<PhaseKey>) {
         {
             return; // lease lost (expired or force-released): stop
         }
-        tokio::time::sleep(STEP).await;
+        tokio::select! {
+            () = tokio::time::sleep(STEP) => {}
+            () = lease.cancelled() => {
+                println!("  ({}: told to stop during step {}; saved, to resume later)", lease.key(), done + 1);
+                return;
+            }
+        }
     }
 }
 

@@ -279,8 +279,9 @@ pub enum FlightRejection {
     /// The key is held: `409 Conflict`, answered as the
     /// [`ConflictResponse`] (the request's, or the default) says.
     AlreadyRunning(AlreadyRunning, ConflictResponse),
-    /// The lease store could not be asked in time and fails closed:
-    /// `503 Service Unavailable` with `Retry-After`.
+    /// The lease store could not be asked in time and fails closed, or the
+    /// table is shutting down ([`Flights::shutdown`]): `503 Service
+    /// Unavailable` with `Retry-After`.
     Unavailable(Unavailable),
     /// No table was found: `500`, a mistake in the router's setup.
     MissingTable(MissingTable),

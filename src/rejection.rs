@@ -244,13 +244,15 @@ pub(crate) fn overloaded(retry: Duration) -> Response<Bytes> {
     response
 }
 
-/// `503`: the lease store could not be asked in time and fails closed, so
-/// the work did not start (it may or may not run elsewhere).
+/// `503`: the key was not taken, though nobody holds it here
+/// ([`Unavailable`](crate::flight::Unavailable)): the lease store could not
+/// be asked in time and fails closed (the work may or may not run
+/// elsewhere), or the table is shutting down. The work did not start.
 pub(crate) fn store_unavailable(retry: Duration) -> Response<Bytes> {
     let mut response = json_response(
         StatusCode::SERVICE_UNAVAILABLE,
         Bytes::from_static(
-            br#"{"status":"unavailable","message":"the lease store could not be reached, so the work did not start; retry later"}"#,
+            br#"{"status":"unavailable","message":"the work could not be started now; retry later"}"#,
         ),
         JSON,
     );

@@ -410,3 +410,45 @@ async fn the_extractor_answers_with_a_custom_conflict_response() {
         assert_eq!(duplicate.headers[header::RETRY_AFTER], "1");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_stops_the_jobs_then_the_extractor_answers_503_and_the_handler_does_not_run() {
+    let flights: Flights<Phase> = Flights::new();
+    let (handled, stopped) = (Runs::default(), Runs::default());
+    let app = {
+        let (handled, stopped) = (handled.clone(), stopped.clone());
+        let resume = move |flight: Flight<Path<Phase>>| async move {
+            handled.bump();
+            flight.spawn(move |lease| async move {
+                // An hour of work, unless told to stop.
+                tokio::select! {
+                    () = lease.cancelled() => { stopped.bump(); }
+                    () = sleep(Duration::from_secs(3600)) => {}
+                }
+            });
+            StatusCode::ACCEPTED
+        };
+        Router::new()
+            .route("/flows/{flow}/phases/{phase}/resume", post(resume))
+            .layer(Extension(flights.clone()))
+    };
+    let accepted = send(&app, resume("/flows/f1/phases/p1/resume")).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+
+    let started = tokio::time::Instant::now();
+    let drained = flights.shutdown(Duration::from_secs(30)).await;
+    assert_eq!((drained.finished, drained.still_running), (1, 0));
+    assert_eq!(stopped.get(), 1, "the job stopped when told to");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+
+    let refused = send(&app, resume("/flows/f1/phases/p2/resume")).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(refused.json()["status"], "unavailable");
+    assert_eq!(handled.get(), 1, "the handler did not run during shutdown");
+    assert_eq!(
+        flights.status(&phase("f1", "p2")).await,
+        FlightStatus::Idle,
+        "no key was taken"
+    );
+}

@@ -562,3 +562,51 @@ async fn a_key_this_replica_holds_in_redis_is_not_taken_again_locally_while_redi
     assert!(other.is_ok(), "another key falls back to a local lease");
     drop(held);
 }
+
+#[tokio::test]
+async fn a_replica_shutting_down_stops_its_job_and_frees_its_key_in_redis_before_it_exits() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let key = "report".to_owned();
+    let drained = {
+        let (url, key) = (server.url(), key.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let drained = runtime.block_on(async {
+                let a = table(&url, "a");
+                a.spawn(key.clone(), Duration::from_secs(60), |lease| async move {
+                    lease.cancelled().await;
+                })
+                .await
+                .unwrap();
+                assert!(a.holder(&key).await.is_some());
+                let drained = a.shutdown(Duration::from_secs(5)).await;
+                let refused = a.try_acquire("other".to_owned(), Duration::from_secs(60));
+                assert!(matches!(
+                    refused.await,
+                    Err(Refused::Unavailable(unavailable)) if unavailable.is_shutting_down()
+                ));
+                drained
+            });
+            // The process exits: what was not sent by now never is.
+            drop(runtime);
+            drained
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!((drained.finished, drained.still_running), (1, 0));
+    let b = table(&server.url(), "b");
+    assert!(
+        b.holder(&key).await.is_none(),
+        "the release reached redis before the replica exited, not at the TTL"
+    );
+    assert!(
+        b.holder(&"other".to_owned()).await.is_none(),
+        "nothing was asked of redis during the shutdown"
+    );
+}

@@ -396,3 +396,32 @@ async fn a_409_whose_caller_keeps_its_service_holds_no_permit() {
     );
     running.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_table_shutting_down_waits_for_the_requests_in_flight_then_answers_503() {
+    let runs = Runs::default();
+    let flights = Flights::new();
+    let layer = by_path()
+        .flights(flights.clone())
+        .retry_after(Duration::from_secs(7));
+    let app = jobs_app(layer, &runs);
+    let in_flight = spawn(&app, post("/jobs/x?ms=1000"));
+    until(|| runs.get() == 1).await;
+
+    let started = tokio::time::Instant::now();
+    let drained = flights.shutdown(Duration::from_secs(30)).await;
+    assert_eq!((drained.finished, drained.still_running), (1, 0));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "waited for the lease of the request in flight, no longer"
+    );
+    assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
+
+    let refused = send(&app, post("/jobs/y")).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers[header::RETRY_AFTER], "7");
+    assert_eq!(refused.json()["status"], "unavailable");
+    assert_eq!(refused.role, Some(FlightRole::Rejected));
+    assert_eq!(runs.get(), 1, "the service was not called");
+}

@@ -479,6 +479,12 @@ where
                 Entered::Follower(Waiter::new(receiver, membership), watch, key)
             }
             hash_table::Entry::Vacant(entry) => {
+                if self.stats.shutdown.is_started() {
+                    drop(map);
+                    self.time_out(expired);
+                    tracing::debug!("the table is shutting down; no new flight");
+                    return Err(Overloaded::ShuttingDown);
+                }
                 if !self.admits(shard, local, options.max_flights) {
                     drop(map);
                     self.time_out(expired);

@@ -65,6 +65,11 @@ impl<K: 'static> LeaseGuard<K> {
         }
     }
 
+    /// The table it reports to.
+    pub(super) fn table(&self) -> &GuardTable<K> {
+        &self.handle.table
+    }
+
     /// A handle on this holding, for code that reports progress but must not
     /// decide when the key is freed.
     pub fn handle(&self) -> LeaseHandle<K>
@@ -94,6 +99,7 @@ impl<K: 'static> Drop for LeaseGuard<K> {
             table.history.record(key, self.acquired.elapsed());
         }
         table.stats.lease_dropped(self.acquired);
+        table.stats.shutdown.released();
         tracing::debug!(generation = lease.generation(), "lease released");
     }
 }
@@ -156,6 +162,52 @@ impl<K: 'static> LeaseHandle<K> {
         self.table
             .store
             .set_progress(&self.key, self.lease, progress)
+    }
+
+    /// Whether the table is shutting down ([`Flights::shutdown`]): the job
+    /// should stop soon, leaving its work where it can be resumed, and drop
+    /// its guard. Cheap enough to ask between any two steps.
+    ///
+    /// Not set when only this lease ends (expired, force-released): then
+    /// [`renew`](Self::renew) and [`report`](Self::report) answer `false`.
+    ///
+    /// [`Flights::shutdown`]: super::Flights::shutdown
+    pub fn is_cancelled(&self) -> bool {
+        self.table.stats.shutdown.is_started()
+    }
+
+    /// Resolves once the table starts shutting down (at once if it has):
+    /// [`is_cancelled`](Self::is_cancelled) as a future, to race a step of
+    /// the work against.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_singleflight::Flights;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let flights: Flights<&str> = Flights::new();
+    /// # async fn copy_next_batch() -> bool {
+    /// #     tokio::time::sleep(Duration::from_millis(10)).await;
+    /// #     true
+    /// # }
+    /// let job = flights
+    ///     .spawn("export", Duration::from_secs(600), |lease| async move {
+    ///         loop {
+    ///             tokio::select! {
+    ///                 () = lease.cancelled() => return "stopped: resumes from the last batch",
+    ///                 more = copy_next_batch() => if !more { return "done" },
+    ///             }
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// let drained = flights.shutdown(Duration::from_secs(10)).await;
+    /// assert_eq!(drained.still_running, 0);
+    /// assert_eq!(job.await.unwrap(), "stopped: resumes from the last batch");
+    /// # }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.table.stats.shutdown.cancelled().await;
     }
 
     /// Resolves to whether this holding is still the key's current one.

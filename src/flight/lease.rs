@@ -171,7 +171,8 @@ pub enum Refused {
     /// Someone holds the key: answer "already running".
     Held(Holder),
     /// The store could not be asked in time (a remote store that is down or
-    /// slow) and its policy is to refuse rather than risk a second run:
+    /// slow) and its policy is to refuse rather than risk a second run, or
+    /// the table is shutting down ([`Unavailable::is_shutting_down`]):
     /// answer `503 Service Unavailable`.
     Unavailable(Unavailable),
 }
@@ -200,27 +201,52 @@ impl From<Holder> for Refused {
     }
 }
 
-/// A lease store that could not answer in time, so the key was not taken.
+/// The key was not taken, and not because someone holds it: a lease store
+/// that could not answer in time, or a table that is shutting down
+/// ([`Flights::shutdown`](super::Flights::shutdown)). Either way, the answer
+/// is "not now": `503 Service Unavailable` with `Retry-After`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unavailable {
     reason: &'static str,
+    shutting_down: bool,
 }
 
 impl Unavailable {
     /// Names why the store could not answer (for logs and the `503` body).
     pub fn new(reason: &'static str) -> Self {
-        Self { reason }
+        Self {
+            reason,
+            shutting_down: false,
+        }
     }
 
-    /// Why the store could not answer.
+    /// Refused because the table is shutting down.
+    pub(crate) fn shutting_down() -> Self {
+        Self {
+            reason: "the table is shutting down",
+            shutting_down: true,
+        }
+    }
+
+    /// Why the key was not taken.
     pub fn reason(&self) -> &'static str {
         self.reason
+    }
+
+    /// Whether it was refused because the table is shutting down (rather
+    /// than because the store could not be asked).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
     }
 }
 
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "lease store unavailable: {}", self.reason)
+        if self.shutting_down {
+            write!(f, "refused: {}", self.reason)
+        } else {
+            write!(f, "lease store unavailable: {}", self.reason)
+        }
     }
 }
 
@@ -313,6 +339,16 @@ pub trait LeaseStore<K>: Send + Sync + 'static {
     /// from then on: its renewals fail and its drop frees nothing; the next
     /// holder's generation follows on from the released one.
     fn force_release(&self, key: &K, only: Option<LeaseId>) -> StoreFuture<Option<Holder>>;
+
+    /// Resolves once the releases this store sends in the background
+    /// (from [`release`](Self::release)) have been answered or given up:
+    /// [`Flights::shutdown`](super::Flights::shutdown) awaits it, so that the
+    /// keys its jobs held are free for the next process. The default
+    /// resolves at once: for a store whose `release` is done when it
+    /// returns, as [`MemoryStore`](super::MemoryStore)'s is.
+    fn flush(&self) -> StoreFuture<()> {
+        StoreFuture::ready(())
+    }
 }
 
 /// A shared store is a store: keep an `Arc` to look at it while a table uses it.
@@ -343,6 +379,10 @@ impl<K, S: LeaseStore<K>> LeaseStore<K> for std::sync::Arc<S> {
 
     fn force_release(&self, key: &K, only: Option<LeaseId>) -> StoreFuture<Option<Holder>> {
         (**self).force_release(key, only)
+    }
+
+    fn flush(&self) -> StoreFuture<()> {
+        (**self).flush()
     }
 }
 

@@ -16,6 +16,7 @@ mod model;
 mod options;
 mod progress;
 mod shards;
+mod shutdown;
 mod stats;
 mod sync;
 #[cfg(test)]
@@ -31,6 +32,10 @@ use std::{
     time::Duration,
 };
 
+use tokio::time::Instant;
+
+use crate::time;
+
 pub use call::{CallInfo, Joined};
 pub use callers::{Leader, Peers, Waiter};
 pub use guard::{LeaseGuard, LeaseHandle};
@@ -38,6 +43,7 @@ pub use lease::{FlightStatus, Holder, LeaseId, LeaseStore, Refused, StoreFuture,
 pub use memory::MemoryStore;
 pub use options::{CallOptions, FlightError, Outcome, Overloaded};
 pub use progress::Progress;
+pub use shutdown::Drained;
 pub use stats::FlightStats;
 
 pub(crate) use stats::{Event, Stats};
@@ -80,6 +86,12 @@ use sync::{Mutex, MutexGuard};
 /// A lease ends at its TTL: the key is free again and the old guard is stale.
 /// A shared call ends at its [lease](CallOptions::lease): the work is
 /// aborted and its waiters get [`FlightError::TimedOut`].
+///
+/// # Shutdown
+///
+/// [`shutdown`](Self::shutdown) refuses new work, signals the jobs holding
+/// leases ([`LeaseHandle::cancelled`]) and waits, up to a deadline, for them
+/// to let go of their keys.
 ///
 /// ```
 /// use std::time::Duration;
@@ -197,11 +209,20 @@ where
     ///
     /// The key stays held until the returned guard is dropped or `ttl`
     /// elapses, whichever comes first.
+    ///
+    /// Once the table is [shutting down](Self::shutdown), refused with
+    /// [`Refused::Unavailable`] ([`Unavailable::is_shutting_down`]), the
+    /// store not asked; an acquisition the store grants as the shutdown
+    /// starts is given back and refused too.
     pub fn try_acquire(&self, key: K, ttl: Duration) -> Acquire<K> {
+        let answer = if self.table.stats.shutdown.is_started() {
+            StoreFuture::ready(Err(Refused::Unavailable(Unavailable::shutting_down())))
+        } else {
+            self.table.store.acquire(&key, ttl)
+        };
         Acquire {
-            answer: self.table.store.acquire(&key, ttl),
-            key: Some(key),
-            table: self.table.clone(),
+            answer,
+            pending: Some((key, self.table.clone())),
         }
     }
 
@@ -211,7 +232,9 @@ where
     /// [`LeaseHandle`], to report progress and to renew a long run.
     ///
     /// Resolves to the task's handle, or to why the key was not taken (its
-    /// holder, usually).
+    /// holder, usually; [`Refused::Unavailable`] once the table is
+    /// [shutting down](Self::shutdown)). The job can watch
+    /// [`LeaseHandle::cancelled`] to stop when it is.
     ///
     /// ```
     /// use std::time::Duration;
@@ -306,14 +329,18 @@ where
     /// The leader must call [`Leader::run`] (or drop the [`Leader`], which
     /// frees the key): followers wait for as long as it holds it unrun.
     /// Followers await their [`Waiter`]. Fails at once, starting nothing, when
-    /// a bound of `options` is reached.
+    /// a bound of `options` is reached, or with [`Overloaded::ShuttingDown`]
+    /// when a new flight would start on a table that is
+    /// [shutting down](Self::shutdown) (joining a flight that runs still
+    /// works: it costs no new work).
     pub fn join(&self, key: K, options: &CallOptions) -> Result<Joined<T>, Overloaded> {
         self.calls.join(key, options)
     }
 
     /// Leads a new flight for `key` unless one runs, without waiting on it:
     /// for background work such as a refresh. Returns `None` when a flight
-    /// already runs (or a bound is reached).
+    /// already runs (or a bound is reached, or the table is
+    /// [shutting down](Self::shutdown)).
     pub fn try_lead(&self, key: K, options: &CallOptions) -> Option<Leader<T>> {
         self.calls.try_lead(key, options)
     }
@@ -382,6 +409,87 @@ where
         })
     }
 
+    /// Shuts the table down, for a graceful exit: refuses new work, signals
+    /// the jobs, and waits up to `grace` for them to let go of their keys.
+    ///
+    /// - From the first call on, every clone of the table refuses new
+    ///   leases: [`try_acquire`](Self::try_acquire) and
+    ///   [`spawn`](Self::spawn) give [`Refused::Unavailable`]
+    ///   ([`Unavailable::is_shutting_down`]); the `Flight` extractor and
+    ///   reject mode answer `503 Service Unavailable` with `Retry-After`, and
+    ///   the handler does not run. New shared flights are refused too
+    ///   ([`Overloaded::ShuttingDown`]); callers joining a flight that runs
+    ///   still get its outcome.
+    /// - Every job holding a lease of the table is signalled:
+    ///   [`LeaseHandle::is_cancelled`] turns `true` and
+    ///   [`LeaseHandle::cancelled`] resolves. Stopping is up to the job.
+    /// - Then it waits until every [`LeaseGuard`] of the table in this
+    ///   process is dropped, or `grace` has passed, and says how many were
+    ///   [`Drained::finished`] and [`Drained::still_running`] (these end with
+    ///   the runtime, and a remote store frees their keys at their TTL).
+    ///   Last, within the same `grace`, it waits for the releases a remote
+    ///   store sends in the background ([`LeaseStore::flush`]), so that the
+    ///   keys are free for the next process.
+    ///
+    /// An acquisition the store was still answering when the shutdown
+    /// started is refused and gives the key back when its answer arrives,
+    /// possibly after this returned (a remote store's answer that is never
+    /// read leaves the key to its TTL, see [`LeaseStore`]).
+    ///
+    /// `Duration::MAX` waits as long as the jobs take. Calling it again, or
+    /// from several tasks at once, is fine: each call waits on its own
+    /// deadline and counts from its own start. There is no way back: a
+    /// table that shut down stays shut.
+    ///
+    /// Shared calls ([`join_or_lead`](Self::join_or_lead)) are not waited
+    /// for: their callers are (axum's graceful shutdown waits for the
+    /// requests in flight). [`in_flight`](Self::in_flight) tells how many
+    /// run.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use axum::{Extension, Router};
+    /// use tower_singleflight::Flights;
+    ///
+    /// # async fn run(app: Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// let jobs: Flights<String> = Flights::new();
+    /// let app = app.layer(Extension(jobs.clone()));
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// // No more requests: tell the jobs to stop, and give them 10 seconds.
+    /// let drained = jobs.shutdown(Duration::from_secs(10)).await;
+    /// if !drained.is_complete() {
+    ///     eprintln!("{} jobs did not stop in time", drained.still_running);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, grace: Duration) -> Drained {
+        let deadline = time::after(Instant::now(), grace);
+        let stats = &self.table.stats;
+        stats.shutdown.start();
+        let drained = stats.shutdown.drain(stats, deadline).await;
+        let flush = self.table.store.flush();
+        if tokio::time::timeout_at(deadline, flush).await.is_err() {
+            tracing::warn!("lease store did not send every release before the deadline");
+        }
+        tracing::info!(
+            finished = drained.finished,
+            still_running = drained.still_running,
+            "flight table shut down"
+        );
+        drained
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called on this table (or a
+    /// clone): new work is refused. For a readiness endpoint, say.
+    pub fn is_shutting_down(&self) -> bool {
+        self.table.stats.shutdown.is_started()
+    }
+
     /// How many shared calls are running now.
     pub fn in_flight(&self) -> usize {
         self.calls.len()
@@ -439,8 +547,9 @@ impl<K, T> fmt::Debug for Flights<K, T> {
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<K: 'static> {
     answer: StoreFuture<Result<LeaseId, Refused>>,
-    key: Option<K>,
-    table: GuardTable<K>,
+    /// The key, and the table a guard will report to: moved into the
+    /// guard, not cloned, when the key is taken.
+    pending: Option<(K, GuardTable<K>)>,
 }
 
 /// What an acquisition came to, with the key kept when it was refused (to
@@ -465,19 +574,28 @@ impl<K: 'static> Acquire<K> {
     }
 
     fn settle(&mut self, answer: Result<LeaseId, Refused>) -> Settled<K> {
-        let key = self.key.take().expect("Acquire settles once");
+        let (key, table) = self.pending.take().expect("Acquire settles once");
         match answer {
             Ok(lease) => {
-                self.table.stats.record(Event::Led);
-                Settled::Acquired(LeaseGuard::new(self.table.clone(), key, lease))
+                let guard = LeaseGuard::new(table, key, lease);
+                // Read after the guard is counted (see `shutdown.rs`).
+                if guard.is_cancelled() {
+                    return give_back(guard);
+                }
+                guard.table().stats.record(Event::Led);
+                Settled::Acquired(guard)
+            }
+            Err(Refused::Unavailable(unavailable)) if unavailable.is_shutting_down() => {
+                tracing::debug!("the table is shutting down; refused");
+                Settled::Unavailable(unavailable)
             }
             Err(Refused::Held(holder)) => {
-                self.table.stats.record(Event::Rejected);
+                table.stats.record(Event::Rejected);
                 tracing::debug!(generation = holder.generation(), "key already held");
                 Settled::Held(holder, key)
             }
             Err(Refused::Unavailable(unavailable)) => {
-                self.table.stats.record(Event::Unavailable);
+                table.stats.record(Event::Unavailable);
                 tracing::warn!(
                     reason = unavailable.reason(),
                     "lease store unavailable; refused"
@@ -486,6 +604,16 @@ impl<K: 'static> Acquire<K> {
             }
         }
     }
+}
+
+/// A lease the store granted as the table started shutting down: given
+/// back, and refused. Out of line: a lease's common path stays short.
+#[cold]
+#[inline(never)]
+fn give_back<K: 'static>(guard: LeaseGuard<K>) -> Settled<K> {
+    drop(guard);
+    tracing::debug!("lease taken as the table shuts down; given back");
+    Settled::Unavailable(Unavailable::shutting_down())
 }
 
 impl<K: 'static> Future for Acquire<K> {

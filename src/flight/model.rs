@@ -720,3 +720,64 @@ fn the_flight_bound_holds_across_shards() {
         );
     });
 }
+
+/// Two callers take one key while the table shuts down, and a third joins
+/// a flight. A caller is refused (the table is shutting down, or the other
+/// holds the key), or holds the key, is signalled and lets go: the shutdown
+/// never says "drained" while a guard is alive, never misses the release
+/// it waits for (it would wait an hour the clock never reaches: a hang),
+/// and no flight or lease starts once it has.
+///
+/// (The store may hold the key for a moment after the shutdown returned: an
+/// acquisition it granted as the shutdown started, not yet settled, which
+/// gives the key back when it settles. Checked once the callers are done.)
+#[test]
+fn shutdown_races_acquisitions() {
+    explore(|| {
+        let flights = table();
+        // Guards alive: counted up once taken, down just before the drop.
+        let alive = Arc::new(AtomicUsize::new(0));
+        let callers = (0..2)
+            .map(|_| {
+                let (flights, alive) = (flights.clone(), alive.clone());
+                thread::spawn(move || match wait(flights.try_acquire(KEY, LONG)) {
+                    Ok(guard) => {
+                        alive.fetch_add(1, SeqCst);
+                        wait(guard.cancelled());
+                        assert!(guard.is_cancelled());
+                        thread::yield_now();
+                        alive.fetch_sub(1, SeqCst);
+                        drop(guard);
+                        true
+                    }
+                    Err(Refused::Unavailable(unavailable)) => {
+                        assert!(unavailable.is_shutting_down());
+                        false
+                    }
+                    Err(Refused::Held(_)) => false,
+                    Err(refused) => panic!("{refused:?}"),
+                })
+            })
+            .collect();
+        let joiner = thread::spawn({
+            let flights = flights.clone();
+            move || match flights.join(KEY, &CallOptions::default()) {
+                Ok(Joined::Leader(leader)) => {
+                    assert_eq!(wait(leader.run(async { 1 })), Ok(Arc::new(1)));
+                }
+                Ok(Joined::Follower(_)) => panic!("nobody else leads"),
+                Err(refused) => assert_eq!(refused, Overloaded::ShuttingDown),
+            }
+        });
+        let drained = wait(flights.shutdown(LONG));
+        assert_eq!(drained.still_running, 0);
+        assert_eq!(alive.load(SeqCst), 0, "drained while a guard was alive");
+        let held = joined(callers).into_iter().filter(|held| *held).count();
+        assert!(held <= 1, "two holders");
+        joiner.join().expect("the joiner");
+        assert!(wait(flights.holder(&KEY)).is_none(), "a lease was kept");
+        assert!(wait(flights.try_acquire(KEY, LONG)).is_err());
+        assert!(flights.join(KEY, &CallOptions::default()).is_err());
+        assert_empty(&flights);
+    });
+}

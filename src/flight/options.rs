@@ -34,7 +34,7 @@ impl fmt::Display for FlightError {
 
 impl std::error::Error for FlightError {}
 
-/// A bound of [`CallOptions`] was reached.
+/// A bound of [`CallOptions`] was reached, or the table takes no new work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Overloaded {
@@ -42,6 +42,10 @@ pub enum Overloaded {
     TooManyWaiters,
     /// The table already runs `max_flights` flights.
     TooManyFlights,
+    /// The table is shutting down
+    /// ([`Flights::shutdown`](super::Flights::shutdown)): no new flight
+    /// starts; flights that run still take followers.
+    ShuttingDown,
 }
 
 impl fmt::Display for Overloaded {
@@ -49,6 +53,7 @@ impl fmt::Display for Overloaded {
         match self {
             Self::TooManyWaiters => f.write_str("too many callers wait for this key"),
             Self::TooManyFlights => f.write_str("too many flights are running"),
+            Self::ShuttingDown => f.write_str("the table is shutting down"),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Counters of what the table did, readable as a snapshot.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use tokio::time::Instant;
 
 use super::{
     shards::{self, Padded},
+    shutdown::Shutdown,
     sync::AtomicU64,
 };
 use crate::metrics::{Handles, Name};
@@ -61,6 +62,10 @@ pub struct FlightStats {
 /// The live counters behind [`FlightStats`], striped: each thread counts
 /// on its own stripe (its own cache line) and a snapshot sums the stripes,
 /// so that cores counting every request do not fight over one line.
+///
+/// The table's [`Shutdown`] lives here too, beside the `leases_held` gauge
+/// its wait reads: every guard, call table and clone of the table already
+/// points here, so a lease reaches it without one more reference count.
 #[derive(Debug)]
 pub(crate) struct Stats {
     stripes: Box<[Padded<Counters>]>,
@@ -68,6 +73,7 @@ pub(crate) struct Stats {
     pub(crate) name: Name,
     /// Its instruments (feature `metrics`; nothing without it).
     pub(crate) handles: Handles,
+    pub(crate) shutdown: Shutdown,
 }
 
 /// One stripe. Every counter wraps: a lease taken on one stripe and dropped
@@ -85,6 +91,7 @@ impl Default for Stats {
             stripes: (0..shards::count()).map(|_| Padded::default()).collect(),
             name: Name::default(),
             handles: Handles::default(),
+            shutdown: Shutdown::default(),
         }
     }
 }
@@ -117,16 +124,19 @@ impl Stats {
         self.handles.event(&self.name, event);
     }
 
+    // The gauge is sequentially consistent with the shutdown flag, so that
+    // a shutdown's wait sees every guard (see `shutdown.rs`); on x86 it is
+    // the same instruction as a relaxed one.
     #[inline]
     pub(crate) fn lease_taken(&self) {
-        self.mine().0[LEASES_HELD].fetch_add(1, Relaxed);
+        self.mine().0[LEASES_HELD].fetch_add(1, SeqCst);
         self.handles.leases(&self.name, 1.0);
     }
 
     /// A lease taken at `acquired` released.
     #[inline]
     pub(crate) fn lease_dropped(&self, acquired: Instant) {
-        self.mine().0[LEASES_HELD].fetch_sub(1, Relaxed);
+        self.mine().0[LEASES_HELD].fetch_sub(1, SeqCst);
         self.handles.leases(&self.name, -1.0);
         self.handles.ran(&self.name, acquired);
     }
@@ -135,6 +145,15 @@ impl Stats {
     #[inline]
     pub(crate) fn flight_ended(&self, started: Instant) {
         self.handles.ran(&self.name, started);
+    }
+
+    /// The lease guards alive now, read after the shutdown flag was set:
+    /// never fewer than there are (see `shutdown.rs`).
+    pub(crate) fn leases_alive(&self) -> usize {
+        let sum = self.stripes.iter().fold(0u64, |sum, stripe| {
+            sum.wrapping_add(stripe.0 .0[LEASES_HELD].load(SeqCst))
+        });
+        usize::try_from(sum as i64).unwrap_or(0)
     }
 
     pub(crate) fn snapshot(&self, in_flight: usize) -> FlightStats {

@@ -10,11 +10,11 @@
 
 #[cfg(all(test, shuttle))]
 pub(crate) use shuttle::sync::{
-    atomic::{AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
     Mutex, MutexGuard,
 };
 #[cfg(not(all(test, shuttle)))]
 pub(crate) use std::sync::{
-    atomic::{AtomicU64, AtomicUsize},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize},
     Mutex, MutexGuard,
 };

@@ -427,3 +427,282 @@ fn counts_from_every_thread_add_up_and_a_lease_dropped_elsewhere_nets_out() {
     }
     assert_eq!(stats.snapshot(0).leases_held, 0);
 }
+
+// Shutdown.
+
+/// Whether `refused` is the refusal of a table shutting down.
+fn shutting_down<T: std::fmt::Debug>(refused: Result<T, Refused>) -> bool {
+    matches!(
+        refused,
+        Err(Refused::Unavailable(unavailable)) if unavailable.is_shutting_down()
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_refuses_new_leases_on_every_clone_without_asking_the_store() {
+    let flights: Flights<&str> = Flights::new();
+    let clone = flights.clone();
+    assert!(!clone.is_shutting_down());
+
+    let drained = flights.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((drained.finished, drained.still_running), (0, 0));
+    assert!(clone.is_shutting_down(), "clones share the shutdown");
+
+    assert!(shutting_down(clone.try_acquire("k", TTL).await));
+    let spawned = clone.spawn("k", TTL, |_| async { unreachable!("refused") });
+    assert!(shutting_down(spawned.await));
+    assert!(
+        clone.holder(&"k").await.is_none(),
+        "the key was never taken"
+    );
+    let stats = clone.stats();
+    assert_eq!((stats.leaders, stats.leases_held), (0, 0));
+    assert_eq!(stats.unavailable, 0, "a shutdown is not a store outage");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_watches_its_token_stops_and_shutdown_returns_when_it_lets_go() {
+    let flights: Flights<&str> = Flights::new();
+    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let finish = Arc::new(Notify::new());
+    let job = flights
+        .spawn("job", TTL, {
+            let (saw_cancel, finish) = (saw_cancel.clone(), finish.clone());
+            |lease| async move {
+                assert!(!lease.is_cancelled());
+                lease.cancelled().await;
+                assert!(lease.is_cancelled());
+                saw_cancel.store(true, SeqCst);
+                // Winding down: saving where it got to.
+                finish.notified().await;
+                "stopped"
+            }
+        })
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let grace = Duration::from_secs(60);
+    let shutdown = tokio::spawn({
+        let flights = flights.clone();
+        async move { flights.shutdown(grace).await }
+    });
+    until(|| saw_cancel.load(SeqCst)).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "returned while the job held its key"
+    );
+
+    finish.notify_one();
+    let drained = shutdown.await.unwrap();
+    assert_eq!((drained.finished, drained.still_running), (1, 0));
+    assert!(drained.is_complete());
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "did not wait for the deadline"
+    );
+    assert_eq!(job.await.unwrap(), "stopped");
+    assert!(flights.holder(&"job").await.is_none());
+    assert_eq!(flights.stats().leases_held, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_ignores_its_token_is_reported_at_the_deadline() {
+    let flights: Flights<&str> = Flights::new();
+    let ignores = flights
+        .spawn("ignores", TTL, |_lease| pending::<()>())
+        .await
+        .unwrap();
+    let stops = flights
+        .spawn("stops", TTL, |lease| async move { lease.cancelled().await })
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let drained = flights.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((drained.finished, drained.still_running), (1, 1));
+    assert!(!drained.is_complete());
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(10),
+        "returned at the deadline"
+    );
+    stops.await.unwrap();
+    assert!(
+        !ignores.is_finished(),
+        "left running: it ends with the runtime"
+    );
+    assert!(flights.holder(&"ignores").await.is_some());
+    ignores.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_and_repeated_shutdowns_each_keep_their_own_deadline() {
+    let flights: Flights<&str> = Flights::new();
+    let gate = Arc::new(Notify::new());
+    flights
+        .spawn("job", TTL, {
+            let gate = gate.clone();
+            |lease| async move {
+                lease.cancelled().await;
+                gate.notified().await;
+            }
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let ended_at = |drained: Drained| (drained, started.elapsed());
+
+    let (short, long, ()) = tokio::join!(
+        async { ended_at(flights.shutdown(Duration::from_secs(5)).await) },
+        async { ended_at(flights.clone().shutdown(Duration::from_secs(60)).await) },
+        async {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            gate.notify_one();
+        },
+    );
+    let (short, long) = ((short.0.still_running, short.1), (long.0.finished, long.1));
+    assert_eq!(short, (1, Duration::from_secs(5)));
+    assert_eq!(long, (1, Duration::from_secs(20)));
+
+    let again = flights.shutdown(Duration::from_secs(60)).await;
+    assert_eq!((again.finished, again.still_running), (0, 0));
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(20),
+        "nothing left to wait for"
+    );
+    assert!(flights.is_shutting_down());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_of_duration_max_waits_as_long_as_the_job_takes() {
+    let flights: Flights<&str> = Flights::new();
+    let wind_down = Duration::from_secs(3 * 3600);
+    flights
+        .spawn("job", Duration::MAX, move |lease| async move {
+            lease.cancelled().await;
+            tokio::time::sleep(wind_down).await;
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let drained = flights.shutdown(Duration::MAX).await;
+    assert_eq!((drained.finished, drained.still_running), (1, 0));
+    assert_eq!(started.elapsed(), wind_down);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_refuses_new_flights_and_a_running_one_still_takes_followers() {
+    let flights: Flights<&str, u32> = Flights::new();
+    let options = CallOptions::default();
+    let Ok(Joined::Leader(leader)) = flights.join("running", &options) else {
+        panic!("a fresh table");
+    };
+    flights.shutdown(Duration::ZERO).await;
+
+    assert_eq!(
+        flights.join("new", &options).err(),
+        Some(Overloaded::ShuttingDown)
+    );
+    assert!(flights.try_lead("new", &options).is_none());
+    let refused = flights
+        .join_or_lead("new", &options, || async { unreachable!("refused") })
+        .await;
+    assert_eq!(
+        refused,
+        Err(FlightError::Overloaded(Overloaded::ShuttingDown))
+    );
+
+    let Ok(Joined::Follower(follower)) = flights.join("running", &options) else {
+        panic!("joins the flight that runs");
+    };
+    let (led, followed) = tokio::join!(leader.run(async { 7 }), follower);
+    assert_eq!(
+        (led.unwrap(), followed.unwrap()),
+        (Arc::new(7), Arc::new(7))
+    );
+    assert_eq!(flights.stats().overloaded, 0, "a shutdown is not a bound");
+    assert_eq!(flights.in_flight(), 0);
+}
+
+/// A store whose answers to `acquire` wait for a gate: the lease is taken
+/// when asked, the answer arrives when the gate opens.
+struct Gated {
+    store: MemoryStore<&'static str>,
+    gate: Arc<Notify>,
+}
+
+impl LeaseStore<&'static str> for Gated {
+    fn acquire(&self, key: &&'static str, ttl: Duration) -> StoreFuture<Result<LeaseId, Refused>> {
+        let mut answer = self.store.acquire(key, ttl);
+        let answer = answer.take_ready().expect("a memory store answers at once");
+        let gate = Arc::clone(&self.gate);
+        StoreFuture::pending(async move {
+            gate.notified().await;
+            answer
+        })
+    }
+
+    fn renew(&self, key: &&'static str, lease: LeaseId, ttl: Duration) -> StoreFuture<bool> {
+        self.store.renew(key, lease, ttl)
+    }
+
+    fn release(&self, key: &&'static str, lease: LeaseId) -> Option<Holder> {
+        self.store.release(key, lease)
+    }
+
+    fn holder(&self, key: &&'static str) -> StoreFuture<Option<Holder>> {
+        self.store.holder(key)
+    }
+
+    fn set_progress(
+        &self,
+        key: &&'static str,
+        lease: LeaseId,
+        progress: Progress,
+    ) -> StoreFuture<bool> {
+        self.store.set_progress(key, lease, progress)
+    }
+
+    fn list(&self) -> StoreFuture<Vec<(&'static str, Holder)>> {
+        self.store.list()
+    }
+
+    fn force_release(
+        &self,
+        key: &&'static str,
+        only: Option<LeaseId>,
+    ) -> StoreFuture<Option<Holder>> {
+        self.store.force_release(key, only)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_the_store_grants_as_shutdown_starts_is_given_back() {
+    let gate = Arc::new(Notify::new());
+    let flights: Flights<&str> = Flights::with_store(Gated {
+        store: MemoryStore::new(),
+        gate: gate.clone(),
+    });
+    let asking = tokio::spawn(flights.try_acquire("k", TTL));
+    tokio::task::yield_now().await;
+    assert!(
+        flights.holder(&"k").await.is_some(),
+        "the store took the key"
+    );
+
+    flights.shutdown(Duration::ZERO).await;
+    gate.notify_one();
+    assert!(shutting_down(asking.await.unwrap()));
+    assert!(
+        flights.holder(&"k").await.is_none(),
+        "given back to the store"
+    );
+    let stats = flights.stats();
+    assert_eq!((stats.leaders, stats.leases_held), (0, 0));
+}

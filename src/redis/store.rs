@@ -4,12 +4,19 @@ use std::{
     fmt,
     hash::Hash,
     marker::PhantomData,
-    sync::{atomic::Ordering::Relaxed, Arc},
+    pin::pin,
+    sync::{
+        atomic::{
+            AtomicUsize,
+            Ordering::{Relaxed, SeqCst},
+        },
+        Arc,
+    },
     time::Duration,
 };
 
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::time::Instant;
+use tokio::{sync::Notify, time::Instant};
 
 use super::{keys, scripts, Failure, Redis};
 use crate::{
@@ -42,6 +49,9 @@ use crate::{
 ///
 /// Release runs from the guard's `Drop`, so it is sent from a spawned task;
 /// a guard dropped outside a Tokio runtime leaves the key to its TTL.
+/// [`Flights::shutdown`](crate::Flights::shutdown) waits for those tasks
+/// ([`LeaseStore::flush`]), so that a process that exits after it leaves no
+/// key held behind it.
 pub struct RedisStore<K> {
     redis: Redis,
     when_unavailable: WhenUnavailable,
@@ -52,7 +62,50 @@ pub struct RedisStore<K> {
     /// token: a `LeaseId` carries no token (it stays two words for the
     /// in-process store), and a lease not found here is a local one.
     tokens: Arc<Tokens>,
+    /// The releases being sent in the background.
+    releases: Arc<Releases>,
     key: PhantomData<fn() -> K>,
+}
+
+/// How many releases are being sent in the background, for `flush`.
+#[derive(Default)]
+struct Releases {
+    sending: AtomicUsize,
+    done: Notify,
+}
+
+/// One release being sent: counted until dropped (answered, given up, or
+/// its task stopped).
+struct Sending(Arc<Releases>);
+
+impl Releases {
+    fn start(self: &Arc<Self>) -> Sending {
+        self.sending.fetch_add(1, SeqCst);
+        Sending(Arc::clone(self))
+    }
+
+    fn is_idle(&self) -> bool {
+        self.sending.load(SeqCst) == 0
+    }
+
+    async fn flushed(&self) {
+        loop {
+            let mut done = pin!(self.done.notified());
+            done.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if self.0.sending.fetch_sub(1, SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
 }
 
 /// The random tokens of the Redis leases held in this process.
@@ -133,6 +186,7 @@ impl<K> RedisStore<K> {
             when_unavailable: WhenUnavailable::default(),
             local: Arc::new(MemoryStore::new()),
             tokens: Arc::default(),
+            releases: Arc::default(),
             key: PhantomData,
         }
     }
@@ -193,6 +247,7 @@ where
         let policy = self.when_unavailable;
         let local = Arc::clone(&self.local);
         let tokens = Arc::clone(&self.tokens);
+        let releases = Arc::clone(&self.releases);
         let key = key.clone();
         let replica = redis.replica_name();
         StoreFuture::pending(async move {
@@ -229,7 +284,7 @@ where
                     let held_here = tokens.holds(&names.key);
                     // The script may still run once Redis answers: undo it
                     // then, so a lease nobody uses does not sit to its TTL.
-                    release_later(redis.clone(), names, nonce);
+                    release_later(redis.clone(), names, nonce, releases.start());
                     if held_here {
                         return Err(Refused::Unavailable(Unavailable::new(failure.reason())));
                     }
@@ -274,7 +329,9 @@ where
             return None;
         };
         let redis = self.redis.clone();
+        let sending = self.releases.start();
         runtime.spawn(async move {
+            let _sending = sending;
             let names = &names;
             let _ = redis
                 .call("release", |mut connection| async move {
@@ -384,6 +441,14 @@ where
                 .and_then(|fields| holder_of(&fields))
         })
     }
+
+    fn flush(&self) -> StoreFuture<()> {
+        if self.releases.is_idle() {
+            return StoreFuture::ready(());
+        }
+        let releases = Arc::clone(&self.releases);
+        StoreFuture::pending(async move { releases.flushed().await })
+    }
 }
 
 /// The lease taken, or the holder that has it.
@@ -400,9 +465,12 @@ fn taken(fields: &[String]) -> Option<Result<LeaseId, Refused>> {
 /// Releases the holding `nonce` may have taken, once Redis answers (every
 /// half second, for up to a minute). Safe whatever happened: only a lease
 /// holding this attempt's own random token is deleted.
-fn release_later(redis: Redis, names: Names, nonce: u128) {
+fn release_later(redis: Redis, names: Names, nonce: u128, sending: Sending) {
     let names = Arc::new(names);
     redis.until_answered("release", move |mut connection| {
+        // Counted for as long as the retries go on (the closure lives as
+        // long as they do).
+        let _ = &sending;
         let names = Arc::clone(&names);
         async move { release(&mut connection, &names, nonce).await }
     });
