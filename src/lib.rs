@@ -100,6 +100,7 @@
 //! | [`extract`] | the axum `Flight` extractor (feature `axum`) |
 //! | [`admin`] | a router that lists and force-releases leases (feature `axum`) |
 //! | [`redis`] | leases, share mode and cache tiers across replicas (feature `redis`) |
+//! | [`metrics`] | the names, types and labels of what the feature `metrics` exports |
 //!
 //! The core, [`Flights`], works without HTTP: to take leases in your own
 //! code, or to run any future once for concurrent callers.
@@ -109,9 +110,20 @@
 //! A response the layer answered for the request (a shared copy, a cache
 //! hit, a `409`) carries its [`FlightRole`] in its extensions
 //! ([`expose_role`](SingleFlightLayer::expose_role) marks every response, and
-//! adds a header), the counters are readable as a [`flight::FlightStats`]
-//! snapshot, and `tracing` events mark acquisitions, releases, timeouts,
-//! panics and fallbacks.
+//! adds a header), and the counters are readable as a
+//! [`flight::FlightStats`] snapshot. With the feature `metrics`, they go to
+//! the `metrics` facade under the names [`metrics`] lists, labelled with the
+//! layer's [`name`](SingleFlightLayer::name). Each shared flight has a
+//! `debug` span with its role, a digest of its key, the layer and the route
+//! (after OpenTelemetry's HTTP conventions), and `tracing` events mark
+//! followers, cache answers, rejections, unkeyed requests, timeouts, panics
+//! and fallbacks.
+//!
+//! # Shutdown
+//!
+//! [`Flights::shutdown`] refuses new work, tells the jobs holding leases to
+//! stop ([`flight::LeaseHandle::cancelled`]) and waits for them, for a grace
+//! period: call it after `axum::serve(..).with_graceful_shutdown(..)`.
 
 #![forbid(unsafe_code)]
 #![warn(
