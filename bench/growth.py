@@ -59,7 +59,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=1_000_000)
     args = parser.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--example", "growth"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "tower-singleflight", "--example", "growth"], cwd=ROOT, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     binary = str(target / "release" / "examples" / "growth")
     results = {

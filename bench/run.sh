@@ -46,7 +46,8 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v 
     apt-get install -y -qq wrk nginx-light varnish >/dev/null
 fi
 
-cargo build --release --example bench_server --example burst
+# The crate alone: the observability member would turn the metrics feature on.
+cargo build --release -p tower-singleflight --example bench_server --example burst
 TARGET="${CARGO_TARGET_DIR:-target}"
 TOKIO_WORKER_THREADS=$HALF PORT=$PORT taskset -c "$SERVER_CORES" "$TARGET/release/examples/bench_server" > "$WORK/server.log" &
 for _ in $(seq 50); do grep -q listening "$WORK/server.log" && break; sleep 0.1; done

@@ -49,7 +49,7 @@ MIB = 1024 * 1024
 
 def build():
     subprocess.run(
-        ["cargo", "build", "--release", "--example", "bench_server"], cwd=ROOT, check=True
+        ["cargo", "build", "--release", "-p", "tower-singleflight", "--example", "bench_server"], cwd=ROOT, check=True
     )
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     if not target.is_absolute():

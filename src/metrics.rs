@@ -32,21 +32,11 @@
 //! Each name is also a constant of this module, for the exporter's settings
 //! (histogram buckets, say).
 //!
-//! ```no_run
-//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-//! use tower_singleflight::metrics::FOLLOWER_WAIT;
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Prometheus, with the followers' waits in buckets of their own.
-//! let handle = PrometheusBuilder::new()
-//!     .set_buckets_for_metric(Matcher::Full(FOLLOWER_WAIT.into()), &[0.001, 0.01, 0.1, 1.0, 10.0])?
-//!     .install_recorder()?;
-//! # let _ = handle;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! `examples/metrics.rs` serves them at `/metrics`.
+//! With `metrics-exporter-prometheus`, for instance, give the followers'
+//! waits buckets of their own with
+//! `PrometheusBuilder::new().set_buckets_for_metric(Matcher::Full(FOLLOWER_WAIT.into()), &[0.001, 0.01, 0.1, 1.0, 10.0])`.
+//! `observability/examples/metrics.rs` does that and serves them at
+//! `/metrics` (`cargo run --example metrics` from the repository's root).
 
 #[cfg(feature = "metrics")]
 mod on;

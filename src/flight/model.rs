@@ -1,6 +1,6 @@
 //! A model check of the flight table and the lease store, with shuttle.
 //!
-//! Run with `RUSTFLAGS="--cfg shuttle" cargo test --lib flight::model` (in
+//! Run with `RUSTFLAGS="--cfg shuttle" cargo test -p tower-singleflight --lib --no-default-features flight::model` (in
 //! a target directory of its own: the flag rebuilds every dependency).
 //!
 //! # Why shuttle, not loom

@@ -2,6 +2,7 @@
 //! the key itself unless asked), the layer's name and the route, after
 //! OpenTelemetry's HTTP conventions; and a request left unkeyed is told.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::{

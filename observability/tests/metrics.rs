@@ -2,6 +2,7 @@
 //! the table names) are read from the table in `src/metrics.rs`, a burst
 //! drives every path, and a recorder shows what was counted.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::{collections::BTreeSet, time::Duration};
@@ -26,7 +27,7 @@ struct Row {
 
 /// The table's rows: `| `name` | type | `label`; `label`: `value`, ... | what |`.
 fn documented() -> Vec<Row> {
-    let source = include_str!("../src/metrics.rs");
+    let source = include_str!("../../src/metrics.rs");
     let rows: Vec<Row> = source
         .lines()
         .filter_map(|line| line.strip_prefix("//! | `singleflight_"))
