@@ -14,7 +14,8 @@ use crate::{
 };
 
 #[derive(Debug, Default)]
-pub(crate) struct Handles;
+// A field, so that the shared code builds it with `default()` either way.
+pub(crate) struct Handles(());
 
 impl Handles {
     #[inline(always)]
@@ -58,7 +59,7 @@ impl Since {
 
 #[cfg(feature = "cache")]
 #[derive(Debug, Default)]
-pub(crate) struct CacheMeter;
+pub(crate) struct CacheMeter(());
 
 #[cfg(feature = "cache")]
 impl CacheMeter {
