@@ -248,21 +248,14 @@ where
             })
         }
         Settled::Held(holder, key) => {
-            meter.responded(
-                FlightRole::Rejected,
-                Answered::Generated,
-                StatusCode::CONFLICT,
-            );
-            let retry_after = flights.retry_hint(&key, &holder);
-            let conflict = parts
-                .extensions
-                .get::<ConflictResponse>()
-                .cloned()
-                .unwrap_or_default();
-            Err(FlightRejection::AlreadyRunning(
-                AlreadyRunning::new(&holder, retry_after),
-                conflict,
-            ))
+            let running = AlreadyRunning::new(&holder, flights.retry_hint(&key, &holder));
+            // Written here, so that it is counted by the status it has.
+            let response = match parts.extensions.get::<ConflictResponse>() {
+                Some(conflict) => conflict.respond(&running),
+                None => ConflictResponse::json().respond(&running),
+            };
+            meter.responded(FlightRole::Rejected, Answered::Generated, response.status());
+            Err(FlightRejection::AlreadyRunning(running, response))
         }
         Settled::Unavailable(unavailable) => {
             let status = StatusCode::SERVICE_UNAVAILABLE;
@@ -276,9 +269,10 @@ where
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FlightRejection {
-    /// The key is held: `409 Conflict`, answered as the
-    /// [`ConflictResponse`] (the request's, or the default) says.
-    AlreadyRunning(AlreadyRunning, ConflictResponse),
+    /// The key is held: the running work, and the answer the
+    /// [`ConflictResponse`] found in the request's extensions wrote (by
+    /// default `409 Conflict` with a JSON body).
+    AlreadyRunning(AlreadyRunning, http::Response<bytes::Bytes>),
     /// The lease store could not be asked in time and fails closed, or the
     /// table is shutting down ([`Flights::shutdown`]): `503 Service
     /// Unavailable` with `Retry-After`.
@@ -292,14 +286,20 @@ pub enum FlightRejection {
 impl IntoResponse for FlightRejection {
     fn into_response(self) -> Response {
         match self {
-            Self::AlreadyRunning(busy, conflict) => conflict.respond(&busy).map(Body::from),
+            Self::AlreadyRunning(_, response) => rejected(response),
             Self::Unavailable(_) => {
-                crate::rejection::store_unavailable(Duration::from_secs(1)).map(Body::from)
+                rejected(crate::rejection::store_unavailable(Duration::from_secs(1)))
             }
             Self::MissingTable(missing) => missing.into_response(),
             Self::Key(response) => response,
         }
     }
+}
+
+/// An answer of the extractor's own, marked as the reject layer marks it.
+fn rejected(mut response: http::Response<bytes::Bytes>) -> Response {
+    response.extensions_mut().insert(FlightRole::Rejected);
+    response.map(Body::from)
 }
 
 impl IntoResponse for AlreadyRunning {

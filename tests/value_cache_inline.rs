@@ -154,26 +154,102 @@ async fn an_inline_computation_past_its_timeout_frees_the_key() {
     assert_eq!(cache.peek(&"a").await, Peek::Missing);
 }
 
+/// An inline leader whose future is kept but never polled again (one
+/// branch of a `join!`, say) cannot end its flight at the timeout: a
+/// detached caller of the key must not wait on it.
 #[tokio::test(start_paused = true)]
-async fn inline_and_detached_callers_share_one_computation() {
-    let (cache, backend) = (totals(), Backend::new());
-    let detached_runs = Runs::default();
-    let detached = tokio::spawn({
-        let (cache, runs) = (cache.clone(), detached_runs.clone());
-        async move {
-            // Enters once the inline computation runs.
-            tokio::task::yield_now().await;
-            cache
-                .get_or_compute("a", move || async move { Ok(runs.bump() + 100) })
-                .await
-        }
-    });
-    let inline = cache.get_or_compute_inline("a", || backend.count()).await;
-    assert_eq!(inline.ok(), Some(1));
+async fn a_parked_inline_leader_does_not_stall_a_detached_caller() {
+    let cache = totals();
+    let mut parked = tokio_test::task::spawn(cache.get_or_compute_inline("a", || async {
+        sleep(WORK).await;
+        Ok(1)
+    }));
+    tokio_test::assert_pending!(parked.poll());
+    let detached = tokio::time::timeout(
+        Duration::from_secs(3600),
+        cache.get_or_compute("a", || async {
+            sleep(WORK).await;
+            Ok(2)
+        }),
+    )
+    .await;
     assert_eq!(
-        detached.await.unwrap().ok(),
-        Some(1),
-        "it joined the inline run"
+        detached.expect("the detached caller was answered").ok(),
+        Some(2),
+        "it ran its own computation"
     );
-    assert_eq!((backend.runs(), detached_runs.get()), (1, 0));
+    drop(parked);
+}
+
+/// A detached caller is never handed `Abandoned` because an inline leader's
+/// caller left.
+#[tokio::test(start_paused = true)]
+async fn an_inline_leader_leaving_never_fails_a_detached_caller() {
+    let (cache, backend) = (totals(), Backend::new());
+    let started = Notify::new();
+    let leader = cache.get_or_compute_inline("a", || async {
+        started.notify_one();
+        backend.count().await
+    });
+    let detached_runs = Runs::default();
+    let detached = async {
+        started.notified().await;
+        let runs = detached_runs.clone();
+        cache
+            .get_or_compute("a", move || async move {
+                sleep(WORK).await;
+                Ok(runs.bump() + 100)
+            })
+            .await
+    };
+    let (left, value) = tokio::join!(tokio::time::timeout(WORK / 2, leader), detached);
+    assert!(
+        left.is_err(),
+        "the inline leader was dropped mid-computation"
+    );
+    assert_eq!(
+        value.ok(),
+        Some(101),
+        "the detached caller got its own value"
+    );
+    assert_eq!(detached_runs.get(), 1);
+}
+
+/// `peek` sees an inline computation, and a stale value is refreshed once:
+/// a detached caller does not start a second refresh beside an inline one.
+#[tokio::test(start_paused = true)]
+async fn peek_sees_an_inline_computation_and_one_refresh_runs() {
+    let (cache, backend) = (totals(), Backend::new());
+    let started = Notify::new();
+    let computing = cache.get_or_compute_inline("a", || async {
+        started.notify_one();
+        backend.count().await
+    });
+    let look = async {
+        started.notified().await;
+        cache.peek(&"a").await
+    };
+    let (value, seen) = tokio::join!(computing, look);
+    assert_eq!(value.ok(), Some(1));
+    assert!(matches!(seen, Peek::Computing { .. }), "{seen:?}");
+
+    sleep(Duration::from_secs(1)).await; // stale now
+    let detached_runs = Runs::default();
+    let refresher = cache.get_or_compute_inline("a", || backend.count());
+    let detached = async {
+        tokio::task::yield_now().await;
+        let runs = detached_runs.clone();
+        cache
+            .get_or_compute("a", move || async move { Ok(runs.bump() + 100) })
+            .await
+    };
+    let (fresh, stale) = tokio::join!(refresher, detached);
+    assert_eq!(fresh.ok(), Some(2));
+    assert_eq!(
+        stale.ok(),
+        Some(1),
+        "the detached caller got the stale value"
+    );
+    sleep(WORK).await;
+    assert_eq!(detached_runs.get(), 0, "no second refresh");
 }

@@ -81,6 +81,11 @@ struct Inner<K, V, E> {
     /// stored.
     invalidations: Arc<AtomicU64>,
     flights: Flights<K, Result<V, Arc<E>>>,
+    /// The computations `get_or_compute_inline` runs in its callers' own
+    /// futures. A table of their own: a detached caller must never wait on
+    /// a leader whose future may be parked (nothing would end its flight at
+    /// the timeout) or dropped (it would get `Abandoned`).
+    inline: Flights<K, Result<V, Arc<E>>>,
     windows: Windows,
     options: CallOptions,
     stats: Arc<Counters>,
@@ -345,6 +350,7 @@ where
                 store,
                 invalidations,
                 flights: Flights::new(),
+                inline: Flights::new(),
                 windows: self.windows,
                 options: self.options,
                 stats: Arc::default(),
@@ -442,7 +448,10 @@ where
     ///
     /// One computation per key at a time, the timeout, errors never stored,
     /// `stale_if_error`, a panic answering every waiter: as `get_or_compute`.
-    /// Inline and detached callers of one key share one computation.
+    /// Inline callers never wait on a detached computation, nor detached
+    /// callers on an inline one (a caller's future may be parked or dropped
+    /// at any time): a key asked both ways at once may be computed once each
+    /// way.
     ///
     /// ```
     /// use tower_singleflight::ValueCache;
@@ -481,7 +490,7 @@ where
                 }
                 Freshness::Revalidate => {
                     // Whoever refreshes waits for it; the others don't.
-                    if inner.flights.call(&key).is_some() {
+                    if inner.computing(&key).is_some() {
                         inner.stats.stale.fetch_add(1, Relaxed);
                         return Ok(stored.value.clone());
                     }
@@ -503,7 +512,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send,
     {
-        let flights = &self.inner.flights;
+        let flights = &self.inner.inline;
         loop {
             let hash = flights.key_hash(&key);
             match flights.enter_inline(key.clone(), hash, &self.inner.options) {
@@ -572,10 +581,8 @@ where
                 Freshness::Expired => {}
             }
         }
-        match inner.flights.call(key) {
-            Some(call) => Peek::Computing {
-                since: call.started,
-            },
+        match inner.computing(key) {
+            Some(since) => Peek::Computing { since },
             None => Peek::Missing,
         }
     }
@@ -614,6 +621,9 @@ where
     {
         // The refresh must survive its caller leaving at once.
         let options = self.inner.options.clone().abort_when_unused(false);
+        if self.inner.inline.call(&key).is_some() {
+            return; // an inline caller refreshes it
+        }
         if let Some(leader) = self.inner.flights.try_lead(key.clone(), &options) {
             drop(leader.run(self.computation(key, compute())));
         }
@@ -792,6 +802,20 @@ impl Drop for CountFailure {
         if let Some(stats) = self.0.take() {
             stats.errors.fetch_add(1, Relaxed);
         }
+    }
+}
+
+impl<K, V, E> Inner<K, V, E>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// When the computation running for `key` began, detached or inline.
+    fn computing(&self, key: &K) -> Option<Instant> {
+        let started =
+            |flights: &Flights<K, Result<V, Arc<E>>>| flights.call(key).map(|c| c.started);
+        started(&self.flights).or_else(|| started(&self.inline))
     }
 }
 

@@ -638,14 +638,15 @@ impl<K: 'static> fmt::Debug for Acquire<K> {
     }
 }
 
-/// A key's hash under a fixed, unkeyed hasher (`DefaultHasher::new()`): the
-/// same for the same key in every process of a build, so that a log line can
-/// be matched to a key without showing the key.
+/// A key's digest, as traces show it: the same for the same key within one
+/// process, so that a flight's events can be followed, and keyed with a
+/// random key per process, so that no key can be found from it.
 pub(crate) fn digest<K: Hash + ?Sized>(key: &K) -> u64 {
-    use std::hash::Hasher;
-    let mut hasher = std::hash::DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
+    use std::{hash::BuildHasher, sync::OnceLock};
+    // An unkeyed hash would let whoever reads the traces find a key by
+    // hashing guesses: an IP address, a user id.
+    static KEY: OnceLock<std::hash::RandomState> = OnceLock::new();
+    KEY.get_or_init(std::hash::RandomState::new).hash_one(key)
 }
 
 /// A key as traces name it: its [`digest`] in hex, computed only when an

@@ -706,3 +706,17 @@ async fn a_lease_the_store_grants_as_shutdown_starts_is_given_back() {
     let stats = flights.stats();
     assert_eq!((stats.leaders, stats.leases_held), (0, 0));
 }
+
+#[test]
+fn a_key_digest_is_stable_in_a_process_and_keyed_against_guessing() {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let key = ("GET", "203.0.113.7");
+    assert_eq!(
+        super::digest(&key),
+        super::digest(&key),
+        "one key, one digest"
+    );
+    // The unkeyed hash anyone could compute for a guess is not it.
+    let guessable = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+    assert_ne!(super::digest(&key), guessable);
+}

@@ -1,7 +1,7 @@
 //! The instruments, with the `metrics` feature: registered once per
 //! layer, table or cache, at its first count, then an atomic add each.
 
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock, PoisonError};
 
 use http::StatusCode;
 use metrics::{Counter, Gauge, Histogram, Unit};
@@ -20,6 +20,11 @@ struct Instruments {
     name: Arc<str>,
     roles: [Counter; ROLES.len()],
     generated: [(StatusCode, Counter); 4],
+    /// The other statuses the layer or a key extractor answered with (400,
+    /// 401, 414, 429, 502...), each registered at its first answer and kept:
+    /// a rejecting extractor may answer every request of a flood. At most
+    /// one per status code, so bounded.
+    other: Mutex<Vec<(StatusCode, Counter)>>,
     unkeyed: [Counter; 2],
     wait: Histogram,
     duration: Histogram,
@@ -82,6 +87,7 @@ impl Instruments {
                 StatusCode::GATEWAY_TIMEOUT,
             ]
             .map(generated),
+            other: Mutex::default(),
             unkeyed: [
                 counter(UNKEYED_REQUESTS, "reason", "no_key"),
                 counter(UNKEYED_REQUESTS, "reason", "unkeyable"),
@@ -92,6 +98,23 @@ impl Instruments {
             panics: metrics::counter!(PANICS, label => value),
             name,
         }
+    }
+}
+
+impl Instruments {
+    /// The counter of a status not registered up front.
+    fn other_status(&self, status: StatusCode) -> Counter {
+        let mut other = self.other.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = other.iter().find(|(s, _)| *s == status) {
+            return counter.clone();
+        }
+        let counter = metrics::counter!(
+            GENERATED_RESPONSES,
+            "layer" => Arc::clone(&self.name),
+            "status" => status.as_str().to_owned()
+        );
+        other.push((status, counter.clone()));
+        counter
     }
 }
 
@@ -140,14 +163,7 @@ impl Meter {
         if source == Source::Generated {
             match instruments.generated.iter().find(|(s, _)| *s == status) {
                 Some((_, counter)) => counter.increment(1),
-                // Rare statuses (502, 400, 414, a custom conflict's) are
-                // looked up when they happen.
-                None => metrics::counter!(
-                    GENERATED_RESPONSES,
-                    "layer" => Arc::clone(&instruments.name),
-                    "status" => status.as_str().to_owned()
-                )
-                .increment(1),
+                None => instruments.other_status(status).increment(1),
             }
         }
     }
