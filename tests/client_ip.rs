@@ -16,7 +16,7 @@ use axum::{
     http::{request::Parts, HeaderName, Request, Response, StatusCode},
     routing, Router,
 };
-use common::{count, send, send_all, with_headers, Runs};
+use common::{count, send, send_all, with_headers, work_app, Runs};
 use tokio::{sync::Notify, time::sleep};
 use tower_singleflight::{
     key::{self, ForwardedHeader, ForwardedIp, KeyExtractor},
@@ -279,36 +279,11 @@ async fn a_huge_forwarded_header_is_read_from_its_end() {
 
     let runs = Runs::default();
     let layer = SingleFlightLayer::share().key(key::method_path_query().and(forwarded(1)));
-    let app = work_app(layer, &runs);
+    let app = work_app(layer, &runs, WORK);
     let huge = || with_headers("GET", "/work", &[("forwarded", &value)]);
     let replies = send_all(&app, [huge(), huge()]).await;
     assert_eq!(count(&replies, StatusCode::OK), 2);
     assert_eq!(runs.get(), 1, "the two requests of one client were one");
-}
-
-fn work_app<L>(layer: L, runs: &Runs) -> Router
-where
-    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
-    L::Service: tower::Service<Request<Body>, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <L::Service as tower::Service<Request<Body>>>::Response: axum::response::IntoResponse + 'static,
-    <L::Service as tower::Service<Request<Body>>>::Future: Send + 'static,
-{
-    let runs = runs.clone();
-    let handler = move || {
-        let runs = runs.clone();
-        async move {
-            let run = runs.bump();
-            sleep(WORK).await;
-            format!("run {run}")
-        }
-    };
-    Router::new()
-        .route("/work", routing::get(handler.clone()).post(handler))
-        .layer(layer)
 }
 
 fn from(value: &str) -> Request<Body> {
@@ -323,6 +298,7 @@ async fn a_client_cannot_dodge_the_lock_with_made_up_entries() {
     let app = work_app(
         SingleFlightLayer::reject().key(key::path().and(xff(1))),
         &runs,
+        WORK,
     );
     let clicks = [
         from(CLIENT),
@@ -358,8 +334,8 @@ async fn an_undeterminable_client_fails_closed_with_or_reject() {
     let share =
         SingleFlightLayer::share().key(key::method_path_query().and(xff(2)).or_reject(bad_request));
     let apps = [
-        (work_app(reject, &runs), "POST"),
-        (work_app(share, &runs), "GET"),
+        (work_app(reject, &runs, WORK), "POST"),
+        (work_app(share, &runs, WORK), "GET"),
     ];
     for (app, method) in apps {
         for request in [
@@ -388,7 +364,7 @@ async fn an_undeterminable_client_fails_closed_with_or_reject() {
 #[tokio::test(start_paused = true)]
 async fn peer_ip_reads_connect_info() {
     let runs = Runs::default();
-    let app = work_app(SingleFlightLayer::reject().key(key::peer_ip()), &runs);
+    let app = work_app(SingleFlightLayer::reject().key(key::peer_ip()), &runs, WORK);
     let v4 = Ipv4Addr::new(203, 0, 113, 7);
     let connected = |ip: IpAddr, port: u16| {
         let mut request = with_headers("POST", "/work", &[("x-forwarded-for", "198.51.100.1")]);

@@ -456,32 +456,13 @@ async fn a_shutdown_stops_the_jobs_then_the_extractor_answers_503_and_the_handle
 /// The extractor's `409` carries the role the reject layer's does.
 #[tokio::test(start_paused = true)]
 async fn extractor_and_layer_mark_a_duplicate_with_the_same_role() {
-    let extractor = Router::new()
-        .route(
-            "/jobs/{id}",
-            post(|flight: Flight<Path<String>>| async move {
-                flight.spawn(|_lease| sleep(Duration::from_secs(10)));
-                StatusCode::ACCEPTED
-            }),
-        )
-        .layer(Extension(Flights::<String>::new()));
-    let layered = Router::new()
-        .route(
-            "/jobs/{id}",
-            post(|| async {
-                sleep(Duration::from_secs(10)).await;
-                StatusCode::ACCEPTED
-            }),
-        )
-        .layer(SingleFlightLayer::reject());
-    let from_extractor = send_all(&extractor, (0..2).map(|_| resume("/jobs/7"))).await;
-    let from_layer = send_all(&layered, (0..2).map(|_| resume("/jobs/7"))).await;
-    let role = |replies: &[common::Reply]| {
-        replies
+    let (extractor, layered) = conflicting_apps(ConflictResponse::json());
+    for app in [&extractor, &layered] {
+        let replies = send_all(app, (0..2).map(|_| resume("/jobs/7"))).await;
+        let duplicate = replies
             .iter()
-            .find(|r| r.status == StatusCode::CONFLICT)
-            .map(|r| r.role)
-    };
-    assert_eq!(role(&from_layer), Some(Some(FlightRole::Rejected)));
-    assert_eq!(role(&from_extractor), Some(Some(FlightRole::Rejected)));
+            .find(|reply| reply.status == StatusCode::CONFLICT)
+            .expect("one duplicate");
+        assert_eq!(duplicate.role, Some(FlightRole::Rejected));
+    }
 }

@@ -6,11 +6,10 @@ mod common;
 use std::time::Duration;
 
 use axum::{
-    body::Body,
-    http::{request::Parts, HeaderName, Request, Response, StatusCode},
+    http::{request::Parts, HeaderName, Response, StatusCode},
     routing, Router,
 };
-use common::{call_kept, count, gets_ready, request, send, send_all, with_headers, Runs};
+use common::{call_kept, count, gets_ready, request, send, send_all, with_headers, work_app, Runs};
 use tokio::time::sleep;
 use tower_singleflight::{
     identity::RequestIdentity,
@@ -30,37 +29,11 @@ fn unauthorized(_: &Parts) -> Response<&'static str> {
     response
 }
 
-/// `GET` and `POST /work`, each taking `WORK`, behind `layer`.
-fn work_app<L>(layer: L, runs: &Runs) -> Router
-where
-    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
-    L::Service: tower::Service<Request<Body>, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    <L::Service as tower::Service<Request<Body>>>::Response: axum::response::IntoResponse + 'static,
-    <L::Service as tower::Service<Request<Body>>>::Future: Send + 'static,
-{
-    let runs = runs.clone();
-    let handler = move || {
-        let runs = runs.clone();
-        async move {
-            let run = runs.bump();
-            sleep(WORK).await;
-            format!("run {run}")
-        }
-    };
-    Router::new()
-        .route("/work", routing::get(handler.clone()).post(handler))
-        .layer(layer)
-}
-
 #[tokio::test(start_paused = true)]
 async fn reject_mode_answers_with_the_extractors_response_and_runs_nothing() {
     let runs = Runs::default();
     let layer = SingleFlightLayer::reject().key(key::header(api_key()).or_reject(unauthorized));
-    let app = work_app(layer, &runs);
+    let app = work_app(layer, &runs, WORK);
 
     let reply = send(&app, request("POST", "/work")).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -84,7 +57,7 @@ async fn share_mode_answers_with_the_extractors_response_and_runs_nothing() {
             .and(key::header(api_key()))
             .or_reject(unauthorized),
     );
-    let app = work_app(layer, &runs);
+    let app = work_app(layer, &runs, WORK);
 
     let replies = send_all(&app, (0..3).map(|_| request("GET", "/work"))).await;
     assert_eq!(count(&replies, StatusCode::UNAUTHORIZED), 3);
@@ -133,9 +106,9 @@ async fn an_extractor_of_ones_own_can_reject_pass_or_key() {
     for share in [false, true] {
         let runs = Runs::default();
         let app = if share {
-            work_app(SingleFlightLayer::share().key(JobId), &runs)
+            work_app(SingleFlightLayer::share().key(JobId), &runs, WORK)
         } else {
-            work_app(SingleFlightLayer::reject().key(JobId), &runs)
+            work_app(SingleFlightLayer::reject().key(JobId), &runs, WORK)
         };
         let method = if share { "GET" } else { "POST" };
 
@@ -162,7 +135,7 @@ async fn an_extractor_of_ones_own_can_reject_pass_or_key() {
 async fn requests_the_layer_does_not_key_are_not_rejected() {
     let runs = Runs::default();
     let layer = SingleFlightLayer::reject().key(key::header(api_key()).or_reject(unauthorized));
-    let app = work_app(layer, &runs);
+    let app = work_app(layer, &runs, WORK);
     let reply = send(&app, request("GET", "/work")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(runs.get(), 1);
@@ -219,7 +192,7 @@ async fn and_keys_by_both_and_passes_without_either() {
     let runs = Runs::default();
     let tenant = HeaderName::from_static("x-tenant");
     let layer = SingleFlightLayer::reject().key(key::path().and(key::header(tenant)));
-    let app = work_app(layer, &runs);
+    let app = work_app(layer, &runs, WORK);
     let as_tenant = |tenant: &str| with_headers("POST", "/work", &[("x-tenant", tenant)]);
 
     let replies = send_all(&app, [as_tenant("a"), as_tenant("b")]).await;
@@ -244,7 +217,7 @@ async fn and_rejects_when_either_half_rejects() {
     let tenant = HeaderName::from_static("x-tenant");
     let layer = SingleFlightLayer::reject()
         .key(key::header(tenant).and(key::header(api_key()).or_reject(unauthorized)));
-    let app = work_app(layer, &runs);
+    let app = work_app(layer, &runs, WORK);
     for request in [
         request("POST", "/work"),
         with_headers("POST", "/work", &[("x-tenant", "a")]),
@@ -267,7 +240,7 @@ async fn and_counts_the_bytes_of_both_keys() {
     let layer = SingleFlightLayer::share()
         .max_key_bytes(1000)
         .key(key::path().and(key::header(a)).and(key::header(b)));
-    let app = work_app(layer, &runs);
+    let app = work_app(layer, &runs, WORK);
     let half = "x".repeat(600);
     let big = || with_headers("GET", "/work", &[("x-a", &half), ("x-b", &half)]);
     let replies = send_all(&app, [big(), big()]).await;
@@ -288,7 +261,7 @@ async fn reject_mode_counts_the_keys_own_bytes_towards_max_key_bytes() {
     let layer = SingleFlightLayer::reject()
         .max_key_bytes(1000)
         .key(key::path().and(key::header(api_key())));
-    let app = work_app(layer.clone(), &runs);
+    let app = work_app(layer.clone(), &runs, WORK);
     let long = "k".repeat(2000);
     let reply = send(&app, with_headers("POST", "/work", &[("x-api-key", &long)])).await;
     assert_eq!(reply.status, StatusCode::URI_TOO_LONG);
@@ -320,7 +293,7 @@ impl KeyExtractor for Boundless {
 #[tokio::test(start_paused = true)]
 async fn a_key_of_usize_max_bytes_is_too_long_not_an_overflow() {
     let runs = Runs::default();
-    let share = work_app(SingleFlightLayer::share().key(Boundless), &runs);
+    let share = work_app(SingleFlightLayer::share().key(Boundless), &runs, WORK);
     let replies = send_all(
         &share,
         [
@@ -332,7 +305,7 @@ async fn a_key_of_usize_max_bytes_is_too_long_not_an_overflow() {
     assert_eq!(count(&replies, StatusCode::OK), 2);
     assert_eq!(runs.get(), 2, "too long to key: each ran");
 
-    let reject = work_app(SingleFlightLayer::reject().key(Boundless), &runs);
+    let reject = work_app(SingleFlightLayer::reject().key(Boundless), &runs, WORK);
     let reply = send(&reject, request("POST", "/work")).await;
     assert_eq!(reply.status, StatusCode::URI_TOO_LONG);
 }

@@ -123,6 +123,16 @@ pub enum Peek<V> {
     Missing,
 }
 
+/// What [`ValueCache::find`] found.
+enum Found<V> {
+    Fresh(V),
+    /// Past its TTL, within `stale_while_revalidate`.
+    Revalidate(Arc<StoredValue<V>>),
+    /// Past that, within `stale_if_error`.
+    IfError(Arc<StoredValue<V>>),
+    Nothing,
+}
+
 /// What a computation's flight gave its callers.
 type Computed<V, E> = Outcome<Result<V, Arc<E>>>;
 
@@ -407,22 +417,16 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let inner = &self.inner;
-        let mut stale = None;
-        if let Some(stored) = inner.store.get(&key).await {
-            match inner.windows.at(stored.stored_at, Instant::now()) {
-                Freshness::Fresh => {
-                    inner.stats.hits.fetch_add(1, Relaxed);
-                    return Ok(stored.value.clone());
-                }
-                Freshness::Revalidate => {
-                    inner.stats.stale.fetch_add(1, Relaxed);
-                    self.refresh(key, compute);
-                    return Ok(stored.value.clone());
-                }
-                Freshness::IfError => stale = Some(stored),
-                Freshness::Expired => {}
+        let stale = match self.find(&key).await {
+            Found::Fresh(value) => return Ok(value),
+            Found::Revalidate(stored) => {
+                inner.stats.stale.fetch_add(1, Relaxed);
+                self.refresh(key, compute);
+                return Ok(stored.value.clone());
             }
-        }
+            Found::IfError(stored) => Some(stored),
+            Found::Nothing => None,
+        };
         inner.stats.misses.fetch_add(1, Relaxed);
         let outcome = inner
             .flights
@@ -481,28 +485,36 @@ where
         Fut: Future<Output = Result<V, E>> + Send,
     {
         let inner = &self.inner;
-        let mut stale = None;
-        if let Some(stored) = inner.store.get(&key).await {
-            match inner.windows.at(stored.stored_at, Instant::now()) {
-                Freshness::Fresh => {
-                    inner.stats.hits.fetch_add(1, Relaxed);
-                    return Ok(stored.value.clone());
-                }
-                Freshness::Revalidate => {
-                    // Whoever refreshes waits for it; the others don't.
-                    if inner.computing(&key).is_some() {
-                        inner.stats.stale.fetch_add(1, Relaxed);
-                        return Ok(stored.value.clone());
-                    }
-                    stale = Some(stored);
-                }
-                Freshness::IfError => stale = Some(stored),
-                Freshness::Expired => {}
+        let stale = match self.find(&key).await {
+            Found::Fresh(value) => return Ok(value),
+            // Whoever refreshes waits for it; the others don't.
+            Found::Revalidate(stored) if inner.computing(&key).is_some() => {
+                inner.stats.stale.fetch_add(1, Relaxed);
+                return Ok(stored.value.clone());
             }
-        }
+            Found::Revalidate(stored) | Found::IfError(stored) => Some(stored),
+            Found::Nothing => None,
+        };
         inner.stats.misses.fetch_add(1, Relaxed);
         let outcome = self.lead_or_wait_inline(key, compute).await;
         self.settle(outcome, stale)
+    }
+
+    /// What the store has for `key` now; a fresh value counts as a hit.
+    async fn find(&self, key: &K) -> Found<V> {
+        let inner = &self.inner;
+        let Some(stored) = inner.store.get(key).await else {
+            return Found::Nothing;
+        };
+        match inner.windows.at(stored.stored_at, Instant::now()) {
+            Freshness::Fresh => {
+                inner.stats.hits.fetch_add(1, Relaxed);
+                Found::Fresh(stored.value.clone())
+            }
+            Freshness::Revalidate => Found::Revalidate(stored),
+            Freshness::IfError => Found::IfError(stored),
+            Freshness::Expired => Found::Nothing,
+        }
     }
 
     /// Leads the key's computation in this future, or waits for the one

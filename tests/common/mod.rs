@@ -260,3 +260,30 @@ pub fn versioned_items(runs: &Runs) -> Router {
         )
         .layer(layer)
 }
+
+/// `GET` and `POST /work`, each taking `takes` and counting its runs, behind
+/// `layer`.
+pub fn work_app<L>(layer: L, runs: &Runs, takes: std::time::Duration) -> Router
+where
+    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+    L::Service: tower::Service<Request<Body>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as tower::Service<Request<Body>>>::Response: axum::response::IntoResponse + 'static,
+    <L::Service as tower::Service<Request<Body>>>::Future: Send + 'static,
+{
+    let runs = runs.clone();
+    let handler = move || {
+        let runs = runs.clone();
+        async move {
+            let run = runs.bump();
+            tokio::time::sleep(takes).await;
+            format!("run {run}")
+        }
+    };
+    Router::new()
+        .route("/work", routing::get(handler.clone()).post(handler))
+        .layer(layer)
+}
