@@ -16,7 +16,14 @@
 //! The story drives the router in-process so it prints in a few seconds;
 //! `cargo run --example server` serves the same routes over HTTP.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use axum::{
     body::Body,
@@ -64,11 +71,17 @@ async fn main() -> std::io::Result<()> {
         "serving on http://{} (Ctrl-C stops it; so does the end of the story)\n",
         listener.local_addr()?
     );
+    // Whether Ctrl-C cut the story short: then whatever ran is drained,
+    // and only the story's own end has known counts to check.
+    let interrupted = Arc::new(AtomicBool::new(false));
     let stop = {
-        let (app, jobs) = (app.clone(), jobs.clone());
+        let (app, jobs, interrupted) = (app.clone(), jobs.clone(), Arc::clone(&interrupted));
         async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => println!("\nCtrl-C"),
+                _ = tokio::signal::ctrl_c() => {
+                    println!("\nCtrl-C");
+                    interrupted.store(true, Ordering::SeqCst);
+                }
                 () = story(&app, &jobs) => {}
             }
         }
@@ -93,7 +106,10 @@ async fn main() -> std::io::Result<()> {
         "  {} finished, {} still running",
         drained.finished, drained.still_running
     );
-    assert_eq!((drained.finished, drained.still_running), (1, 1));
+    if !interrupted.load(Ordering::SeqCst) {
+        // The story's end: one job stopped when told, one ignores it.
+        assert_eq!((drained.finished, drained.still_running), (1, 1));
+    }
 
     let (status, body) = call(&app, "POST", "/flows/f1/phases/p2/resume").await;
     println!("\na click that still reaches the app: {status}  {body}");
