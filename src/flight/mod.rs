@@ -470,8 +470,9 @@ where
     pub async fn shutdown(&self, grace: Duration) -> Drained {
         let deadline = time::after(Instant::now(), grace);
         let stats = &self.table.stats;
+        let alive_before = stats.leases_alive();
         stats.shutdown.start();
-        let drained = stats.shutdown.drain(stats, deadline).await;
+        let drained = stats.shutdown.drain(stats, deadline, alive_before).await;
         let flush = self.table.store.flush();
         if tokio::time::timeout_at(deadline, flush).await.is_err() {
             tracing::warn!("lease store did not send every release before the deadline");

@@ -68,9 +68,18 @@ impl Shutdown {
     }
 
     /// Waits until no lease guard of the table is alive, or until
-    /// `deadline`; [`start`](Self::start) must have been called.
-    pub(crate) async fn drain(&self, stats: &Stats, deadline: Instant) -> Drained {
-        let at_start = stats.leases_alive();
+    /// `deadline`; [`start`](Self::start) must have been called, and
+    /// `alive_before` read just before it.
+    pub(crate) async fn drain(
+        &self,
+        stats: &Stats,
+        deadline: Instant,
+        alive_before: usize,
+    ) -> Drained {
+        // A job on another worker may stop at the signal, before the first
+        // count after it: counted from the one before. An acquisition racing
+        // the start shows in the one after.
+        let at_start = alive_before.max(stats.leases_alive());
         let mut timer = pin!(tokio::time::sleep_until(deadline));
         loop {
             // Registered before the sum, so that a drop the sum misses

@@ -720,3 +720,20 @@ fn a_key_digest_is_stable_in_a_process_and_keyed_against_guessing() {
     let guessable = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
     assert_ne!(super::digest(&key), guessable);
 }
+
+/// A job on another worker may stop the moment it is signalled, before the
+/// shutdown's first count: it still counts as finished, not as never there.
+/// (Driven through the steps `shutdown` takes, with the drop between them
+/// that a second worker can make.)
+#[tokio::test(start_paused = true)]
+async fn a_job_that_stops_at_the_signal_before_the_first_count_is_finished() {
+    let flights: Flights<&str> = Flights::new();
+    let guard = flights.try_acquire("job", TTL).await.unwrap();
+    let stats = &flights.table.stats;
+    let alive_before = stats.leases_alive();
+    stats.shutdown.start();
+    drop(guard); // the job saw the signal at once
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let drained = stats.shutdown.drain(stats, deadline, alive_before).await;
+    assert_eq!((drained.finished, drained.still_running), (1, 0));
+}
