@@ -371,7 +371,7 @@ fn conflicting_apps(conflict: ConflictResponse) -> (Router, Router) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_extractor_answers_with_the_configured_problem_json() {
+async fn the_extractor_answers_and_marks_as_the_layer_with_problem_json() {
     let (extractor, layered) = conflicting_apps(ConflictResponse::problem_json());
     for app in [&extractor, &layered] {
         let replies = send_all(app, (0..2).map(|_| resume("/jobs/7"))).await;
@@ -383,6 +383,7 @@ async fn the_extractor_answers_with_the_configured_problem_json() {
             duplicate.headers[header::CONTENT_TYPE],
             "application/problem+json"
         );
+        assert_eq!(duplicate.role, Some(FlightRole::Rejected), "marked alike");
         let body = duplicate.json();
         assert_eq!(body["code"], "already_running");
         assert_eq!(body["status"], 409);
@@ -451,18 +452,4 @@ async fn a_shutdown_stops_the_jobs_then_the_extractor_answers_503_and_the_handle
         FlightStatus::Idle,
         "no key was taken"
     );
-}
-
-/// The extractor's `409` carries the role the reject layer's does.
-#[tokio::test(start_paused = true)]
-async fn extractor_and_layer_mark_a_duplicate_with_the_same_role() {
-    let (extractor, layered) = conflicting_apps(ConflictResponse::json());
-    for app in [&extractor, &layered] {
-        let replies = send_all(app, (0..2).map(|_| resume("/jobs/7"))).await;
-        let duplicate = replies
-            .iter()
-            .find(|reply| reply.status == StatusCode::CONFLICT)
-            .expect("one duplicate");
-        assert_eq!(duplicate.role, Some(FlightRole::Rejected));
-    }
 }
