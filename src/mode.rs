@@ -131,7 +131,7 @@ where
 {
     pub(crate) fn new() -> Self {
         Self {
-            flights: Flights::new(),
+            flights: Flights::new().hashed_by(ShareKey::digest),
             options: CallOptions::default(),
             max_body: 8 * 1024 * 1024,
             buffer_budget: Duration::from_secs(1),
@@ -154,7 +154,9 @@ where
     {
         let name = self.flights.name();
         Share {
-            flights: Flights::new().with_name(Arc::clone(&name)),
+            flights: Flights::new()
+                .hashed_by(ShareKey::digest)
+                .with_name(Arc::clone(&name)),
             options: self.options,
             max_body: self.max_body,
             buffer_budget: self.buffer_budget,

@@ -213,14 +213,15 @@ where
                         return Ok(None);
                     }
                 };
-                let key = ShareKey {
-                    key_bytes: config.key.key_bytes(&key),
+                let key_bytes = config.key.key_bytes(&key);
+                let key = ShareKey::new(
                     key,
-                    method: parts.method.clone(),
-                    scheme: crate::key::Scheme::of(&parts.uri),
-                    host: identity.host().cloned(),
+                    parts.method.clone(),
+                    crate::key::Scheme::of(&parts.uri),
+                    identity.host().cloned(),
                     caller,
-                };
+                    key_bytes,
+                );
                 if identity.len().saturating_add(key.extra_len()) > config.identify.max_key_bytes {
                     return Err(Unkeyable::TooLong);
                 }

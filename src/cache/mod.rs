@@ -13,6 +13,7 @@ mod consult;
 mod directives;
 mod epochs;
 mod freshness;
+mod front;
 mod resolve;
 mod response;
 mod status;

@@ -20,13 +20,15 @@ use super::{
     config::CacheConfig,
     epochs::{Epoch, Epochs},
     freshness::{Freshness, Windows},
+    front::{Front, Looked},
     status::{self, StatusName},
     storage,
 };
 use crate::{
     body::ResponseBody,
+    flight::Striped,
     identity::{Identify, Reading, RequestIdentity},
-    key::ShareKey,
+    key::{ByDigest, ShareKey},
     metrics::{CacheMeter, CacheResult},
     shared::BufferedResponse,
 };
@@ -267,7 +269,7 @@ impl CachedResponse {
     }
 
     /// The bytes it keeps: the answer, and its target and key.
-    fn weight(&self) -> usize {
+    pub(super) fn weight(&self) -> usize {
         self.response.heap_bytes() + self.target.len() + VARIANT_OVERHEAD
     }
 
@@ -310,7 +312,7 @@ pub struct ResponseCache<K> {
 }
 
 struct Inner<K> {
-    store: Cache<ShareKey<K>, Stored>,
+    store: Cache<ShareKey<K>, Stored, ByDigest>,
     config: CacheConfig,
     stats: Counters,
     /// Its instruments (feature `metrics`), shared with moka's eviction
@@ -320,6 +322,8 @@ struct Inner<K> {
     /// concerns it is not stored, so a read in flight during a write cannot
     /// bring back the old data.
     epochs: Epochs,
+    /// The answers each thread serves most, kept on its own stripe.
+    front: Front<K>,
     clock: Clock,
     /// The Redis tier, when the layer spans replicas, and the subscription
     /// that applies other replicas' invalidations here.
@@ -355,15 +359,11 @@ pub struct CacheStats {
     pub revalidated: u64,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    hits: AtomicU64,
-    stale: AtomicU64,
-    misses: AtomicU64,
-    passes: AtomicU64,
-    stored: AtomicU64,
-    revalidated: AtomicU64,
-}
+/// The cache's counters, striped so that cores counting hits of one hot
+/// key do not write one line: each [`Counted`], then these.
+type Counters = Striped<6>;
+const STORED: usize = 4;
+const REVALIDATED: usize = 5;
 
 /// moka evicts on its own (wall) clock; freshness is decided on Tokio's.
 /// An entry is kept for as long as its longest-lived variant is useful, plus
@@ -467,11 +467,12 @@ where
         };
         Self {
             inner: Arc::new(Inner {
-                store: store.build(),
+                store: store.build_with_hasher(ByDigest),
                 config,
                 stats: Counters::default(),
                 meter,
                 epochs: Epochs::default(),
+                front: Front::new(),
                 clock: Clock::new(),
                 #[cfg(feature = "redis")]
                 tier: std::sync::OnceLock::new(),
@@ -479,14 +480,31 @@ where
         }
     }
 
-    /// The newest variant stored for a request with these headers. Not
-    /// counted: [`consult`](super::consult) counts what it decides.
-    pub(crate) fn lookup(&self, key: &ShareKey<K>, request: &http::HeaderMap) -> Lookup {
+    /// The newest variant stored for a request with these headers, as at
+    /// `now`. Not counted: [`consult`](super::consult) counts what it
+    /// decides.
+    pub(crate) fn lookup(
+        &self,
+        key: &ShareKey<K>,
+        request: &http::HeaderMap,
+        now: Instant,
+    ) -> Lookup {
+        let front = &self.inner.front;
+        let hash = key.digest();
+        let keep = match front.get(hash, key, request, now) {
+            Looked::Kept(answer) => return Lookup::Answer(answer),
+            Looked::Ask(keep) => keep,
+        };
         let Some(variants) = self.inner.store.get(key) else {
             return Lookup::Miss;
         };
         match variants.iter().find(|variant| variant.fits(request)) {
-            Some(answer) => Lookup::Answer(Arc::clone(answer)),
+            Some(answer) => {
+                if let Some(seen) = keep {
+                    front.keep(hash, key, answer, seen, now);
+                }
+                Lookup::Answer(Arc::clone(answer))
+            }
             None => Lookup::VaryMiss,
         }
     }
@@ -499,23 +517,15 @@ where
         key: &ShareKey<K>,
         request: &http::HeaderMap,
     ) -> Option<Arc<CachedResponse>> {
-        match self.lookup(key, request) {
-            Lookup::Answer(answer) if answer.freshness(Instant::now()) == Freshness::Fresh => {
-                Some(answer)
-            }
+        let now = Instant::now();
+        match self.lookup(key, request, now) {
+            Lookup::Answer(answer) if answer.freshness(now) == Freshness::Fresh => Some(answer),
             Lookup::Answer(_) | Lookup::VaryMiss | Lookup::Miss => None,
         }
     }
 
     pub(crate) fn count(&self, outcome: Counted) {
-        let stats = &self.inner.stats;
-        let counter = match outcome {
-            Counted::Hit => &stats.hits,
-            Counted::Stale => &stats.stale,
-            Counted::Miss => &stats.misses,
-            Counted::Pass => &stats.passes,
-        };
-        counter.fetch_add(1, Relaxed);
+        self.inner.stats.add(outcome as usize);
         self.inner.meter.result(match outcome {
             Counted::Hit => CacheResult::Hit,
             Counted::Stale => CacheResult::Stale,
@@ -584,7 +594,7 @@ where
             uses: AtomicU32::new(0),
         });
         let ttl = status::ttl(answer.windows.fresh, initial_age);
-        self.inner.stats.stored.fetch_add(1, Relaxed);
+        self.inner.stats.add(STORED);
         #[cfg(feature = "metrics")]
         self.inner.meter.stored();
         self.add_variant(key, answer, storing.replacing);
@@ -603,6 +613,7 @@ where
         let max = self.inner.config.max_variants;
         #[cfg(feature = "metrics")]
         let key_len = key.len();
+        let hash = key.digest();
         self.inner.store.entry(key).and_upsert_with(|entry| {
             let older = entry.map(|entry| entry.into_value());
             let replaced = |variant: &Arc<CachedResponse>| {
@@ -632,11 +643,14 @@ where
             self.inner.meter.put(weigh_parts(key_len, &stored));
             stored
         });
+        // Once moka has them: a lookup that read the old generation found
+        // the old variants, and its slot is void now.
+        self.inner.front.changed(hash);
     }
 
     /// Counts a `304` that revalidated a stale answer.
     pub(crate) fn count_revalidated(&self) {
-        self.inner.stats.revalidated.fetch_add(1, Relaxed);
+        self.inner.stats.add(REVALIDATED);
     }
 
     /// Drops one variant (a `304` that does not match it).
@@ -664,6 +678,7 @@ where
                     Op::Put(kept)
                 }
             });
+        self.inner.front.changed(key.digest());
     }
 
     /// Drops every answer a write changed: for its path on its hosts (all
@@ -708,6 +723,7 @@ where
     fn invalidate_all_here(&self) {
         self.inner.epochs.bump_all();
         self.inner.store.invalidate_all();
+        self.inner.front.invalidated();
     }
 
     /// Drops every answer for `path`, on any host: a write another replica
@@ -764,18 +780,20 @@ where
         if let Err(error) = self.inner.store.invalidate_entries_if(matches) {
             tracing::error!(%error, "cache invalidation failed");
         }
+        self.inner.front.invalidated();
     }
 
     /// What the cache did so far.
     pub fn stats(&self) -> CacheStats {
-        let stats = &self.inner.stats;
+        let sums = self.inner.stats.sums();
+        let count = |outcome: Counted| sums[outcome as usize];
         CacheStats {
-            hits: stats.hits.load(Relaxed),
-            stale: stats.stale.load(Relaxed),
-            misses: stats.misses.load(Relaxed),
-            passes: stats.passes.load(Relaxed),
-            stored: stats.stored.load(Relaxed),
-            revalidated: stats.revalidated.load(Relaxed),
+            hits: count(Counted::Hit),
+            stale: count(Counted::Stale),
+            misses: count(Counted::Miss),
+            passes: count(Counted::Pass),
+            stored: sums[STORED],
+            revalidated: sums[REVALIDATED],
         }
     }
 
@@ -809,10 +827,11 @@ fn least_used(variants: &[Arc<CachedResponse>]) -> usize {
     chosen.unwrap_or(0)
 }
 
-/// What one request through the cache counts as.
+/// What one request through the cache counts as; its value is its
+/// counter's index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Counted {
-    Hit,
+    Hit = 0,
     Stale,
     Miss,
     Pass,

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::freshness::{Freshness, Windows};
 use crate::{
-    flight::{CallOptions, FlightError, Flights, Inlined, Outcome},
+    flight::{CallOptions, FlightError, Flights, Inlined, Outcome, Striped},
     time,
 };
 
@@ -252,14 +252,14 @@ pub struct ValueCacheStats {
     pub errors: u64,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    stale: AtomicU64,
-    computations: AtomicU64,
-    errors: AtomicU64,
-}
+/// The cache's counters, striped so that cores counting hits of one hot
+/// key do not write one line.
+type Counters = Striped<5>;
+const HITS: usize = 0;
+const MISSES: usize = 1;
+const STALE: usize = 2;
+const COMPUTATIONS: usize = 3;
+const ERRORS: usize = 4;
 
 /// Builds a [`ValueCache`].
 #[must_use]
@@ -420,14 +420,14 @@ where
         let stale = match self.find(&key).await {
             Found::Fresh(value) => return Ok(value),
             Found::Revalidate(stored) => {
-                inner.stats.stale.fetch_add(1, Relaxed);
+                inner.stats.add(STALE);
                 self.refresh(key, compute);
                 return Ok(stored.value.clone());
             }
             Found::IfError(stored) => Some(stored),
             Found::Nothing => None,
         };
-        inner.stats.misses.fetch_add(1, Relaxed);
+        inner.stats.add(MISSES);
         let outcome = inner
             .flights
             .join_or_lead(key.clone(), &inner.options, || {
@@ -489,13 +489,13 @@ where
             Found::Fresh(value) => return Ok(value),
             // Whoever refreshes waits for it; the others don't.
             Found::Revalidate(stored) if inner.computing(&key).is_some() => {
-                inner.stats.stale.fetch_add(1, Relaxed);
+                inner.stats.add(STALE);
                 return Ok(stored.value.clone());
             }
             Found::Revalidate(stored) | Found::IfError(stored) => Some(stored),
             Found::Nothing => None,
         };
-        inner.stats.misses.fetch_add(1, Relaxed);
+        inner.stats.add(MISSES);
         let outcome = self.lead_or_wait_inline(key, compute).await;
         self.settle(outcome, stale)
     }
@@ -508,7 +508,7 @@ where
         };
         match inner.windows.at(stored.stored_at, Instant::now()) {
             Freshness::Fresh => {
-                inner.stats.hits.fetch_add(1, Relaxed);
+                inner.stats.add(HITS);
                 Found::Fresh(stored.value.clone())
             }
             Freshness::Revalidate => Found::Revalidate(stored),
@@ -573,7 +573,7 @@ where
         };
         match stale {
             Some(stored) => {
-                self.inner.stats.stale.fetch_add(1, Relaxed);
+                self.inner.stats.add(STALE);
                 Ok(stored.value.clone())
             }
             None => Err(error),
@@ -615,13 +615,13 @@ where
 
     /// What the cache did so far.
     pub fn stats(&self) -> ValueCacheStats {
-        let stats = &self.inner.stats;
+        let sums = self.inner.stats.sums();
         ValueCacheStats {
-            hits: stats.hits.load(Relaxed),
-            misses: stats.misses.load(Relaxed),
-            stale: stats.stale.load(Relaxed),
-            computations: stats.computations.load(Relaxed),
-            errors: stats.errors.load(Relaxed),
+            hits: sums[HITS],
+            misses: sums[MISSES],
+            stale: sums[STALE],
+            computations: sums[COMPUTATIONS],
+            errors: sums[ERRORS],
         }
     }
 
@@ -692,7 +692,7 @@ where
                 },
                 None => (work, None),
             };
-            stats.computations.fetch_add(1, Relaxed);
+            stats.add(COMPUTATIONS);
             let failure = CountFailure(Some(Arc::clone(&stats)));
             let result = work.await;
             match &result {
@@ -812,7 +812,7 @@ impl CountFailure {
 impl Drop for CountFailure {
     fn drop(&mut self) {
         if let Some(stats) = self.0.take() {
-            stats.errors.fetch_add(1, Relaxed);
+            stats.add(ERRORS);
         }
     }
 }

@@ -34,6 +34,9 @@ use crate::time;
 pub(crate) struct Calls<K, T> {
     shards: Sharded<Shard<K, T>>,
     hasher: RandomState,
+    /// For keys that carry a keyed hash of their own (share keys): read,
+    /// not hashed again.
+    pub(crate) hashed: Option<fn(&K) -> u64>,
     stats: Arc<Stats>,
 }
 
@@ -295,6 +298,7 @@ where
                 len: AtomicUsize::new(0),
             }),
             hasher: RandomState::new(),
+            hashed: None,
             stats,
         }
     }
@@ -360,7 +364,10 @@ where
     /// The key's hash in this table (keyed per table: clients cannot aim
     /// collisions at it).
     pub(crate) fn hash(&self, key: &K) -> u64 {
-        self.hasher.hash_one(key)
+        match self.hashed {
+            Some(hashed) => hashed(key),
+            None => self.hasher.hash_one(key),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -46,6 +46,8 @@ pub use progress::Progress;
 pub use shutdown::Drained;
 pub use stats::FlightStats;
 
+#[cfg(feature = "cache")]
+pub(crate) use shards::{count as stripe_count, stripe, Padded, Striped};
 pub(crate) use stats::{Event, Stats};
 
 pub(crate) use call::LeaseWatch;
@@ -176,6 +178,15 @@ where
                 retry_after: Duration::from_secs(1),
             },
         }
+    }
+
+    /// A table of keys that carry a keyed hash of their own, read by
+    /// `hashed` rather than hashed again. Only for a table just made.
+    pub(crate) fn hashed_by(mut self, hashed: fn(&K) -> u64) -> Self {
+        if let Some(calls) = Arc::get_mut(&mut self.calls) {
+            calls.hashed = Some(hashed);
+        }
+        self
     }
 
     /// The TTL of leases taken without one of their own, as by the `Flight`

@@ -5,10 +5,12 @@ use std::{
     cell::Cell,
     ops::Deref,
     sync::{
-        atomic::{AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicUsize, Ordering, Ordering::Relaxed},
         OnceLock,
     },
 };
+
+use super::sync::AtomicU64;
 
 /// How many shards a table (or stripes a counter) has: four per core, a
 /// power of two, at most 64. Enough that two cores rarely pick the same
@@ -65,6 +67,56 @@ impl<S> Sharded<S> {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.len()
+    }
+}
+
+/// `N` counters, striped: each thread adds on its own stripe (its own cache
+/// line), and a read sums the stripes, so that cores counting every request
+/// do not fight over one line. Every counter wraps: one taken on a stripe
+/// and given back on another leaves +1 and -1, which sum to 0.
+#[derive(Debug)]
+pub(crate) struct Striped<const N: usize> {
+    stripes: Box<[Padded<[AtomicU64; N]>]>,
+}
+
+impl<const N: usize> Default for Striped<N> {
+    fn default() -> Self {
+        let stripe = || Padded(std::array::from_fn(|_| AtomicU64::new(0)));
+        Self {
+            stripes: (0..count()).map(|_| stripe()).collect(),
+        }
+    }
+}
+
+impl<const N: usize> Striped<N> {
+    /// This thread's stripe.
+    #[inline]
+    pub(crate) fn mine(&self) -> &[AtomicU64; N] {
+        &self.stripes[stripe() & (self.stripes.len() - 1)]
+    }
+
+    /// Adds one to counter `index`.
+    #[inline]
+    pub(crate) fn add(&self, index: usize) {
+        self.mine()[index].fetch_add(1, Relaxed);
+    }
+
+    /// Counter `index`, summed over the stripes.
+    pub(crate) fn sum(&self, index: usize, order: Ordering) -> u64 {
+        self.stripes.iter().fold(0u64, |sum, stripe| {
+            sum.wrapping_add(stripe.0[index].load(order))
+        })
+    }
+
+    /// Every counter, summed over the stripes.
+    pub(crate) fn sums(&self) -> [u64; N] {
+        let mut sums = [0u64; N];
+        for stripe in self.stripes.iter() {
+            for (sum, counter) in sums.iter_mut().zip(&stripe.0) {
+                *sum = sum.wrapping_add(counter.load(Relaxed));
+            }
+        }
+        sums
     }
 }
 
@@ -126,6 +178,23 @@ mod tests {
         let sharded = Sharded::new(|_| 0u8);
         let addresses: Vec<usize> = sharded.iter().map(|s| s as *const u8 as usize).collect();
         assert!(addresses.windows(2).all(|pair| pair[1] - pair[0] >= 128));
+    }
+
+    #[test]
+    fn striped_counters_sum_what_every_thread_added() {
+        let striped = std::sync::Arc::new(Striped::<2>::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let striped = std::sync::Arc::clone(&striped);
+                std::thread::spawn(move || (0..1000).for_each(|_| striped.add(1)))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .for_each(|thread| thread.join().expect("no panic"));
+        striped.add(0);
+        assert_eq!(striped.sums(), [1, 4000]);
+        assert_eq!(striped.sum(1, Relaxed), 4000);
     }
 
     #[test]

@@ -1,14 +1,10 @@
 //! Counters of what the table did, readable as a snapshot.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 
 use tokio::time::Instant;
 
-use super::{
-    shards::{self, Padded},
-    shutdown::Shutdown,
-    sync::AtomicU64,
-};
+use super::{shards::Striped, shutdown::Shutdown};
 use crate::metrics::{Handles, Name};
 
 /// A snapshot of a [`Flights`](super::Flights) table's counters.
@@ -66,9 +62,9 @@ pub struct FlightStats {
 /// The table's [`Shutdown`] lives here too, beside the `leases_held` gauge
 /// its wait reads: every guard, call table and clone of the table already
 /// points here, so a lease reaches it without one more reference count.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Stats {
-    stripes: Box<[Padded<Counters>]>,
+    counters: Striped<COUNTERS>,
     /// The table's name, in metrics and traces.
     pub(crate) name: Name,
     /// Its instruments (feature `metrics`; nothing without it).
@@ -76,25 +72,9 @@ pub(crate) struct Stats {
     pub(crate) shutdown: Shutdown,
 }
 
-/// One stripe. Every counter wraps: a lease taken on one stripe and dropped
-/// on another leaves one at +1 and the other at -1, which sum to 0.
-#[derive(Debug, Default)]
-struct Counters([AtomicU64; COUNTERS]);
-
 /// The events, then the `leases_held` gauge.
 const COUNTERS: usize = 11;
 const LEASES_HELD: usize = 10;
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            stripes: (0..shards::count()).map(|_| Padded::default()).collect(),
-            name: Name::default(),
-            handles: Handles::default(),
-            shutdown: Shutdown::default(),
-        }
-    }
-}
 
 /// One thing worth counting; its value is its counter's index in a stripe.
 #[derive(Debug, Clone, Copy)]
@@ -112,15 +92,9 @@ pub(crate) enum Event {
 }
 
 impl Stats {
-    /// This thread's stripe.
-    #[inline]
-    fn mine(&self) -> &Counters {
-        &self.stripes[shards::stripe() & (self.stripes.len() - 1)]
-    }
-
     #[inline]
     pub(crate) fn record(&self, event: Event) {
-        self.mine().0[event as usize].fetch_add(1, Relaxed);
+        self.counters.add(event as usize);
         self.handles.event(&self.name, event);
     }
 
@@ -129,14 +103,14 @@ impl Stats {
     // the same instruction as a relaxed one.
     #[inline]
     pub(crate) fn lease_taken(&self) {
-        self.mine().0[LEASES_HELD].fetch_add(1, SeqCst);
+        self.counters.mine()[LEASES_HELD].fetch_add(1, SeqCst);
         self.handles.leases(&self.name, 1.0);
     }
 
     /// A lease taken at `acquired` released.
     #[inline]
     pub(crate) fn lease_dropped(&self, acquired: Instant) {
-        self.mine().0[LEASES_HELD].fetch_sub(1, SeqCst);
+        self.counters.mine()[LEASES_HELD].fetch_sub(1, SeqCst);
         self.handles.leases(&self.name, -1.0);
         self.handles.ran(&self.name, acquired);
     }
@@ -150,19 +124,12 @@ impl Stats {
     /// The lease guards alive now, read after the shutdown flag was set:
     /// never fewer than there are (see `shutdown.rs`).
     pub(crate) fn leases_alive(&self) -> usize {
-        let sum = self.stripes.iter().fold(0u64, |sum, stripe| {
-            sum.wrapping_add(stripe.0 .0[LEASES_HELD].load(SeqCst))
-        });
+        let sum = self.counters.sum(LEASES_HELD, SeqCst);
         usize::try_from(sum as i64).unwrap_or(0)
     }
 
     pub(crate) fn snapshot(&self, in_flight: usize) -> FlightStats {
-        let mut sums = [0u64; COUNTERS];
-        for stripe in self.stripes.iter() {
-            for (sum, counter) in sums.iter_mut().zip(&stripe.0 .0) {
-                *sum = sum.wrapping_add(counter.load(Relaxed));
-            }
-        }
+        let sums = self.counters.sums();
         let count = |event: Event| sums[event as usize];
         FlightStats {
             leaders: count(Event::Led),

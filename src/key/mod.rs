@@ -37,6 +37,8 @@ pub use combine::{And, OrReject};
 pub use forwarded::{ForwardedHeader, ForwardedIp};
 pub use ip::PeerIp;
 pub use request::{ExtensionKey, HeaderKey, MethodPathQuery, PathOnly, RequestKey};
+#[cfg(feature = "cache")]
+pub(crate) use share::ByDigest;
 pub(crate) use share::{Scheme, ShareKey};
 
 /// Turns a request head into the key that identifies identical requests.

@@ -1,6 +1,8 @@
 //! The key share mode coalesces on: the user's key, kept apart by method,
 //! scheme, host and caller.
 
+#[cfg(feature = "cache")]
+use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 
 use http::{HeaderValue, Method};
@@ -33,6 +35,12 @@ impl Scheme {
 /// by scheme, by host and by caller, whatever the user's key says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShareKey<K> {
+    /// The fields below hashed once, with the process's keyed hasher (keys
+    /// come from clients: they must not be able to aim collisions). The
+    /// flight table, the cache and its front each hash these eight bytes,
+    /// not the fields again. First, so that unequal keys mostly differ at
+    /// the first comparison.
+    digest: u64,
     pub(crate) key: K,
     /// The method, whatever the user's key says: a `HEAD`, an `OPTIONS`
     /// and a `GET` never share an answer.
@@ -48,6 +56,37 @@ pub(crate) struct ShareKey<K> {
     pub(crate) key_bytes: usize,
 }
 
+impl<K: Hash> ShareKey<K> {
+    pub(crate) fn new(
+        key: K,
+        method: Method,
+        scheme: Scheme,
+        host: Option<HeaderValue>,
+        caller: Option<Caller>,
+        key_bytes: usize,
+    ) -> Self {
+        let mut key = Self {
+            digest: 0,
+            key,
+            method,
+            scheme,
+            host,
+            caller,
+            key_bytes,
+        };
+        key.digest = crate::flight::digest(&Fields(&key));
+        key
+    }
+}
+
+impl<K> ShareKey<K> {
+    /// Its fields' keyed hash: what every table hashes it by.
+    #[inline]
+    pub(crate) fn digest(&self) -> u64 {
+        self.digest
+    }
+}
+
 impl<K: Clone> ShareKey<K> {
     /// A copy that shares no buffer with the request, to keep in the cache.
     #[cfg_attr(not(feature = "cache"), allow(dead_code))]
@@ -56,6 +95,7 @@ impl<K: Clone> ShareKey<K> {
             HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone())
         };
         Self {
+            digest: self.digest,
             key: self.key.clone(),
             method: self.method.clone(),
             scheme: self.scheme,
@@ -87,18 +127,71 @@ impl<K> ShareKey<K> {
     }
 }
 
-impl<K: Hash> Hash for ShareKey<K> {
+impl<K> Hash for ShareKey<K> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-        state.write(self.method.as_str().as_bytes());
+        state.write_u64(self.digest);
+    }
+}
+
+/// What a share key's digest is made of.
+struct Fields<'a, K>(&'a ShareKey<K>);
+
+impl<K: Hash> Hash for Fields<'_, K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let Fields(this) = self;
+        this.key.hash(state);
+        state.write(this.method.as_str().as_bytes());
         // Most requests name no scheme: nothing more to hash for them (keys
         // equal by `Eq` still hash alike).
-        if self.scheme != Scheme::Unnamed {
-            state.write_u8(self.scheme as u8);
+        if this.scheme != Scheme::Unnamed {
+            state.write_u8(this.scheme as u8);
         }
-        state.write(self.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
-        if let Some(caller) = &self.caller {
+        state.write(this.host.as_ref().map_or(&[][..], HeaderValue::as_bytes));
+        if let Some(caller) = &this.caller {
             caller.hash(state);
         }
+    }
+}
+
+/// Hashes share keys by their digest as it is: keyed already, it needs no
+/// second keyed hash (which a map's default hasher, SipHash, would spend
+/// about seventy instructions on). For maps of share keys only.
+///
+/// Hand-written: `nohash-hasher` does the same for integer keys, but a
+/// share key is not one, and the crate asks its keys to opt in.
+#[cfg(feature = "cache")]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ByDigest;
+
+#[cfg(feature = "cache")]
+impl BuildHasher for ByDigest {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+/// See [`ByDigest`].
+#[cfg(feature = "cache")]
+#[derive(Debug)]
+pub(crate) struct DigestHasher(u64);
+
+#[cfg(feature = "cache")]
+impl Hasher for DigestHasher {
+    fn write_u64(&mut self, digest: u64) {
+        self.0 = self.0.rotate_left(5) ^ digest;
+    }
+
+    // Not reached by a share key, whose hash is its digest alone; anything
+    // else is still hashed, poorly.
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
