@@ -191,6 +191,13 @@ fn cache_hit() -> Bench {
     )
 }
 
+/// Every measured request the same key: a hit on an answer served again
+/// and again (the front each thread keeps).
+fn cache_hit_hot_key() -> Bench {
+    let app = hello_route().layer(SingleFlightLayer::share().cache(cache_config()));
+    bench_on(runtime(), app, "GET", |_| "/hello/1".to_owned(), &[])
+}
+
 /// Every measured request a key of its own: a miss, answered by the handler
 /// and stored.
 fn cache_miss_unique_keys() -> Bench {
@@ -214,6 +221,7 @@ fn cache_config() -> CacheConfig {
 #[bench::reject_unique_keys(setup = reject_unique_keys)]
 #[bench::reject_conflict(setup = reject_conflict)]
 #[bench::cache_hit(setup = cache_hit)]
+#[bench::cache_hit_hot_key(setup = cache_hit_hot_key)]
 #[bench::cache_miss_unique_keys(setup = cache_miss_unique_keys)]
 #[bench::identity_layer(setup = identity_layer)]
 #[bench::noop_from_fn(setup = noop_from_fn)]
