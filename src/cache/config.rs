@@ -177,6 +177,14 @@ impl CacheConfig {
 
     /// The memory the cached answers may take, counted in bytes of body and
     /// headers. Default: 64 MiB.
+    ///
+    /// Besides, each thread keeps the few answers it serves again and again,
+    /// so that cores reading one hot answer do not all go through the
+    /// cache's shared bookkeeping: at most 4 answers of at most 64 KiB on
+    /// each of the cache's stripes (four per core, at most 64), so at most
+    /// 1 MiB per core. An answer evicted for room may stay that long in
+    /// memory, served while fresh; a change to its key or an invalidation
+    /// voids it at once.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
