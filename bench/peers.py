@@ -56,6 +56,7 @@ LABELS = {
     "bare": "bare route (no layer)",
     "identity_layer": "identity layer",
     "share": "share mode",
+    "share_across_callers": "share mode across callers (`share_across_identities`)",
     "share_cache": "share mode + cache",
     "async_singleflight": "async_singleflight in the handler",
     "tower_resilience_coalesce": "tower-resilience-coalesce (router wrapped, body buffered)",
@@ -217,7 +218,9 @@ WIRING = """\
   Its defaults do more with a request than the peers do: its key reads the
   host and the caller's identity headers besides the method and URI, and its
   cache follows RFC 9111 (CACHING.md); the peers key on method and URI (or
-  the path's key) alone.
+  the path's key) alone. *Across callers*: `.share_across_identities()`,
+  which keys as the peers do (one answer for every caller: no credential
+  header or cookie is read), for what the caller's identity costs.
 - *async_singleflight* 0.6: a `UnaryGroup<String, String>` in the router's
   state; the handler runs its body through `group.work(&key, ..)`. It shares a
   run and keeps nothing.

@@ -68,6 +68,7 @@ pub const VARIANTS: &[(&str, MakeApp)] = &[
     ("bare", bare),
     ("identity_layer", identity_layer),
     ("share", share),
+    ("share_across_callers", share_across_callers),
     ("share_cache", share_cache),
     ("async_singleflight", async_singleflight),
     ("tower_resilience_coalesce", tower_resilience_coalesce),
@@ -177,6 +178,13 @@ pub fn identity_layer(work: Work) -> App {
 /// run; nothing is kept once it ends.
 pub fn share(work: Work) -> App {
     App::Router(route(work).layer(SingleFlightLayer::share()))
+}
+
+/// tower-singleflight, share mode keyed as the peers key: one answer for
+/// every caller (`share_across_identities`), so that no caller's
+/// credentials are read.
+pub fn share_across_callers(work: Work) -> App {
+    App::Router(route(work).layer(SingleFlightLayer::share().share_across_identities()))
 }
 
 /// tower-singleflight, share mode with its response cache (TTL 60 s, the
