@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 UNITS = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}
 
 
-def run_bench(samples):
+def run_bench(samples, group="contention"):
     output = subprocess.run(
-        ["cargo", "bench", "-p", "tower-singleflight-benches", "--bench", "wallclock", "--", "contention",
+        ["cargo", "bench", "-p", "tower-singleflight-benches", "--bench", "wallclock", "--", group,
          "--sample-count", str(samples), "--sample-size", "20"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
@@ -68,12 +68,23 @@ def main():
         figures["baseline"] = bare
     for figures in routes.values():
         del figures["scalings"]
+    # moka alone, for scale: what the cache's front keeps hot hits away from.
+    moka = [run_bench(args.samples, "moka_alone") for _ in range(args.rounds)]
+    alone = {
+        name: {
+            "t1_ns": round(1000 * statistics.median(run[name]["1"] for run in moka), 1),
+            "t2_ns": round(1000 * statistics.median(run[name]["2"] for run in moka), 1),
+            "scaling": round(statistics.median(2 * run[name]["1"] / run[name]["2"] for run in moka), 3),
+        }
+        for name in moka[0]
+    }
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
         "rounds": args.rounds,
         "samples": args.samples,
         "routes": routes,
+        "moka_alone": alone,
     }
     out = ROOT / "bench" / "results" / "contention.json"
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -210,6 +210,16 @@ def several_cores():
                    for route, r in c["routes"].items()]),
             "",
         ]
+        if "moka_alone" in c:
+            out += [
+                "moka alone in the same run (`-- moka_alone`: a `moka::sync::Cache` `get`, nothing "
+                "else), for what the response cache's front keeps hot hits away from: moka records "
+                "every read for its eviction policy in queues and counters every core writes.",
+                "",
+                table(["moka `get`", "1 thread, ns", "2 threads, ns", "scaling"],
+                      [[name, r["t1_ns"], r["t2_ns"], r["scaling"]] for name, r in c["moka_alone"].items()]),
+                "",
+            ]
     for run in sorted((ROOT / "bench" / "results").glob("cores-*.json")):
         r = json.loads(run.read_text())
         out += [

@@ -194,6 +194,46 @@ mod contention {
     }
 }
 
+/// moka alone, for what a shared cache costs across cores: a `get` of one
+/// key from 1 and 2 threads, and of a key per thread. The cache's front
+/// (each thread keeps its hot answers) exists because of the first.
+mod moka_alone {
+    use std::{cell::Cell, sync::Arc};
+
+    use moka::sync::Cache;
+
+    fn filled() -> Cache<u32, Arc<str>> {
+        let cache = Cache::new(1_000);
+        for key in 0..64 {
+            cache.insert(key, Arc::from("hello"));
+        }
+        cache
+    }
+
+    #[divan::bench(threads = [1, 2])]
+    fn get_one_key(bencher: divan::Bencher<'_, '_>) {
+        let cache = filled();
+        bencher.bench(|| divan::black_box(cache.get(&7)));
+    }
+
+    #[divan::bench(threads = [1, 2])]
+    fn get_a_key_per_thread(bencher: divan::Bencher<'_, '_>) {
+        thread_local! {
+            static KEY: Cell<Option<u32>> = const { Cell::new(None) };
+        }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let cache = filled();
+        bencher.bench(|| {
+            let key = KEY.with(|key| {
+                *key.get().get_or_insert_with(|| {
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64
+                })
+            });
+            divan::black_box(cache.get(&key))
+        });
+    }
+}
+
 /// One leader, N waiters parked on its flight: the time from the leader's
 /// outcome to the last waiter having it.
 #[divan::bench(args = [10, 1_000, 10_000])]
