@@ -55,3 +55,68 @@ async fn the_front_serves_an_older_variant_where_a_newer_one_fits() {
     );
     assert_eq!(origin.runs.get(), 2);
 }
+
+/// moka picks what to evict by how often and how lately each key was read
+/// (TinyLFU, LRU). A hit the front serves never reaches moka: the hottest
+/// key looks to moka as if read three times, long ago. Under pressure, keys
+/// read a few times each are admitted in its place, and it is evicted:
+/// every other thread (and this one, once it goes stale) fetches it again.
+/// Without the front, its forty reads keep it.
+#[test]
+fn the_hottest_key_is_not_evicted_for_keys_read_a_few_times() {
+    use common::{send, with_headers};
+    let origin = std::sync::Arc::new(Origin::new(CacheConfig::new().max_bytes(40_000), |seen| {
+        let mut response = answer(&seen, &[(header::CACHE_CONTROL, "max-age=600".into())]);
+        *response.body_mut() =
+            axum::body::Body::from(format!("run {}{}", seen.run, " ".repeat(2000)));
+        response
+    }));
+    let cache = origin.layer.response_cache().expect("a cache").clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        // Over half full: moka counts reads from now on.
+        for n in 0..6 {
+            origin.get(&format!("/f{n}")).await;
+            cache.run_pending_tasks();
+        }
+        for _ in 0..40 {
+            origin.get("/hot").await;
+        }
+        cache.run_pending_tasks();
+        let hot_runs = origin.runs.get();
+        // Keys read five times each: three passes, then stored.
+        for n in 0..20 {
+            let uri = format!("/c{n}");
+            for _ in 0..3 {
+                send(
+                    &origin.app,
+                    with_headers("GET", &uri, &[("cache-control", "no-store")]),
+                )
+                .await;
+            }
+            origin.get(&uri).await;
+            cache.run_pending_tasks();
+        }
+        assert_eq!(origin.runs.get(), hot_runs + 80);
+    });
+    let runs = origin.runs.get();
+    // Another thread (another stripe of the front) asks for the hot key.
+    let other = std::sync::Arc::clone(&origin);
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(other.get("/hot"));
+    })
+    .join()
+    .expect("no panic");
+    assert_eq!(
+        origin.runs.get(),
+        runs,
+        "the hottest key was evicted from the cache"
+    );
+}
