@@ -8,11 +8,10 @@ use common::origin::{answer, Origin};
 use tower_singleflight::CacheConfig;
 
 /// RFC 9111 §4.1: when several stored responses fit a request, the most
-/// recent one is used; `lookup` does so (variants are kept newest first).
-/// The front keeps one answer per key, the one a request picked, and serves
-/// it to any later request its `Vary` fits, even one a newer variant fits
-/// too: the older variant is served where the cache (and the same request
-/// on any other thread) answers the newer.
+/// recent one is used (variants are kept newest first). The front keeps a
+/// key's whole list of variants and picks from it as the cache does, so a
+/// hot key answers a request a newer variant fits with that variant, as
+/// any other thread would, not with the variant that made it hot.
 ///
 /// Run 1 varies on `Accept-Language` (stored for `en`), run 2 on `Accept`
 /// (stored for `json`). A request with `en` and `json` fits both: the cache
@@ -57,38 +56,46 @@ async fn the_front_serves_an_older_variant_where_a_newer_one_fits() {
 }
 
 /// moka picks what to evict by how often and how lately each key was read
-/// (TinyLFU, LRU). A hit the front serves never reaches moka: the hottest
-/// key looks to moka as if read three times, long ago. Under pressure, keys
-/// read a few times each are admitted in its place, and it is evicted:
-/// every other thread (and this one, once it goes stale) fetches it again.
-/// Without the front, its forty reads keep it.
+/// (TinyLFU, LRU). Hits the front serves are told to moka (one in
+/// `TOLD_EVERY`): otherwise the hottest key would look to moka as if read
+/// three times, long ago, and under pressure keys read a few times each
+/// would be admitted in its place; every other thread would fetch it again.
 #[test]
 fn the_hottest_key_is_not_evicted_for_keys_read_a_few_times() {
+    const BOUND: u64 = 2_000_000;
+    const FILL: usize = 500;
+    const CONTENDERS: usize = 1_000;
     use common::{send, with_headers};
-    let origin = std::sync::Arc::new(Origin::new(CacheConfig::new().max_bytes(40_000), |seen| {
+    // Room for about 800 answers; the front keeps answers of up to 4 KiB
+    // (a sixteenth of the bound over its slots) on up to 8 stripes (2 cores).
+    let origin = std::sync::Arc::new(Origin::new(CacheConfig::new().max_bytes(BOUND), |seen| {
         let mut response = answer(&seen, &[(header::CACHE_CONTROL, "max-age=600".into())]);
         *response.body_mut() =
             axum::body::Body::from(format!("run {}{}", seen.run, " ".repeat(2000)));
         response
     }));
     let cache = origin.layer.response_cache().expect("a cache").clone();
+    // Paused: the origin's waits pass at once (moka keeps its own clock).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .expect("a runtime");
     runtime.block_on(async {
         // Over half full: moka counts reads from now on.
-        for n in 0..6 {
+        for n in 0..FILL {
             origin.get(&format!("/f{n}")).await;
-            cache.run_pending_tasks();
         }
+        cache.run_pending_tasks();
         for _ in 0..40 {
             origin.get("/hot").await;
         }
         cache.run_pending_tasks();
         let hot_runs = origin.runs.get();
-        // Keys read five times each: three passes, then stored.
-        for n in 0..20 {
+        // Keys read five times each: three passes, then stored; the hot key
+        // read all along, answered by this thread's front.
+        for n in 0..CONTENDERS {
+            origin.get("/hot").await;
             let uri = format!("/c{n}");
             for _ in 0..3 {
                 send(
@@ -100,7 +107,7 @@ fn the_hottest_key_is_not_evicted_for_keys_read_a_few_times() {
             origin.get(&uri).await;
             cache.run_pending_tasks();
         }
-        assert_eq!(origin.runs.get(), hot_runs + 80);
+        assert_eq!(origin.runs.get(), hot_runs + 4 * CONTENDERS);
     });
     let runs = origin.runs.get();
     // Another thread (another stripe of the front) asks for the hot key.
@@ -108,6 +115,7 @@ fn the_hottest_key_is_not_evicted_for_keys_read_a_few_times() {
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(true)
             .build()
             .expect("a runtime")
             .block_on(other.get("/hot"));

@@ -7,6 +7,7 @@ mod common;
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     sync::atomic::{AtomicUsize, Ordering::SeqCst},
+    time::Duration,
 };
 
 use axum::{
@@ -216,27 +217,13 @@ async fn a_failed_refresh_does_not_pin_the_requests_buffer_in_the_cache() {
         )
         .layer(layer.clone());
     let cache = layer.response_cache().expect("a cache").clone();
-    let with_host = |host: http::HeaderValue| {
-        http::Request::builder()
-            .uri("/page")
-            .header(http::header::HOST, host)
-            .body(axum::body::Body::empty())
-            .unwrap()
-    };
     let stored = send(&app, with_host(http::HeaderValue::from_static("a.example"))).await;
     assert_eq!(stored.text(), "the page");
     tokio::time::sleep(Duration::from_secs(2)).await;
     cache.run_pending_tasks();
     let before = LIVE.load(SeqCst);
 
-    // The request head as hyper reads it: its values are slices of one
-    // large read buffer.
-    const BUFFER: usize = 1 << 20;
-    let mut head = b"a.example".to_vec();
-    head.resize(BUFFER, b' ');
-    let head = bytes::Bytes::from(head);
-    let host = http::HeaderValue::from_maybe_shared(head.slice(..9)).unwrap();
-    drop(head);
+    let host = host_in_a_read_buffer();
     let stale = send(&app, with_host(host)).await;
     assert_eq!(stale.text(), "the page", "the stale copy stands in");
     assert_eq!(runs.get(), 2);
@@ -246,4 +233,101 @@ async fn a_failed_refresh_does_not_pin_the_requests_buffer_in_the_cache() {
         pinned < BUFFER / 2,
         "{pinned} bytes stay live after the request: its read buffer is kept by the cache"
     );
+}
+
+/// `GET /page` on `host`.
+fn with_host(host: http::HeaderValue) -> http::Request<axum::body::Body> {
+    http::Request::builder()
+        .uri("/page")
+        .header(http::header::HOST, host)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+/// The size of the buffer [`host_in_a_read_buffer`] slices.
+const BUFFER: usize = 1 << 20;
+
+/// `a.example` as hyper reads a request head: a slice of one large read
+/// buffer, which the slice keeps alive.
+fn host_in_a_read_buffer() -> http::HeaderValue {
+    let mut head = b"a.example".to_vec();
+    head.resize(BUFFER, b' ');
+    let head = bytes::Bytes::from(head);
+    http::HeaderValue::from_maybe_shared(head.slice(..9)).unwrap()
+}
+
+/// `GET /*`: `body` bytes, fresh for a minute.
+fn pages_of(body: usize) -> (Router, ShareLayer) {
+    let layer = SingleFlightLayer::share().cache(CacheConfig::new());
+    let app = Router::new()
+        .fallback(routing::get(move || async move {
+            (
+                [(http::header::CACHE_CONTROL, "max-age=60")],
+                "x".repeat(body),
+            )
+        }))
+        .layer(layer.clone());
+    (app, layer)
+}
+
+/// The front for hot answers keeps the key detached, as the cache does: a
+/// request's host (a normal-form `Host`, kept by reference count) is a slice
+/// of the buffer hyper read the request head into, which a kept key would
+/// keep alive, unweighed, for as long as its slot stays (on an idle thread,
+/// for ever). As `a_failed_refresh_does_not_pin_the_requests_buffer_in_the_cache`.
+#[tokio::test(start_paused = true)]
+async fn a_hot_hit_does_not_pin_the_requests_buffer_in_the_front() {
+    let _serial = SERIAL.lock().await;
+    let (app, layer) = pages_of(16);
+    let cache = layer.response_cache().expect("a cache").clone();
+    let stored = send(&app, with_host(http::HeaderValue::from_static("a.example"))).await;
+    assert_eq!(stored.text().len(), 16);
+    cache.run_pending_tasks();
+    let before = LIVE.load(SeqCst);
+
+    let host = host_in_a_read_buffer();
+    // The second lookup of the key in a row on this thread: the front keeps it.
+    let hit = send(&app, with_host(host)).await;
+    assert_eq!(hit.text().len(), 16);
+    cache.run_pending_tasks();
+    let pinned = LIVE.load(SeqCst).saturating_sub(before);
+    assert!(
+        pinned < BUFFER / 2,
+        "{pinned} bytes stay live after the request: its read buffer is kept by the front"
+    );
+}
+
+/// An invalidation empties the front's slots: `invalidate_all` (then
+/// `run_pending_tasks`) frees every answer, the hot ones kept by a thread
+/// included, which no `weighted_size` would count.
+#[tokio::test(start_paused = true)]
+async fn invalidate_all_frees_hot_answers() {
+    let _serial = SERIAL.lock().await;
+    const BODY: usize = 60 * 1024;
+    let (app, layer) = pages_of(BODY);
+    let cache = layer.response_cache().expect("a cache").clone();
+    // Warm up: moka's tables, the runtime's, the router's.
+    for _ in 0..3 {
+        send(&app, get("/warm")).await;
+    }
+    cache.invalidate_all();
+    cache.run_pending_tasks();
+    let before = LIVE.load(SeqCst);
+
+    for _ in 0..3 {
+        assert_eq!(send(&app, get("/big")).await.text().len(), BODY);
+    }
+    cache.invalidate_all();
+    cache.run_pending_tasks();
+    assert_eq!(cache.weighted_size(), 0);
+    let left = LIVE.load(SeqCst).saturating_sub(before);
+    assert!(
+        left < BODY / 2,
+        "{left} bytes left once the cache was emptied: the front keeps the invalidated answer"
+    );
+    // Not a matter of time: still there a while later.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    cache.run_pending_tasks();
+    let left = LIVE.load(SeqCst).saturating_sub(before);
+    assert!(left < BODY / 2, "{left} bytes left 30 s later");
 }

@@ -1,17 +1,21 @@
-//! A front for hot answers: each thread keeps the few answers it serves
-//! again and again on its own stripe, so that cores serving one hot key do
-//! not all go through moka's shared bookkeeping. A moka `get` queues the read
-//! for its eviction policy, stores the entry's access time and counts a
-//! reference on it: on two cores reading one key, each `get` takes about
-//! twice as long as on one (BENCHMARKS.md, "Several cores").
+//! A front for hot answers: each thread keeps the variants of the few keys
+//! it serves again and again on its own stripe, so that cores serving one
+//! hot key do not all go through moka's shared bookkeeping. A moka `get`
+//! queues the read for its eviction policy, stores the entry's access time
+//! and counts a reference on it: on two cores reading one key, each `get`
+//! takes about twice as long as on one (BENCHMARKS.md, "Several cores").
 //!
-//! A kept answer is served only while nothing could have replaced it: every
-//! change to a key's variants bumps its bucket's generation, every
-//! invalidation the cache-wide one, each after moka has it; a slot remembers
-//! both as read before the lookup that filled it, and is void once either
-//! moved. It is served only while fresh, and only to a request its `Vary`
-//! fits: anything else goes to moka, which decides as if the front were not
-//! there.
+//! What the front answers is what moka would: a slot keeps a key's whole
+//! list of variants, as moka held it, and the same first fitting variant is
+//! picked from it. It is used only while nothing could have changed that
+//! list: every change to a key's variants bumps its bucket's generation,
+//! every invalidation the cache-wide one, each after moka has it; a slot
+//! remembers both as read before the lookup that filled it, and is void
+//! (and emptied) once either moved. A variant is served from it only while
+//! fresh: moka drops what is past use on its own clock.
+//!
+//! moka still hears of the hot key: one hit in [`TOLD_EVERY`] is also read
+//! there, so that its eviction policy knows the key is in use.
 
 use std::{
     hash::Hash,
@@ -23,19 +27,24 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{freshness::Freshness, response::CachedResponse};
+use super::{
+    freshness::Freshness,
+    response::{CachedResponse, Stored},
+};
 use crate::{
     flight::{stripe, stripe_count, Padded},
     key::ShareKey,
 };
 
-/// Answers kept per stripe: a thread serving a few hot keys at once keeps
-/// each.
+/// Keys kept per stripe: a thread serving a few hot keys at once keeps each.
 const SLOTS: usize = 4;
 
-/// Answers larger than this are not kept: what the front pins beyond the
-/// cache's own bound is at most this much per slot, on every stripe.
-pub(crate) const MAX_KEPT_BYTES: usize = 64 * 1024;
+/// What one slot may hold at most, whatever the cache's bound.
+const MAX_KEPT_BYTES: usize = 64 * 1024;
+
+/// One hit of a kept key in this many is read in moka too (for its
+/// eviction policy: a key read only here would look unused there).
+pub(crate) const TOLD_EVERY: u32 = 4;
 
 /// Generations of key buckets: a change to a key voids the slots of the
 /// keys in its bucket, no others.
@@ -43,6 +52,9 @@ const BUCKETS: usize = 1024;
 
 pub(crate) struct Front<K> {
     stripes: Box<[Padded<Mutex<Stripe<K>>>]>,
+    /// What a slot may weigh: all the slots together hold at most a
+    /// sixteenth of the cache's bound.
+    max_kept: usize,
     /// Bumped after every invalidation.
     everything: AtomicU64,
     /// Bumped after a key's variants change, by bucket of its hash.
@@ -53,22 +65,25 @@ struct Stripe<K> {
     slots: [Option<Slot<K>>; SLOTS],
     /// The hash of the last key this stripe looked up.
     candidate: Option<u64>,
-    /// The slot the next answer takes.
+    /// The slot the next key takes.
     next: usize,
+    /// Hits answered here, to tell moka of one in [`TOLD_EVERY`].
+    hits: u32,
 }
 
 struct Slot<K> {
     hash: u64,
+    /// Detached, as the cache keeps it: no request buffer is pinned here.
     key: ShareKey<K>,
-    answer: Arc<CachedResponse>,
+    variants: Stored,
     seen: Seen,
 }
 
 /// What the front has for a lookup.
 pub(crate) enum Looked {
-    /// The answer, kept.
-    Kept(Arc<CachedResponse>),
-    /// Ask moka; keep its answer if there are generations to keep it at.
+    /// The variant, and whether moka should hear of this hit.
+    Kept(Arc<CachedResponse>, bool),
+    /// Ask moka; keep its variants if there are generations to keep them at.
     Ask(Option<Seen>),
 }
 
@@ -80,16 +95,21 @@ pub(crate) struct Seen {
 }
 
 impl<K: Hash + Eq + Clone> Front<K> {
-    pub(crate) fn new() -> Self {
+    /// A front for a cache bounded to `max_bytes`.
+    pub(crate) fn new(max_bytes: u64) -> Self {
         let stripe = || {
             Padded(Mutex::new(Stripe {
                 slots: [const { None }; SLOTS],
                 candidate: None,
                 next: 0,
+                hits: 0,
             }))
         };
+        let stripes: Box<[_]> = (0..stripe_count()).map(|_| stripe()).collect();
+        let share = usize::try_from(max_bytes / 16).unwrap_or(usize::MAX) / (stripes.len() * SLOTS);
         Self {
-            stripes: (0..stripe_count()).map(|_| stripe()).collect(),
+            stripes,
+            max_kept: share.min(MAX_KEPT_BYTES),
             everything: AtomicU64::new(0),
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -99,17 +119,17 @@ impl<K: Hash + Eq + Clone> Front<K> {
         &self.buckets[hash as usize % BUCKETS]
     }
 
-    /// The generations now, for a lookup about to ask moka.
-    pub(crate) fn seen(&self, hash: u64) -> Seen {
+    fn seen(&self, hash: u64) -> Seen {
         Seen {
             everything: self.everything.load(Acquire),
             bucket: self.bucket(hash).load(Acquire),
         }
     }
 
-    /// The answer this thread keeps for `key`, if nothing could have
-    /// replaced it, it is fresh at `now` and a request with these headers
-    /// may have it; else whether to keep what moka answers.
+    /// The variant moka would pick for `key` and these request headers, if
+    /// this thread keeps the key, nothing could have changed its variants
+    /// since, and that variant is fresh at `now`; else whether to keep what
+    /// moka answers.
     pub(crate) fn get(
         &self,
         hash: u64,
@@ -122,20 +142,23 @@ impl<K: Hash + Eq + Clone> Front<K> {
             return Looked::Ask(None);
         };
         let seen = self.seen(hash);
-        let kept = stripe
-            .slots
-            .iter()
-            .flatten()
-            .find(|slot| slot.hash == hash && slot.key == *key);
-        if let Some(slot) = kept {
-            // Fresh only: moka drops what is past use on its own clock, and
-            // a copy the front kept past that would be revalidated where
-            // moka would fetch anew.
-            let usable = slot.seen == seen
-                && slot.answer.freshness(now) == Freshness::Fresh
-                && slot.answer.fits(request);
-            if usable {
-                return Looked::Kept(Arc::clone(&slot.answer));
+        let stripe = &mut *stripe;
+        let kept = stripe.slots.iter_mut().find(|slot| {
+            slot.as_ref()
+                .is_some_and(|slot| slot.hash == hash && slot.key == *key)
+        });
+        if let Some(kept) = kept {
+            let current = kept.as_ref().filter(|slot| slot.seen == seen);
+            match current.map(|slot| slot.variants.iter().find(|variant| variant.fits(request))) {
+                Some(Some(variant)) if variant.freshness(now) == Freshness::Fresh => {
+                    stripe.hits = stripe.hits.wrapping_add(1);
+                    let tell = stripe.hits % TOLD_EVERY == 0;
+                    return Looked::Kept(Arc::clone(variant), tell);
+                }
+                // Another variant, or a stale one: moka decides.
+                Some(_) => {}
+                // Void: nothing is kept past its use.
+                None => *kept = None,
             }
         }
         // Asked for twice in a row on this stripe: worth keeping (a hit
@@ -144,17 +167,11 @@ impl<K: Hash + Eq + Clone> Front<K> {
         Looked::Ask(again.then_some(seen))
     }
 
-    /// Keeps an answer moka gave for `key`, looked up at `seen`, if it is
-    /// small enough and fresh.
-    pub(crate) fn keep(
-        &self,
-        hash: u64,
-        key: &ShareKey<K>,
-        answer: &Arc<CachedResponse>,
-        seen: Seen,
-        now: Instant,
-    ) {
-        if answer.weight() > MAX_KEPT_BYTES || answer.freshness(now) != Freshness::Fresh {
+    /// Keeps the variants moka gave for `key`, looked up at `seen`, if they
+    /// are small enough.
+    pub(crate) fn keep(&self, hash: u64, key: &ShareKey<K>, variants: &Stored, seen: Seen) {
+        let weight: usize = variants.iter().map(|variant| variant.weight()).sum();
+        if weight > self.max_kept {
             return;
         }
         let Ok(mut stripe) = self.mine().try_lock() else {
@@ -162,8 +179,8 @@ impl<K: Hash + Eq + Clone> Front<K> {
         };
         let slot = Slot {
             hash,
-            key: key.clone(),
-            answer: Arc::clone(answer),
+            key: key.detached(),
+            variants: Arc::clone(variants),
             seen,
         };
         // In place of the key's own void slot, or of the oldest.
@@ -187,9 +204,17 @@ impl<K: Hash + Eq + Clone> Front<K> {
         self.bucket(hash).fetch_add(1, Release);
     }
 
-    /// After an invalidation took effect in moka.
+    /// After an invalidation took effect in moka: every slot is void, and
+    /// emptied, so that nothing invalidated stays in memory. (Rare: each
+    /// stripe's lock is taken once.)
     pub(crate) fn invalidated(&self) {
         self.everything.fetch_add(1, Release);
+        for stripe in self.stripes.iter() {
+            let mut stripe = stripe
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            stripe.slots = [const { None }; SLOTS];
+        }
     }
 
     fn mine(&self) -> &Mutex<Stripe<K>> {

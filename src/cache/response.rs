@@ -465,6 +465,7 @@ where
                 meter.removed(weigh(&key, &stored), cause.was_evicted());
             })
         };
+        let front = Front::new(config.max_bytes);
         Self {
             inner: Arc::new(Inner {
                 store: store.build_with_hasher(ByDigest),
@@ -472,7 +473,7 @@ where
                 stats: Counters::default(),
                 meter,
                 epochs: Epochs::default(),
-                front: Front::new(),
+                front,
                 clock: Clock::new(),
                 #[cfg(feature = "redis")]
                 tier: std::sync::OnceLock::new(),
@@ -492,7 +493,13 @@ where
         let front = &self.inner.front;
         let hash = key.digest();
         let keep = match front.get(hash, key, request, now) {
-            Looked::Kept(answer) => return Lookup::Answer(answer),
+            Looked::Kept(answer, tell) => {
+                if tell {
+                    // For moka's eviction policy only: the key is in use.
+                    drop(self.inner.store.get(key));
+                }
+                return Lookup::Answer(answer);
+            }
             Looked::Ask(keep) => keep,
         };
         let Some(variants) = self.inner.store.get(key) else {
@@ -500,8 +507,8 @@ where
         };
         match variants.iter().find(|variant| variant.fits(request)) {
             Some(answer) => {
-                if let Some(seen) = keep {
-                    front.keep(hash, key, answer, seen, now);
+                if let Some(seen) = keep.filter(|_| answer.freshness(now) == Freshness::Fresh) {
+                    front.keep(hash, key, &variants, seen);
                 }
                 Lookup::Answer(Arc::clone(answer))
             }
