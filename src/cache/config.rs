@@ -180,11 +180,11 @@ impl CacheConfig {
     ///
     /// Besides, each thread keeps the few answers it serves again and again,
     /// so that cores reading one hot answer do not all go through the
-    /// cache's shared bookkeeping: at most 4 answers of at most 64 KiB on
-    /// each of the cache's stripes (four per core, at most 64), so at most
-    /// 1 MiB per core. An answer evicted for room may stay that long in
-    /// memory, served while fresh; a change to its key or an invalidation
-    /// voids it at once.
+    /// cache's shared bookkeeping: at most 4 keys on each of the cache's
+    /// stripes (four per core, at most 64), of at most 64 KiB each, and all
+    /// of them together at most a sixteenth of `max_bytes`. An answer
+    /// evicted for room may stay that long in memory, served while fresh; a
+    /// change to its key voids it, and an invalidation frees it, at once.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
