@@ -372,10 +372,29 @@ def targets(results):
     return rows
 
 
-def scaling_why():
+def scaling_why(results):
     """Why issue 13's missed claims are missed (profiles and reasoning that
     do not come out of a run: kept here so that they travel with the table)."""
-    return """- **One worker against `/param` over HTTP.** Share mode with unique
+    peers = ROOT / "bench" / "results" / "peers.json"
+    identity_rps = (json.loads(peers.read_text())["throughput"]["identity_layer"]["unique"]["ratio_median"]
+                    if peers.exists() else "?")
+    recorded = json.loads((ROOT / "bench" / "baseline.json").read_text())["ratios"]
+    contention = ROOT / "bench" / "results" / "contention.json"
+    c = json.loads(contention.read_text()) if contention.exists() else {}
+    alone = c.get("moka_alone", {})
+    one_key, own_key = alone.get("get_one_key", {}), alone.get("get_a_key_per_thread", {})
+    return SCALING_WHY.format(
+        miss=recorded["cache_miss_unique_keys"],
+        moka_one=one_key.get("t1_ns", "?"),
+        moka_two=one_key.get("t2_ns", "?"),
+        moka_own=own_key.get("t2_ns", "?"),
+        hot_scaling=c.get("routes", {}).get("cache_hit_hot_key", {}).get("vs_bare", "?"),
+        identity_rps=identity_rps,
+        param_rps=results["overhead"]["param_no_layer"]["throughput_ratio_median"],
+    )
+
+
+SCALING_WHY = """- **One worker against `/param` over HTTP.** Share mode with unique
   keys adds about 1.7x the bare route's instructions in process (2 to 3 us
   on this core), which would leave it near 0.85x of `/param` over HTTP; wrk
   measures far less (section 4; the peers' own server agrees, section 8).
@@ -391,31 +410,48 @@ def scaling_why():
   requests. The instruction count is the same on a current-thread and on a
   one-worker multi-thread runtime (callgrind, in process, with a `Host`
   header: 8.2k and 8.3k extra per request). Meeting 0.95x means a smaller
-  code path per request, not a faster one.
+  code path per request, not a faster one. Measured again on the server
+  under wrk (its `/proc/<pid>/stat` before and after 3 s runs): `/param`
+  takes 6.2 us of user time per request and `/sf/` 12.4 us, and `strace -c`
+  counts the same system calls for both (one `recvfrom` and one `writev`
+  per request): the whole gap is the process's own work. Even a layer that
+  does nothing misses 0.95x of `/param` here: the identity layer, in the
+  peers' harness, serves {identity_rps}x the bare route's requests/s, where
+  `/param` serves {param_rps}x in section 4.
 - **Cache misses with unique keys** (a quarter of bare's requests/s, moka
-  in a handler 0.42x). A miss costs 5.0x the bare route's instructions in
-  process (`cache_miss_unique_keys`): storing is about 17k of them (moka's
+  in a handler 0.42x). A miss costs {miss:.2f}x the bare route's instructions in
+  process (`cache_miss_unique_keys`; 5.0x before the key's digest was
+  computed once and read by moka): storing is about 17k of them (moka's
   `entry().and_upsert_with` 5.3k, detaching the answer into one buffer and
   a fresh header map, RFC 9111 admission, the `Date` formatted), and a miss
   allocates about 140 times where a bare request allocates 35 (the
   allocator is a quarter of the instructions). moka in a handler stores a
   `String`; this stores an HTTP answer that serves later requests as
   themselves.
-- **One hot key across threads.** The table is sharded and its
+- **One key across threads, share mode.** The table is sharded and its
   counters striped, and requests for different keys on different cores no
   longer meet: share mode and reject mode with unique keys scale like the
   bare route (4b). One key is one shard and one flight by design. In share
   mode on a fast handler, the second thread's request joins the first's
   flight and waits to be woken from the other core: with a 2 us handler,
-  being woken costs more than running it (the one-key row of 4b is about
-  0.75 to 0.9 of bare's scaling, run to run). A cache hit on one key writes
-  lines every core reads: moka's `get` clones the entry's and the value's
-  reference counts, stores the entry's last access time and queues the read
-  for its eviction policy; the crate clones the answer's `Arc` and, copying
-  the header map, one reference count per header value on the answer's
-  shared buffer. A per-worker front holding its own copy of a hot answer
-  would remove those writes; it is not built (it must also follow every
-  invalidation and replacement of the copy it holds).
+  being woken costs more than running it (`share_hot_key` in 4b). The bench
+  is a closed loop, each thread one request at a time, so the wait is idle
+  time there; in a server a waiting follower leaves its worker to its other
+  connections. Not joining would mean not coalescing.
+- **One cached key across threads** had the same problem, from moka: a
+  `get` of one key takes {moka_two} ns from each of two threads against
+  {moka_one} ns from one (`moka_alone` in 4b; a key per thread, {moka_own} ns),
+  as moka records every read for its eviction policy in a queue, an access
+  time and reference counts that every core writes. The response cache now
+  has a front: each thread keeps the variants of the keys it serves again
+  and again, and a hit on them writes nothing another core reads, but for
+  one hit in four, told to moka so that its eviction policy still sees the
+  key in use. `cache_hit_hot_key` scales from one thread to two at
+  {hot_scaling} of the bare route's scaling (0.885 before the front). What a hot
+  hit still writes on a shared line: the answer's reference counts (its
+  `Arc`, and one count per header value on its shared buffer as the header
+  map is copied); a copy of the answer per thread would remove them, for a
+  copy per thread of every hot answer.
 - **A growing cache's hits** cost about a tenth more at 1,000,000 entries
   than at 10,000, as moka's own do (a third more in a handler): the lookup
   leaves the processor's caches. Misses cost the same at every size.
@@ -432,6 +468,46 @@ def scaling_why():
 """
 
 
+def peers_why():
+    """Why the crate loses to some peers in section 8, with that run's numbers."""
+    peers = ROOT / "bench" / "results" / "peers.json"
+    if not peers.exists():
+        return ""
+    p = json.loads(peers.read_text())
+    ins, tp = p["instructions"]["ratios"], p["throughput"]
+    across = ins["unique"].get("share_across_callers")
+    across_text = "" if across is None else (
+        f" Keyed as the peers key (`share_across_identities`: no credential is read), share "
+        f"mode costs {across:.2f}x (with a browser's headers "
+        f"{ins['browser']['share_across_callers']:.2f}x): that much of the gap is the "
+        "caller's identity, which keeps one user's answer from another.")
+    return f"""- **Against the peers that coalesce** (section 8). async_singleflight in
+  the handler ({ins['unique']['async_singleflight']:.2f}x) keys on the path parameter axum already
+  extracted, takes one mutex-guarded map, and runs inside the handler, so
+  it pays no `Router::layer` (the identity layer alone costs
+  {ins['unique']['identity_layer']:.2f}x); if its leader's caller leaves, a follower starts the
+  work anew. Share mode ({ins['unique']['share']:.2f}x) reads and normalizes the host, path
+  and query (other spellings of one URL would otherwise share or split
+  answers), reads the caller's credentials, copies the request headers a
+  `Vary` may name, checks the answer's `Cache-Control`, `Set-Cookie` and
+  `Vary` before handing it to anyone else, and boxes the leader's work so
+  that a leader whose client leaves hands it on.{across_text}
+  tower-resilience-coalesce buffers the request body, and its followers
+  get an error when the leader is cancelled (answered `500` here). Requests/s follow the instruction
+  counts (section 4's reason).
+- **Cache hits on a hot key against the caches** (section 8: requests/s
+  {tp['share_cache']['hot']['ratio_median']:.2f}x against axum-response-cache's {tp['axum_response_cache']['hot']['ratio_median']:.2f}x;
+  instructions {ins['hot']['share_cache']:.2f}x against moka in a handler's {ins['hot']['moka_get_with']:.2f}x).
+  axum-response-cache keys on method and URI alone (every caller gets the
+  first caller's answer), stores any `2xx` for its fixed TTL, `Cache-Control:
+  private` and `no-store` included, and sends an `X-Cache-Age` of its own; moka in the handler
+  caches a `String` after axum has routed and extracted. A hit here is
+  keyed as share mode keys (host, caller), is checked for freshness and
+  `Vary` (RFC 9111), and is rebuilt as an HTTP answer with its current
+  `Age` and `Cache-Status`.
+"""
+
+
 def why(results):
     """Why the missed targets are missed, with this run's numbers."""
     recorded = json.loads((ROOT / "bench" / "baseline.json").read_text())
@@ -443,8 +519,8 @@ def why(results):
     identity, from_fn = references["identity_layer"], references["noop_from_fn"]
     return f"""### Why the missed ones are missed
 
-{scaling_why()}
-- **Instructions per request.** The bare route costs about 8.6k
+{scaling_why(results)}
+{peers_why()}- **Instructions per request.** The bare route costs about 8.6k
   instructions per request in `benches/instructions.rs` (a request built,
   routed, answered and read back; 100 requests measure 0.86M), so the
   targets leave 1.3k to 2.2k

@@ -18,7 +18,7 @@ use tower_singleflight::CacheConfig;
 /// answers run 2, the newest. Made hot for `en` + `xml` (run 1 only), the
 /// front answers run 1.
 #[tokio::test(start_paused = true)]
-async fn the_front_serves_an_older_variant_where_a_newer_one_fits() {
+async fn a_hot_key_answers_with_the_newest_variant_that_fits() {
     let origin = Origin::new(CacheConfig::new(), |seen| {
         let vary = if seen.run == 1 {
             "Accept-Language"
