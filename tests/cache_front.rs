@@ -165,3 +165,27 @@ fn an_answer_replaced_on_one_thread_is_not_served_from_another_threads_front() {
     assert_eq!(told.recv().expect("asked again"), "run 2");
     kept.join().expect("no panic");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hot_answer_answers_conditional_requests_and_directives_as_the_cache_does() {
+    let origin = Origin::new(CacheConfig::new(), |seen| {
+        let headers = [
+            (header::CACHE_CONTROL, "max-age=60".into()),
+            (header::ETAG, format!("\"v{}\"", seen.run)),
+        ];
+        answer(&seen, &headers)
+    });
+    make_hot(&origin, "/a", 1).await;
+    let unchanged = origin.get_with("/a", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    let changed = origin.get_with("/a", &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!((changed.status, changed.text()), (StatusCode::OK, "run 1"));
+    // A request with directives of its own is decided on the stored
+    // variant: `max-age=0` revalidates it with the origin.
+    let young = origin
+        .get_with("/a", &[("cache-control", "max-age=0")])
+        .await;
+    assert_eq!(young.text(), "run 2");
+    assert_eq!(origin.last_request()[header::IF_NONE_MATCH], "\"v1\"");
+    assert_eq!(origin.get("/a").await.text(), "run 2");
+}

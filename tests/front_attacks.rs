@@ -66,12 +66,13 @@ fn the_hottest_key_is_not_evicted_for_keys_read_a_few_times() {
     const FILL: usize = 500;
     const CONTENDERS: usize = 1_000;
     use common::{send, with_headers};
-    // Room for about 800 answers; the front keeps answers of up to 4 KiB
-    // (a sixteenth of the bound over its slots) on up to 8 stripes (2 cores).
+    // Room for about 850 answers; the front keeps answers of up to 1.9 KB
+    // (with their copies, a sixteenth of the bound over its slots) on up to
+    // 8 stripes (2 cores).
     let origin = std::sync::Arc::new(Origin::new(CacheConfig::new().max_bytes(BOUND), |seen| {
-        let mut response = answer(&seen, &[(header::CACHE_CONTROL, "max-age=600".into())]);
+        let mut response = answer(&seen, &[(header::CACHE_CONTROL, "max-age=36000".into())]);
         *response.body_mut() =
-            axum::body::Body::from(format!("run {}{}", seen.run, " ".repeat(2000)));
+            axum::body::Body::from(format!("run {}{}", seen.run, " ".repeat(200)));
         response
     }));
     let cache = origin.layer.response_cache().expect("a cache").clone();

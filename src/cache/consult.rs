@@ -61,7 +61,7 @@ where
         } else {
             RequestDirectives::default()
         };
-        let decision = decide(self.lookup(key, headers, now), &asks, now);
+        let decision = decide(self.lookup(key, headers, now, !directives), &asks, now);
         if let Decision::Serve { answer, .. } | Decision::Refresh(answer) = &decision {
             answer.used();
         }

@@ -75,7 +75,12 @@ struct Slot<K> {
     hash: u64,
     /// Detached, as the cache keeps it: no request buffer is pinned here.
     key: ShareKey<K>,
+    /// The key's variants as moka holds them, to pick from.
     variants: Stored,
+    /// A copy of each, in the same order, to serve: its reference counts
+    /// are this thread's alone (the shared answer's would be written by
+    /// every core at every hit).
+    copies: Box<[Arc<CachedResponse>]>,
     seen: Seen,
 }
 
@@ -149,11 +154,23 @@ impl<K: Hash + Eq + Clone> Front<K> {
         });
         if let Some(kept) = kept {
             let current = kept.as_ref().filter(|slot| slot.seen == seen);
-            match current.map(|slot| slot.variants.iter().find(|variant| variant.fits(request))) {
-                Some(Some(variant)) if variant.freshness(now) == Freshness::Fresh => {
+            let picked = current.map(|slot| {
+                let at = slot
+                    .variants
+                    .iter()
+                    .position(|variant| variant.fits(request));
+                at.map(|at| (&slot.variants[at], &slot.copies[at]))
+            });
+            match picked {
+                Some(Some((variant, copy))) if variant.freshness(now) == Freshness::Fresh => {
                     stripe.hits = stripe.hits.wrapping_add(1);
                     let tell = stripe.hits % TOLD_EVERY == 0;
-                    return Looked::Kept(Arc::clone(variant), tell);
+                    if tell {
+                        // Its use count too, which picks the variant that
+                        // goes when a key has too many.
+                        variant.used();
+                    }
+                    return Looked::Kept(Arc::clone(copy), tell);
                 }
                 // Another variant, or a stale one: moka decides.
                 Some(_) => {}
@@ -167,10 +184,11 @@ impl<K: Hash + Eq + Clone> Front<K> {
         Looked::Ask(again.then_some(seen))
     }
 
-    /// Keeps the variants moka gave for `key`, looked up at `seen`, if they
-    /// are small enough.
+    /// Keeps the variants moka gave for `key`, looked up at `seen`, and a
+    /// copy of each, if they are small enough.
     pub(crate) fn keep(&self, hash: u64, key: &ShareKey<K>, variants: &Stored, seen: Seen) {
-        let weight: usize = variants.iter().map(|variant| variant.weight()).sum();
+        // Counted twice: the variants and their copies.
+        let weight: usize = variants.iter().map(|variant| 2 * variant.weight()).sum();
         if weight > self.max_kept {
             return;
         }
@@ -181,6 +199,10 @@ impl<K: Hash + Eq + Clone> Front<K> {
             hash,
             key: key.detached(),
             variants: Arc::clone(variants),
+            copies: variants
+                .iter()
+                .map(|variant| variant.copy_for_thread())
+                .collect(),
             seen,
         };
         // In place of the key's own void slot, or of the oldest.

@@ -224,6 +224,25 @@ impl CachedResponse {
         self.retry_at.store(millis, Relaxed);
     }
 
+    /// A copy for one thread's front: its answer in a buffer of its own, so
+    /// that serving it counts references on nothing another core counts on.
+    /// Back-off and use counts start from this variant's own (the front
+    /// serves only fresh copies, which never back off).
+    pub(super) fn copy_for_thread(&self) -> Arc<Self> {
+        Arc::new(Self {
+            response: Arc::new(self.response.detached(|_, _| {})),
+            windows: self.windows,
+            stored_at: self.stored_at,
+            initial_age: self.initial_age,
+            forbids_stale: self.forbids_stale,
+            validator: self.validator,
+            target: self.target.clone(),
+            retry_at: AtomicU64::new(self.retry_at.load(Relaxed)),
+            failures: AtomicU32::new(self.failures.load(Relaxed)),
+            uses: AtomicU32::new(self.uses.load(Relaxed)),
+        })
+    }
+
     /// Counts a hit, up to [`USE_COUNT_CAP`].
     pub(crate) fn used(&self) {
         if self.uses.load(Relaxed) < USE_COUNT_CAP {
@@ -484,12 +503,22 @@ where
     /// The newest variant stored for a request with these headers, as at
     /// `now`. Not counted: [`consult`](super::consult) counts what it
     /// decides.
+    ///
+    /// `plain`: the request has no directives of its own, so that a fresh
+    /// variant is simply served. Only such requests are answered from (or
+    /// fill) the front, whose copies are not the variants moka holds: a
+    /// request that may replace or drop the variant it found (`no-cache`,
+    /// `max-age=0`...) gets moka's own.
     pub(crate) fn lookup(
         &self,
         key: &ShareKey<K>,
         request: &http::HeaderMap,
         now: Instant,
+        plain: bool,
     ) -> Lookup {
+        if !plain {
+            return self.lookup_stored(key, request);
+        }
         let front = &self.inner.front;
         let hash = key.digest();
         let keep = match front.get(hash, key, request, now) {
@@ -516,6 +545,17 @@ where
         }
     }
 
+    /// [`lookup`](Self::lookup) in moka alone.
+    fn lookup_stored(&self, key: &ShareKey<K>, request: &http::HeaderMap) -> Lookup {
+        let Some(variants) = self.inner.store.get(key) else {
+            return Lookup::Miss;
+        };
+        match variants.iter().find(|variant| variant.fits(request)) {
+            Some(answer) => Lookup::Answer(Arc::clone(answer)),
+            None => Lookup::VaryMiss,
+        }
+    }
+
     /// A fresh answer for a request with these headers, if stored: for a
     /// leader, in case another flight stored one since its lookup. Not
     /// counted.
@@ -525,7 +565,7 @@ where
         request: &http::HeaderMap,
     ) -> Option<Arc<CachedResponse>> {
         let now = Instant::now();
-        match self.lookup(key, request, now) {
+        match self.lookup_stored(key, request) {
             Lookup::Answer(answer) if answer.freshness(now) == Freshness::Fresh => Some(answer),
             Lookup::Answer(_) | Lookup::VaryMiss | Lookup::Miss => None,
         }
