@@ -262,7 +262,7 @@ def scaling_rows(results, row):
                         "<= 1.10x", f"{miss:.2f}x / {hit:.2f}x (moka in a handler: "
                         f"{g['moka'][-1]['miss_ns'] / g['moka'][0]['miss_ns']:.2f}x / "
                         f"{g['moka'][-1]['hit_ns'] / g['moka'][0]['hit_ns']:.2f}x)", miss <= 1.1 and hit <= 1.1))
-        ours, theirs = last["bytes_per_entry"], g["moka"][-1]["bytes_per_entry"]
+        ours, theirs = int(last["bytes_per_entry"]), int(g["moka"][-1]["bytes_per_entry"])
         rows.append(row("RSS per cache entry over moka's in a handler", "<= 2x",
                         f"{ours / theirs:.1f}x ({ours:,} B against {theirs:,} B)", ours <= 2 * theirs))
     soak = ROOT / "bench" / "results" / "soak.json"
