@@ -402,6 +402,8 @@ def scaling_why(results):
         moka_two=one_key.get("t2_ns", "?"),
         moka_own=own_key.get("t2_ns", "?"),
         hot_scaling=c.get("routes", {}).get("cache_hit_hot_key", {}).get("vs_bare", "?"),
+        hot_low=c.get("routes", {}).get("cache_hit_hot_key", {}).get("vs_bare_range", ["?", "?"])[0],
+        hot_high=c.get("routes", {}).get("cache_hit_hot_key", {}).get("vs_bare_range", ["?", "?"])[1],
         identity_rps=identity_rps,
         **growth_figures(),
         param_rps=results["overhead"]["param_no_layer"]["throughput_ratio_median"],
@@ -432,8 +434,8 @@ SCALING_WHY = """- **One worker against `/param` over HTTP.** Share mode with un
   does nothing misses 0.95x of `/param` here: the identity layer, in the
   peers' harness, serves {identity_rps}x the bare route's requests/s, where
   `/param` serves {param_rps}x in section 4.
-- **Cache misses with unique keys** (a quarter of bare's requests/s, moka
-  in a handler 0.42x). A miss costs {miss:.2f}x the bare route's instructions in
+- **Cache misses with unique keys** (about a quarter of bare's requests/s,
+  moka in a handler about 0.4x: section 8). A miss costs {miss:.2f}x the bare route's instructions in
   process (`cache_miss_unique_keys`; 5.0x before the key's digest was
   computed once and read by moka): storing is about 17k of them (moka's
   `entry().and_upsert_with` 5.3k, detaching the answer into one buffer and
@@ -460,12 +462,12 @@ SCALING_WHY = """- **One worker against `/param` over HTTP.** Share mode with un
   has a front: each thread keeps the variants of the keys it serves again
   and again, and a hit on them writes nothing another core reads, but for
   one hit in four, told to moka so that its eviction policy still sees the
-  key in use. `cache_hit_hot_key` scales from one thread to two at
-  {hot_scaling} of the bare route's scaling (0.885 before the front). What a hot
-  hit still writes on a shared line: the answer's reference counts (its
-  `Arc`, and one count per header value on its shared buffer as the header
-  map is copied); a copy of the answer per thread would remove them, for a
-  copy per thread of every hot answer.
+  key in use, and it serves a copy of the answer in a buffer of its own,
+  so that copying its header map counts references on nothing another core
+  counts on (all of a stored answer's header values share one buffer, and
+  one reference count). `cache_hit_hot_key` scales from one thread to two
+  at {hot_scaling} of the bare route's scaling (0.885 before the front), with
+  runs from {hot_low} to {hot_high} on this shared machine.
 - **A growing cache's hits** cost {growth_hit} at 1,000,000 entries what they
   cost at 10,000, as moka's own in a handler do ({growth_moka_hit}): a hit spread over
   every key finds its entry, and moka's node for it, outside the
@@ -548,9 +550,9 @@ def why(results):
   `axum::middleware::from_fn` measures {from_fn:.2f}x. Profiled with callgrind
   (`bench/instructions.py` gives the counts), share mode's own
   {ratios['share_unique_keys'] - identity:.2f}x beyond that floor is what it must do for every
-  request: extract the key and hash it once with SipHash keyed per table
+  request: extract the key and hash it once with SipHash keyed per process
   (keys come from clients, so a fast unkeyed hash would let them aim
-  collisions), enter and leave a mutex-guarded table, box the leader's work
+  collisions; the table and the cache read that digest), enter and leave a mutex-guarded table, box the leader's work
   so that a leader whose client leaves can hand it to a task (the box, and
   moving futures into it), copy the request headers a `Vary` may name, and
   check the request's conditional headers and the response's
@@ -573,9 +575,10 @@ def why(results):
   guard in the body until the body ends; a `409` costs {ratios['reject_conflict']:.2f}x: the
   key hashed for the lease and again for the `Retry-After` history, and
   the answer's allocations (body, headers, extensions). A cache hit
-  ({ratios['cache_hit']:.2f}x) is mostly moka's own lookup (hashing, and recording the
-  read for its eviction policy) and rebuilding the response from the
-  shared bytes. Meeting 1.25x would mean dropping guarantees (a leader's
+  spread over many keys ({ratios['cache_hit']:.2f}x) is mostly moka's own lookup (recording
+  the read for its eviction policy) and rebuilding the response from the
+  shared bytes; on a hot key ({ratios['cache_hit_hot_key']:.2f}x) the front skips moka but for
+  one hit in four. Meeting 1.25x would mean dropping guarantees (a leader's
   disconnect failing its followers, or collisions clients can aim), so the
   targets are stated as missed rather than bought that way. With a
   browser's ten request headers (the `_browser` cases) the bare route costs
