@@ -188,7 +188,10 @@ impl<K: Hash + Eq + Clone> Front<K> {
     /// copy of each, if they are small enough.
     pub(crate) fn keep(&self, hash: u64, key: &ShareKey<K>, variants: &Stored, seen: Seen) {
         // Counted twice: the variants and their copies.
-        let weight: usize = variants.iter().map(|variant| 2 * variant.weight()).sum();
+        let weight = variants
+            .iter()
+            .map(|variant| variant.weight().saturating_mul(2))
+            .fold(0, usize::saturating_add);
         if weight > self.max_kept {
             return;
         }
